@@ -1,0 +1,65 @@
+//! The page allocator: zones, buddy free lists per order, per-thread caches
+//! for order 0, and fragmentation statistics.
+//!
+//! Each zone keeps its free blocks in one list per order, under one lock.
+//! Blocks are naturally aligned in page-number space, so a block's buddy is
+//! `pfn ^ (1 << order)`. A list is a `Vec` of head page numbers; the head's
+//! owner slot (unused while the block is free) holds the block's index in
+//! its list, so removing a buddy during coalescing is O(1) without a second
+//! per-page table.
+
+mod buddy;
+mod frag;
+mod pcp;
+
+pub(crate) use buddy::{
+    mark_allocated as buddy_mark_allocated, mark_free_head as buddy_mark_free_head, update as buddy_update, FreeArea,
+};
+pub use frag::{FragStats, ZoneFrag};
+pub(crate) use pcp::Pcp;
+pub use pcp::ThreadCache;
+
+use crate::sync::Mutex;
+
+/// The zone a page belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ZoneKind {
+    /// Ordinary allocations, movable or not.
+    Normal,
+    /// The contiguous-capable zone (the kernel's ZONE_MOVABLE / CMA): only
+    /// movable allocations and contiguous reservations come from it.
+    Movable,
+}
+
+impl core::fmt::Display for ZoneKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ZoneKind::Normal => "normal",
+            ZoneKind::Movable => "movable",
+        })
+    }
+}
+
+/// One zone: a range of page numbers with its own buddy lists and caches.
+#[derive(Debug)]
+pub(crate) struct Zone {
+    pub(crate) kind: ZoneKind,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+    pub(crate) area: Mutex<FreeArea>,
+    pub(crate) pcp: Option<Pcp>,
+}
+
+impl Zone {
+    pub(crate) fn new(kind: ZoneKind, start: u32, end: u32, max_order: u8, cache: Option<ThreadCache>) -> Zone {
+        Zone { kind, start, end, area: Mutex::new(FreeArea::new(max_order)), pcp: cache.map(Pcp::new) }
+    }
+
+    pub(crate) fn pages(&self) -> u32 {
+        self.end - self.start
+    }
+
+    pub(crate) fn contains(&self, pfn: u32) -> bool {
+        (self.start..self.end).contains(&pfn)
+    }
+}

@@ -1,0 +1,170 @@
+//! Building an arena: geometry checks, region, descriptors, zones.
+
+use crate::alloc::{FreeArea, ThreadCache, Zone, ZoneKind};
+use crate::error::BuildError;
+use crate::page::state::MAX_ORDER_LIMIT;
+use crate::page::Descriptor;
+use crate::region::{Backing, Region};
+use crate::sync::ShardedMap;
+
+use super::PageArena;
+
+/// The most pages one arena can describe (page numbers are 31-bit).
+pub const MAX_PAGES: u64 = 1 << 31;
+
+/// The default largest buddy order: blocks of up to 1024 pages (4 MiB of
+/// 4 KiB pages), like the kernel's `MAX_PAGE_ORDER`.
+pub const DEFAULT_MAX_ORDER: u8 = 10;
+
+#[derive(Debug, Clone, Copy)]
+enum Size {
+    Unset,
+    Pages(u64),
+    Bytes(usize),
+}
+
+/// Configures and builds a [`PageArena`]; see [`PageArena::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ArenaBuilder {
+    size: Size,
+    page_size: usize,
+    backing: Backing,
+    movable: Size,
+    max_order: u8,
+    cache: Option<ThreadCache>,
+}
+
+impl Default for ArenaBuilder {
+    fn default() -> Self {
+        ArenaBuilder {
+            size: Size::Unset,
+            page_size: 4096,
+            backing: Backing::Heap,
+            movable: Size::Pages(0),
+            max_order: DEFAULT_MAX_ORDER,
+            cache: None,
+        }
+    }
+}
+
+impl ArenaBuilder {
+    /// The number of pages.
+    pub fn pages(mut self, pages: usize) -> Self {
+        self.size = Size::Pages(pages as u64);
+        self
+    }
+
+    /// The size in bytes (a whole number of pages).
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.size = Size::Bytes(bytes);
+        self
+    }
+
+    /// The page size: a power of two of at least 4096 bytes (default 4096).
+    pub fn page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Where the memory comes from (default [`Backing::Heap`]). With
+    /// [`Backing::External`] the size may be left unset: it is the region's.
+    pub fn backing(mut self, backing: Backing) -> Self {
+        self.backing = backing;
+        self
+    }
+
+    /// Pages of the movable zone, at the top of the arena (default 0).
+    pub fn movable_pages(mut self, pages: usize) -> Self {
+        self.movable = Size::Pages(pages as u64);
+        self
+    }
+
+    /// Bytes of the movable zone (a whole number of pages).
+    pub fn movable_capacity(mut self, bytes: usize) -> Self {
+        self.movable = Size::Bytes(bytes);
+        self
+    }
+
+    /// The largest buddy order (default [`DEFAULT_MAX_ORDER`]).
+    pub fn max_order(mut self, max_order: u8) -> Self {
+        self.max_order = max_order;
+        self
+    }
+
+    /// Per-thread caches of order-0 pages (off by default).
+    pub fn thread_cache(mut self, cache: ThreadCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn to_pages(size: Size, page_size: usize) -> Result<Option<u64>, BuildError> {
+        match size {
+            Size::Unset => Ok(None),
+            Size::Pages(p) => Ok(Some(p)),
+            Size::Bytes(b) if b % page_size != 0 => Err(BuildError::SizeNotMultiple { bytes: b, page_size }),
+            Size::Bytes(b) => Ok(Some((b / page_size) as u64)),
+        }
+    }
+
+    /// Builds the arena.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for bad geometry (zero pages, a page size that is not a
+    /// power of two of at least 4 KiB, a size that is not a whole number of
+    /// pages, a misaligned external region, more than [`MAX_PAGES`] pages, a
+    /// movable zone larger than the arena, a max order above the state
+    /// word's limit) or when the system refuses the memory.
+    pub fn build(self) -> Result<PageArena, BuildError> {
+        let page_size = self.page_size;
+        if !page_size.is_power_of_two() || page_size < 4096 {
+            return Err(BuildError::PageSize { page_size });
+        }
+        let size = match (self.size, &self.backing) {
+            (Size::Unset, Backing::External(ext)) => Size::Bytes(ext.len()),
+            (s, _) => s,
+        };
+        let pages = Self::to_pages(size, page_size)?.ok_or(BuildError::ZeroPages)?;
+        if pages == 0 {
+            return Err(BuildError::ZeroPages);
+        }
+        if pages > MAX_PAGES {
+            return Err(BuildError::TooManyPages { pages, max: MAX_PAGES });
+        }
+        let movable = Self::to_pages(self.movable, page_size)?.unwrap_or(0);
+        if movable > pages {
+            return Err(BuildError::MovableTooLarge { movable, pages });
+        }
+        if self.max_order > MAX_ORDER_LIMIT {
+            return Err(BuildError::MaxOrder { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
+        }
+        let len = (pages as usize).checked_mul(page_size).ok_or(BuildError::TooLarge { bytes: usize::MAX })?;
+        let region = Region::new(self.backing, len, page_size)?;
+        let descs = Descriptor::table(pages as usize);
+        let pages = pages as u32;
+        let split = pages - movable as u32;
+        let zones = [
+            Zone::new(ZoneKind::Normal, 0, split, self.max_order, self.cache),
+            Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache),
+        ];
+        for z in &zones {
+            let mut area: FreeAreaGuard<'_> = z.area.lock();
+            area.seed(&descs, z.start, z.end);
+        }
+        Ok(PageArena {
+            region,
+            descs,
+            pages,
+            page_shift: page_size.trailing_zeros(),
+            max_order: self.max_order,
+            zones,
+            raw: ShardedMap::new(),
+        })
+    }
+}
+
+#[cfg(not(loom))]
+type FreeAreaGuard<'a> = parking_lot::MutexGuard<'a, FreeArea>;
+#[cfg(loom)]
+type FreeAreaGuard<'a> = loom::sync::MutexGuard<'a, FreeArea>;

@@ -1,0 +1,659 @@
+//! The arena: descriptors over a region, zones, and the count operations.
+
+mod builder;
+mod raw;
+
+pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
+
+use crate::alloc::{FragStats, Zone, ZoneFrag, ZoneKind};
+use crate::error::{AcquireError, AllocError, Largest};
+use crate::handle::Block;
+use crate::page::slot::{self, Acquirer};
+use crate::page::state::{self, Count, ACQUIRE_SLOW, COUNTS, FREE, GEN_ONE, HEAD, IDLE, PCP, TRACKED};
+use crate::page::{Descriptor, PageState};
+use crate::region::{BackingKind, Region};
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::{fence, ShardedMap};
+use crate::Pfn;
+
+pub(crate) use raw::RawCounts;
+
+/// A page arena: pages over one region, with refcounts, pins, a buddy
+/// allocator in two zones, and owner attribution. See the [crate
+/// docs](crate) for the model.
+#[derive(Debug)]
+pub struct PageArena {
+    pub(crate) region: Region,
+    pub(crate) descs: Box<[Descriptor]>,
+    pub(crate) pages: u32,
+    pub(crate) page_shift: u32,
+    pub(crate) max_order: u8,
+    /// Normal, then movable (either may be empty).
+    pub(crate) zones: [Zone; 2],
+    /// Raw references and pins per page, so a raw release can only drop a
+    /// count a raw acquire took.
+    pub(crate) raw: ShardedMap<RawCounts>,
+}
+
+/// A snapshot of one page: its block, zone, state and attributed acquirer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageInfo {
+    /// The page.
+    pub pfn: Pfn,
+    /// The head page of its block (itself for order-0 blocks).
+    pub head: Pfn,
+    /// Its zone.
+    pub zone: ZoneKind,
+    /// The block's state.
+    pub state: PageState,
+    /// Who took the latest count on this page, if that holder still holds
+    /// it (the generation in the owner slot matches). `None` means
+    /// unattributed, never a guess.
+    pub acquirer: Option<Acquirer>,
+}
+
+impl PageArena {
+    /// A builder; see [`ArenaBuilder`].
+    ///
+    /// ```
+    /// use pinowner::{Backing, PageArena};
+    ///
+    /// let arena = PageArena::builder()
+    ///     .pages(1024)
+    ///     .movable_pages(512)
+    ///     .backing(Backing::Anonymous)
+    ///     .build()?;
+    /// assert_eq!(arena.pages(), 1024);
+    /// # Ok::<(), pinowner::BuildError>(())
+    /// ```
+    pub fn builder() -> ArenaBuilder {
+        ArenaBuilder::default()
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.pages as usize
+    }
+
+    /// Page size in bytes.
+    pub fn page_size(&self) -> usize {
+        1 << self.page_shift
+    }
+
+    /// The largest buddy order.
+    pub fn max_order(&self) -> u8 {
+        self.max_order
+    }
+
+    /// What memory the arena got.
+    pub fn backing(&self) -> BackingKind {
+        self.region.kind()
+    }
+
+    /// Why a [`Backing::HugeTlb`](crate::Backing::HugeTlb) request fell back
+    /// to transparent hugepages, if it did.
+    pub fn backing_fallback(&self) -> Option<&str> {
+        self.region.fallback.as_deref()
+    }
+
+    /// The page-number range of a zone.
+    pub fn zone_range(&self, zone: ZoneKind) -> core::ops::Range<Pfn> {
+        let z = self.zone(zone);
+        z.start as Pfn..z.end as Pfn
+    }
+
+    /// The zone of a page, or `None` if out of range.
+    pub fn zone_of(&self, pfn: Pfn) -> Option<ZoneKind> {
+        let p = u32::try_from(pfn).ok()?;
+        self.zones.iter().find(|z| z.contains(p)).map(|z| z.kind)
+    }
+
+    pub(crate) fn zone(&self, kind: ZoneKind) -> &Zone {
+        match kind {
+            ZoneKind::Normal => &self.zones[0],
+            ZoneKind::Movable => &self.zones[1],
+        }
+    }
+
+    #[inline]
+    pub(crate) fn zone_for(&self, pfn: u32) -> &Zone {
+        if pfn < self.zones[1].start {
+            &self.zones[0]
+        } else {
+            &self.zones[1]
+        }
+    }
+
+    #[inline]
+    pub(crate) fn desc(&self, pfn: u32) -> &Descriptor {
+        &self.descs[pfn as usize]
+    }
+
+    #[inline]
+    pub(crate) fn check_pfn(&self, pfn: Pfn) -> Result<u32, AcquireError> {
+        if pfn < self.pages as usize {
+            Ok(pfn as u32)
+        } else {
+            Err(AcquireError::OutOfRange { pfn, pages: self.pages as usize })
+        }
+    }
+
+    // ----- allocation -------------------------------------------------
+
+    /// Allocates a block of `2^order` pages from the normal zone.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::OrderTooLarge`] above [`max_order`](Self::max_order);
+    /// [`AllocError::OutOfMemory`] when no block of that order is free.
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(64).build()?;
+    /// let block = arena.alloc(2)?;
+    /// assert_eq!(block.pages(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn alloc(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
+        let who = crate::owner_here();
+        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self, pfn, order, gen))
+    }
+
+    /// Like [`alloc`](Self::alloc), with the block's bytes zeroed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_zeroed(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
+        let who = crate::owner_here();
+        let (pfn, gen) = self.alloc_in(order, false, who)?;
+        self.zero_block(pfn, order);
+        Ok(Block::new(self, pfn, order, gen))
+    }
+
+    /// Allocates a movable block: from the movable zone, falling back to
+    /// the normal zone when the movable zone has no block of that order (the
+    /// kernel's rule: movable allocations may use either zone, unmovable
+    /// ones never use the movable zone).
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_movable(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
+        let who = crate::owner_here();
+        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self, pfn, order, gen))
+    }
+
+    /// Like [`alloc_movable`](Self::alloc_movable), with the bytes zeroed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_movable_zeroed(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
+        let who = crate::owner_here();
+        let (pfn, gen) = self.alloc_in(order, true, who)?;
+        self.zero_block(pfn, order);
+        Ok(Block::new(self, pfn, order, gen))
+    }
+
+    /// [`alloc`](Self::alloc) for an arena shared through `Arc`: the block
+    /// keeps the arena alive and is `'static`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_owned(self: &std::sync::Arc<Self>, order: u8) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
+        let who = crate::owner_here();
+        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
+    }
+
+    /// [`alloc_movable`](Self::alloc_movable) for an arena shared through `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_movable_owned(
+        self: &std::sync::Arc<Self>,
+        order: u8,
+    ) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
+        let who = crate::owner_here();
+        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
+    }
+
+    fn zero_block(&self, pfn: u32, order: u8) {
+        let (off, len) = self.byte_range(pfn, order);
+        // SAFETY: the block was just allocated and no handle to it exists yet:
+        // we have exclusive access to its bytes.
+        unsafe { self.region.zero(off, len) };
+    }
+
+    #[inline]
+    pub(crate) fn byte_range(&self, pfn: u32, order: u8) -> (usize, usize) {
+        ((pfn as usize) << self.page_shift, 1usize << (self.page_shift + order as u32))
+    }
+
+    /// Allocates and returns the block's head and the generation of its
+    /// first reference.
+    pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Acquirer) -> Result<(u32, u16), AllocError> {
+        if order > self.max_order {
+            return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
+        }
+        let order_of_zones: &[&Zone] = if movable { &[&self.zones[1], &self.zones[0]] } else { &[&self.zones[0]] };
+        let mut last = order_of_zones[0];
+        for zone in order_of_zones {
+            if zone.pages() == 0 {
+                continue;
+            }
+            last = zone;
+            let got = if order == 0 && zone.pcp.is_some() {
+                // A cached page is marked PCP, which keeps coalescing away
+                // from it after it leaves the cache's lock.
+                self.alloc_pcp(zone).map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), 0, movable)))
+            } else {
+                // Marked allocated under the lock: a free-looking head that is
+                // in no list would be "coalesced" by a concurrent free.
+                let mut area = zone.area.lock();
+                area.take(&self.descs, order)
+                    .map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), order, movable)))
+            };
+            if let Some((pfn, word)) = got {
+                self.desc(pfn).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+                return Ok((pfn, state::gen(word)));
+            }
+        }
+        let area = last.area.lock();
+        let largest = (0..=area.max_order).rev().find(|&o| area.count(o) > 0);
+        Err(AllocError::OutOfMemory { order, zone: last.kind, free: area.free_pages, largest: Largest(largest) })
+    }
+
+    fn alloc_pcp(&self, zone: &Zone) -> Option<u32> {
+        let pcp = zone.pcp.as_ref().expect("zone has caches");
+        let mut cache = pcp.mine().0.lock();
+        if cache.is_empty() {
+            let mut area = zone.area.lock();
+            for _ in 0..pcp.config.batch {
+                match area.take(&self.descs, 0) {
+                    Some(p) => {
+                        crate::alloc::buddy_update(self.desc(p), |w| w | PCP);
+                        cache.push(p);
+                    }
+                    None => break,
+                }
+            }
+        }
+        cache.pop()
+    }
+
+    /// Returns a block whose last count was just dropped.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn free_block(&self, head: u32, order: u8) {
+        let zone = self.zone_for(head);
+        if order == 0 {
+            if let Some(pcp) = &zone.pcp {
+                crate::alloc::buddy_mark_free_head(self.desc(head), 0, PCP);
+                let mut cache = pcp.mine().0.lock();
+                cache.push(head);
+                if cache.len() > pcp.config.high {
+                    let n = pcp.config.batch.min(cache.len());
+                    let mut area = zone.area.lock();
+                    for p in cache.drain(..n) {
+                        area.give(&self.descs, zone, p, 0);
+                    }
+                }
+                return;
+            }
+        }
+        zone.area.lock().give(&self.descs, zone, head, order);
+    }
+
+    /// Returns every page parked in per-thread caches to the buddy lists, so
+    /// that it can coalesce and serve higher orders. Returns the number of
+    /// pages drained.
+    pub fn drain_thread_caches(&self) -> usize {
+        let mut drained = 0;
+        for zone in &self.zones {
+            let Some(pcp) = &zone.pcp else { continue };
+            for shard in pcp.shards.iter() {
+                let mut cache = shard.0.lock();
+                if cache.is_empty() {
+                    continue;
+                }
+                let mut area = zone.area.lock();
+                drained += cache.len();
+                for p in cache.drain(..) {
+                    area.give(&self.descs, zone, p, 0);
+                }
+            }
+        }
+        drained
+    }
+
+    /// Free pages in all zones, cached ones included.
+    pub fn free_pages(&self) -> usize {
+        self.frag_stats().zones.iter().map(|z| z.free_pages + z.cached_pages).sum()
+    }
+
+    /// Fragmentation statistics: free blocks per order, largest free run,
+    /// and the unusable-free-space and fragmentation indexes per order.
+    pub fn frag_stats(&self) -> FragStats {
+        let mut zones = Vec::new();
+        for zone in &self.zones {
+            if zone.pages() == 0 {
+                continue;
+            }
+            let cached = zone.pcp.as_ref().map_or(0, |p| p.shards.iter().map(|s| s.0.lock().len()).sum());
+            let area = zone.area.lock();
+            let mut runs: Vec<(u32, u32)> =
+                (0..=area.max_order).flat_map(|o| area.heads(o).iter().map(move |&p| (p, 1u32 << o))).collect();
+            runs.sort_unstable();
+            let mut largest = 0usize;
+            let mut cur_end = u32::MAX;
+            let mut cur_len = 0usize;
+            for (p, n) in runs {
+                if p == cur_end {
+                    cur_len += n as usize;
+                } else {
+                    cur_len = n as usize;
+                }
+                cur_end = p + n;
+                largest = largest.max(cur_len);
+            }
+            zones.push(ZoneFrag {
+                zone: zone.kind,
+                pages: zone.pages() as usize,
+                free_blocks: (0..=area.max_order).map(|o| area.count(o)).collect(),
+                free_pages: area.free_pages,
+                cached_pages: cached,
+                largest_free_run: largest,
+            });
+        }
+        FragStats { zones }
+    }
+
+    // ----- counts ------------------------------------------------------
+
+    /// Adds a count on a page whose block the caller already holds (a
+    /// handle's clone): one atomic add and a branch on the returned value.
+    /// Returns the generation the add produced (the handle keeps it).
+    #[inline]
+    pub(crate) fn acquire_held(&self, head: u32, pfn: u32, count: Count, who: Acquirer) -> Result<u16, AcquireError> {
+        let old = self.desc(head).state.fetch_add(count.acquire_delta(), Relaxed);
+        let gen = state::gen(old.wrapping_add(GEN_ONE));
+        if old & ACQUIRE_SLOW != 0 {
+            self.acquire_slow(head, pfn, count, old, gen)?;
+        }
+        self.desc(pfn).owner.store(slot::encode(who, gen), Relaxed);
+        Ok(gen)
+    }
+
+    /// Overflow, idle and tracked pages after an add already made.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, head: u32, pfn: u32, count: Count, old: u64, gen: u16) -> Result<(), AcquireError> {
+        if old & count.mask() >= count.limit() {
+            self.release(head, pfn, count, Some(gen));
+            let state = PageState::from_word(self.desc(head).state.load(Relaxed));
+            return Err(match count {
+                Count::Ref => AcquireError::RefOverflow { pfn: pfn as Pfn, state },
+                Count::Pin => AcquireError::PinOverflow { pfn: pfn as Pfn, state },
+            });
+        }
+        if old & IDLE != 0 {
+            self.desc(head).state.fetch_and(!IDLE, Relaxed);
+        }
+        if old & TRACKED != 0 {
+            // Recording armed pages lands with owner tracking.
+        }
+        Ok(())
+    }
+
+    /// Adds a count on a page named only by its number: succeeds only if the
+    /// page belongs to a live allocated block. Returns the block's head and
+    /// the generation the add produced.
+    #[inline]
+    pub(crate) fn acquire_pfn(&self, pfn: Pfn, count: Count, who: Acquirer) -> Result<(u32, u16), AcquireError> {
+        let p = self.check_pfn(pfn)?;
+        let d = self.desc(p);
+        let old = d.state.load(Relaxed);
+        let new = old.wrapping_add(count.acquire_delta());
+        if state::is_live_head(old)
+            && old & ACQUIRE_SLOW == 0
+            && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok()
+        {
+            d.owner.store(slot::encode(who, state::gen(new)), Relaxed);
+            return Ok((p, state::gen(new)));
+        }
+        self.acquire_pfn_slow(p, count, who)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_pfn_slow(&self, pfn: u32, count: Count, who: Acquirer) -> Result<(u32, u16), AcquireError> {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let head = if tries > 3 {
+                // Stop racing splits and merges: under the zone lock the
+                // block structure is stable (counts still move, the CAS
+                // below copes with that).
+                let zone = self.zone_for(pfn);
+                let _area = zone.area.lock();
+                self.head_of(pfn)
+            } else {
+                self.head_of(pfn)
+            };
+            let Some((head, need)) = head else {
+                crate::sync::spin_hint();
+                continue;
+            };
+            let d = self.desc(head);
+            let mut old = d.state.load(Relaxed);
+            loop {
+                let state = PageState::from_word(old);
+                if old & HEAD == 0 || state::order(old) < need {
+                    break; // the block changed under us: look again
+                }
+                if old & FREE != 0 || old & COUNTS == 0 {
+                    return Err(AcquireError::Free { pfn: pfn as Pfn, state });
+                }
+                if old & state::EXCLUSIVE != 0 {
+                    return Err(AcquireError::Exclusive { pfn: pfn as Pfn, state });
+                }
+                if old & count.mask() >= count.limit() {
+                    return Err(match count {
+                        Count::Ref => AcquireError::RefOverflow { pfn: pfn as Pfn, state },
+                        Count::Pin => AcquireError::PinOverflow { pfn: pfn as Pfn, state },
+                    });
+                }
+                let new = old.wrapping_add(count.acquire_delta()) & !IDLE;
+                match d.state.compare_exchange_weak(old, new, Acquire, Relaxed) {
+                    Ok(_) => {
+                        if old & TRACKED != 0 {
+                            // Recording armed pages lands with owner tracking.
+                        }
+                        self.desc(pfn).owner.store(slot::encode(who, state::gen(new)), Relaxed);
+                        return Ok((head, state::gen(new)));
+                    }
+                    Err(cur) => {
+                        old = cur;
+                        crate::sync::spin_hint();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The head of the block holding `pfn` and the least order that block
+    /// must have to contain it, read without the lock (validate before use).
+    pub(crate) fn head_of(&self, pfn: u32) -> Option<(u32, u8)> {
+        let zone = self.zone_for(pfn);
+        for o in 0..=self.max_order {
+            let h = pfn & !((1u32 << o) - 1);
+            if h < zone.start {
+                return None;
+            }
+            let w = self.desc(h).state.load(Acquire);
+            if w & HEAD != 0 && state::order(w) >= o {
+                return Some((h, o));
+            }
+        }
+        None
+    }
+
+    /// Drops a count the caller holds on the block headed by `head`, taken
+    /// through page `pfn`. `mine` is the generation the caller's acquisition
+    /// produced, if it knows it (handles do; the raw API does not).
+    ///
+    /// The generation moves when the latest acquisition is released (or
+    /// when the releaser cannot tell, `mine == None`), so a reader never
+    /// attributes a page to a departed holder, while releasing an older
+    /// count leaves the latest acquirer attributed. The decision is made
+    /// inside one compare-and-swap on the state word: one read-modify-write
+    /// when uncontended.
+    #[inline]
+    pub(crate) fn release(&self, head: u32, _pfn: u32, count: Count, mine: Option<u16>) {
+        let word = &self.desc(head).state;
+        let mut old = word.load(Relaxed);
+        loop {
+            let latest = match mine {
+                Some(g) => g == state::gen(old),
+                None => true,
+            };
+            let delta = if latest { count.release_delta() } else { count.one().wrapping_neg() };
+            match word.compare_exchange_weak(old, old.wrapping_add(delta), Release, Relaxed) {
+                Ok(_) => break,
+                Err(cur) => old = cur,
+            }
+        }
+        if old & TRACKED != 0 || old & COUNTS == count.one() {
+            self.release_slow(head, count, old);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_slow(&self, head: u32, count: Count, old: u64) {
+        if old & TRACKED != 0 {
+            // Recording armed pages lands with owner tracking.
+        }
+        if old & COUNTS == count.one() {
+            // Like `Arc`: every holder's release was `Release`; this acquire
+            // makes all their accesses happen before the block is reused.
+            fence(Acquire);
+            self.free_block(head, state::order(old));
+        }
+    }
+
+    // ----- inspection ----------------------------------------------------
+
+    /// A snapshot of a page: block, zone, state and attributed acquirer.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OutOfRange`] for a page beyond the arena.
+    pub fn page_info(&self, pfn: Pfn) -> Result<PageInfo, AcquireError> {
+        let p = self.check_pfn(pfn)?;
+        let zone = self.zone_for(p).kind;
+        for _ in 0..16 {
+            let Some((head, _)) = self.head_of(p) else {
+                crate::sync::spin_hint();
+                continue;
+            };
+            let hd = self.desc(head);
+            let s1 = hd.state.load(Acquire);
+            let owner = self.desc(p).owner.load(Acquire);
+            fence(Acquire);
+            let s2 = hd.state.load(Relaxed);
+            if s1 != s2 || s1 & HEAD == 0 {
+                continue;
+            }
+            let mut state = PageState::from_word(s1);
+            let own = PageState::from_word(self.desc(p).state.load(Relaxed)).flags;
+            state.flags = state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED));
+            let live = s1 & FREE == 0 && s1 & COUNTS != 0;
+            let acquirer = if live { slot::decode_if_current(owner, state::gen(s1)) } else { None };
+            return Ok(PageInfo { pfn, head: head as Pfn, zone, state, acquirer });
+        }
+        // A page whose block is being split or merged right now: report it
+        // with its own word.
+        let w = self.desc(p).state.load(Acquire);
+        Ok(PageInfo { pfn, head: pfn, zone, state: PageState::from_word(w), acquirer: None })
+    }
+
+    /// The state of a page's block.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OutOfRange`] for a page beyond the arena.
+    pub fn page_state(&self, pfn: Pfn) -> Result<PageState, AcquireError> {
+        self.page_info(pfn).map(|i| i.state)
+    }
+
+    /// Takes a reference on page `pfn`; dropping the [`PageRef`] puts it.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError`] if the page is out of range, free, lent out
+    /// exclusively, or at its reference limit. Nothing changes on error.
+    ///
+    /// [`PageRef`]: crate::PageRef
+    #[track_caller]
+    #[inline]
+    pub fn get(&self, pfn: Pfn) -> Result<crate::PageRef<&PageArena>, AcquireError> {
+        let who = crate::owner_here();
+        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who)?;
+        Ok(crate::PageRef::from_parts(self, head, pfn as u32, gen))
+    }
+
+    /// Pins page `pfn` (a long-lived count, kept apart from references);
+    /// dropping the [`PagePin`] unpins it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get), with the pin limit.
+    ///
+    /// [`PagePin`]: crate::PagePin
+    #[track_caller]
+    #[inline]
+    pub fn pin(&self, pfn: Pfn) -> Result<crate::PagePin<&PageArena>, AcquireError> {
+        let who = crate::owner_here();
+        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who)?;
+        Ok(crate::PagePin::from_parts(self, head, pfn as u32, gen))
+    }
+
+    /// [`get`](Self::get) for an arena shared through `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    #[track_caller]
+    pub fn get_owned(
+        self: &std::sync::Arc<Self>,
+        pfn: Pfn,
+    ) -> Result<crate::PageRef<std::sync::Arc<PageArena>>, AcquireError> {
+        let who = crate::owner_here();
+        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who)?;
+        Ok(crate::PageRef::from_parts(self.clone(), head, pfn as u32, gen))
+    }
+
+    /// [`pin`](Self::pin) for an arena shared through `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`pin`](Self::pin).
+    #[track_caller]
+    pub fn pin_owned(
+        self: &std::sync::Arc<Self>,
+        pfn: Pfn,
+    ) -> Result<crate::PagePin<std::sync::Arc<PageArena>>, AcquireError> {
+        let who = crate::owner_here();
+        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who)?;
+        Ok(crate::PagePin::from_parts(self.clone(), head, pfn as u32, gen))
+    }
+}

@@ -1,0 +1,220 @@
+//! Error types, one per kind of operation. Every message names the page and
+//! its state, in lowercase and without a final period.
+
+use crate::alloc::ZoneKind;
+use crate::page::PageState;
+use crate::Pfn;
+
+/// Why an arena could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The arena would have no pages.
+    #[error("an arena needs at least one page")]
+    ZeroPages,
+    /// The page size is not a power of two of at least 4096 bytes.
+    #[error("page size {page_size} is not a power of two of at least 4096 bytes")]
+    PageSize {
+        /// The size asked for.
+        page_size: usize,
+    },
+    /// A byte size is not a whole number of pages.
+    #[error("size of {bytes} bytes is not a multiple of the page size {page_size}")]
+    SizeNotMultiple {
+        /// The size given.
+        bytes: usize,
+        /// The page size.
+        page_size: usize,
+    },
+    /// A caller-provided region does not start on a page boundary.
+    #[error("region base {base:#x} is not aligned to the page size {page_size}")]
+    MisalignedBase {
+        /// The region's start address.
+        base: usize,
+        /// The page size.
+        page_size: usize,
+    },
+    /// More pages than the descriptor format can address.
+    #[error("{pages} pages is more than the {max} a descriptor table can address")]
+    TooManyPages {
+        /// The page count asked for.
+        pages: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The size overflows the address space.
+    #[error("{bytes} bytes cannot be allocated as one region")]
+    TooLarge {
+        /// The size asked for.
+        bytes: usize,
+    },
+    /// The movable zone is larger than the arena.
+    #[error("movable zone of {movable} pages does not fit an arena of {pages} pages")]
+    MovableTooLarge {
+        /// Pages asked for the movable zone.
+        movable: u64,
+        /// Pages in the arena.
+        pages: u64,
+    },
+    /// The maximum order is beyond what the state word holds.
+    #[error("max order {max_order} is above the limit {limit}")]
+    MaxOrder {
+        /// The order asked for.
+        max_order: u8,
+        /// The largest order supported.
+        limit: u8,
+    },
+    /// A caller-provided region's length differs from the arena's size.
+    #[error("the region has {region} bytes but the arena was sized for {wanted}")]
+    SizeMismatch {
+        /// The region's length.
+        region: usize,
+        /// The arena's size.
+        wanted: usize,
+    },
+    /// The operating system refused the memory.
+    #[error("could not map {backing} memory: {source}")]
+    Map {
+        /// Which backing failed.
+        backing: &'static str,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a get or a pin failed. The arena is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcquireError {
+    /// The page number is beyond the arena.
+    #[error("page {pfn:#x} is out of range (the arena has {pages} pages)")]
+    OutOfRange {
+        /// The page asked for.
+        pfn: Pfn,
+        /// Pages in the arena.
+        pages: usize,
+    },
+    /// The page is free (or being freed): there is nothing to take a count on.
+    #[error("page {pfn:#x} is free ({state})")]
+    Free {
+        /// The page.
+        pfn: Pfn,
+        /// Its state when the request was refused.
+        state: PageState,
+    },
+    /// The page's owner holds its bytes mutably.
+    #[error("page {pfn:#x} is borrowed exclusively by its block ({state})")]
+    Exclusive {
+        /// The page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+    /// The reference count is at its limit.
+    #[error("page {pfn:#x} has too many references ({state})")]
+    RefOverflow {
+        /// The page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+    /// The pin count is at its limit.
+    #[error("page {pfn:#x} has too many pins ({state})")]
+    PinOverflow {
+        /// The page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+}
+
+/// Why a raw put or unpin failed. The arena is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// The page number is beyond the arena.
+    #[error("page {pfn:#x} is out of range (the arena has {pages} pages)")]
+    OutOfRange {
+        /// The page asked for.
+        pfn: Pfn,
+        /// Pages in the arena.
+        pages: usize,
+    },
+    /// No raw reference was taken on this page (handles may hold others;
+    /// those are released by dropping the handle).
+    #[error("page {pfn:#x} has no raw reference to drop ({state}, {raw} raw)")]
+    NoReference {
+        /// The page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+        /// Raw references outstanding on it.
+        raw: u32,
+    },
+    /// No raw pin was taken on this page.
+    #[error("page {pfn:#x} has no raw pin to drop ({state}, {raw} raw)")]
+    NoPin {
+        /// The page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+        /// Raw pins outstanding on it.
+        raw: u32,
+    },
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AllocError {
+    /// No free block of the order in the zones the request may use.
+    #[error(
+        "no free block of order {order} in the {zone} zone ({free} pages free, largest free block order {largest})"
+    )]
+    OutOfMemory {
+        /// The order asked for.
+        order: u8,
+        /// The last zone tried.
+        zone: ZoneKind,
+        /// Free pages in that zone.
+        free: usize,
+        /// Order of its largest free block, if any.
+        largest: Largest,
+    },
+    /// The order is above the arena's maximum.
+    #[error("order {order} is above the arena's max order {max_order}")]
+    OrderTooLarge {
+        /// The order asked for.
+        order: u8,
+        /// The arena's maximum.
+        max_order: u8,
+    },
+}
+
+/// The largest free block order in an error message (`none` if the zone is full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Largest(pub Option<u8>);
+
+impl core::fmt::Display for Largest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(o) => write!(f, "{o}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// Why a block could not lend its bytes mutably.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BorrowError {
+    /// Other holders exist: their views would alias the `&mut`.
+    #[error("page {pfn:#x} has other holders ({state})")]
+    Shared {
+        /// The block's head page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+}

@@ -1,0 +1,349 @@
+//! Handles: RAII guards over counts. The safe API cannot underflow a count
+//! or free a page twice: each guard holds exactly one count and drops it
+//! exactly once.
+
+use core::ops::Deref;
+use core::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::error::{AcquireError, BorrowError};
+use crate::page::state::{Count, COUNTS, EXCLUSIVE, REF_ONE};
+use crate::page::PageState;
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::{PageArena, Pfn};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for &crate::PageArena {}
+    impl Sealed for std::sync::Arc<crate::PageArena> {}
+}
+
+/// How a handle reaches its arena: a borrow (`&PageArena`, no extra cost) or
+/// an `Arc<PageArena>` (handles are `'static`, for spawned threads and async
+/// tasks; cloning such a handle also clones the `Arc`).
+pub trait ArenaRef: Deref<Target = PageArena> + Clone + sealed::Sealed {}
+impl ArenaRef for &PageArena {}
+impl ArenaRef for Arc<PageArena> {}
+
+/// An allocated block of `2^order` pages, owned: it holds one reference on
+/// the block, and dropping it puts that reference (freeing the block when it
+/// is the last holder).
+///
+/// A block may lend its bytes mutably ([`bytes_mut`](Self::bytes_mut)) only
+/// while it is the sole holder. Once other holders exist, the bytes are
+/// reachable through shared views and raw pointers only.
+#[must_use = "dropping a block frees it"]
+#[derive(Debug)]
+pub struct Block<A: ArenaRef> {
+    arena: A,
+    pfn: u32,
+    order: u8,
+    /// The generation our reference's acquisition produced.
+    gen: u16,
+}
+
+impl<A: ArenaRef> Block<A> {
+    pub(crate) fn new(arena: A, pfn: u32, order: u8, gen: u16) -> Self {
+        Block { arena, pfn, order, gen }
+    }
+
+    /// The first page of the block.
+    pub fn pfn(&self) -> Pfn {
+        self.pfn as Pfn
+    }
+
+    /// The block's order.
+    pub fn order(&self) -> u8 {
+        self.order
+    }
+
+    /// Pages in the block.
+    pub fn pages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Bytes in the block.
+    pub fn len(&self) -> usize {
+        self.arena.byte_range(self.pfn, self.order).1
+    }
+
+    /// Always false: a block has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The arena.
+    pub fn arena(&self) -> &A {
+        &self.arena
+    }
+
+    /// The block's state (its head page's).
+    pub fn state(&self) -> PageState {
+        PageState::from_word(self.arena.desc(self.pfn).state.load(Relaxed))
+    }
+
+    /// The block's bytes, shared.
+    ///
+    /// Other holders of the block may have raw pointers to it; writing
+    /// through those while this view lives is their `unsafe` responsibility.
+    pub fn bytes(&self) -> &[u8] {
+        let (off, len) = self.arena.byte_range(self.pfn, self.order);
+        // SAFETY: the block is allocated and held by us, so its range belongs
+        // to no other block. Safe code can write it only through `BytesMut`,
+        // which needs `&mut self`; other writers use raw pointers under their
+        // own `unsafe` promise not to race readers.
+        unsafe { self.arena.region.bytes(off, len) }
+    }
+
+    /// The block's bytes, mutably: only while this block is the sole holder.
+    /// While the returned guard lives, nobody can take a reference or pin on
+    /// any page of the block (they get [`AcquireError::Exclusive`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BorrowError::Shared`] if other references or pins exist.
+    pub fn bytes_mut(&mut self) -> Result<BytesMut<'_>, BorrowError> {
+        let d = self.arena.desc(self.pfn);
+        let mut old = d.state.load(Relaxed);
+        loop {
+            if old & COUNTS != REF_ONE || old & EXCLUSIVE != 0 {
+                return Err(BorrowError::Shared { pfn: self.pfn as Pfn, state: PageState::from_word(old) });
+            }
+            match d.state.compare_exchange_weak(old, old | EXCLUSIVE, Acquire, Relaxed) {
+                Ok(_) => break,
+                Err(cur) => old = cur,
+            }
+        }
+        let (off, len) = self.arena.byte_range(self.pfn, self.order);
+        // SAFETY: we are the only holder (one ref, ours; no pins) and the
+        // EXCLUSIVE bit stops any new holder until the guard drops; the
+        // guard borrows `self` mutably, so this block lends nothing else.
+        let bytes = unsafe { self.arena.region.bytes_mut(off, len) };
+        Ok(BytesMut { bytes, arena: &self.arena, pfn: self.pfn })
+    }
+
+    /// A raw pointer to the block's first byte, for devices and FFI.
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        let (off, len) = self.arena.byte_range(self.pfn, self.order);
+        self.arena.region.ptr(off, len).cast()
+    }
+
+    /// A reference on page `index` of the block (0 is the head).
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below [`pages`](Self::pages), or the reference
+    /// count overflows.
+    #[track_caller]
+    pub fn page_ref(&self, index: usize) -> PageRef<A> {
+        assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
+        let pfn = self.pfn + index as u32;
+        let who = crate::owner_here();
+        match self.arena.acquire_held(self.pfn, pfn, Count::Ref, who) {
+            Ok(gen) => PageRef::from_parts(self.arena.clone(), self.pfn, pfn, gen),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Pins page `index` of the block (0 is the head).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::PinOverflow`] at the pin limit.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below [`pages`](Self::pages).
+    #[track_caller]
+    pub fn pin(&self, index: usize) -> Result<PagePin<A>, AcquireError> {
+        assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
+        let pfn = self.pfn + index as u32;
+        let who = crate::owner_here();
+        let gen = self.arena.acquire_held(self.pfn, pfn, Count::Pin, who)?;
+        Ok(PagePin::from_parts(self.arena.clone(), self.pfn, pfn, gen))
+    }
+
+    /// Gives up the block's reference as a raw one: the block stays
+    /// allocated until [`PageArena::put_raw`] drops it. Returns the block's
+    /// first page.
+    pub fn into_raw(self) -> Pfn {
+        let this = core::mem::ManuallyDrop::new(self);
+        this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
+        // SAFETY: `this` is never used or dropped again; we move the arena
+        // handle out exactly once so it is released normally.
+        let _arena = unsafe { core::ptr::read(&this.arena) };
+        this.pfn as Pfn
+    }
+}
+
+impl<A: ArenaRef> Drop for Block<A> {
+    #[inline]
+    fn drop(&mut self) {
+        self.arena.release(self.pfn, self.pfn, Count::Ref, Some(self.gen));
+    }
+}
+
+/// The mutable bytes of a [`Block`] that is the sole holder of its pages.
+#[must_use]
+pub struct BytesMut<'b> {
+    bytes: &'b mut [u8],
+    arena: &'b PageArena,
+    pfn: u32,
+}
+
+impl core::fmt::Debug for BytesMut<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BytesMut").field("pfn", &self.pfn).field("len", &self.bytes.len()).finish()
+    }
+}
+
+impl core::ops::Deref for BytesMut<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl core::ops::DerefMut for BytesMut<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes
+    }
+}
+
+impl Drop for BytesMut<'_> {
+    fn drop(&mut self) {
+        self.arena.desc(self.pfn).state.fetch_and(!EXCLUSIVE, Release);
+    }
+}
+
+macro_rules! count_handle {
+    ($(#[$doc:meta])* $name:ident, $count:expr, $what:literal) => {
+        $(#[$doc])*
+        #[must_use = concat!("dropping the handle drops the ", $what, " at once")]
+        pub struct $name<A: ArenaRef> {
+            arena: A,
+            head: u32,
+            pfn: u32,
+            /// The generation our acquisition produced.
+            gen: u16,
+        }
+
+        impl<A: ArenaRef> $name<A> {
+            pub(crate) fn from_parts(arena: A, head: u32, pfn: u32, gen: u16) -> Self {
+                $name { arena, head, pfn, gen }
+            }
+
+            /// The page this handle names.
+            pub fn pfn(&self) -> Pfn {
+                self.pfn as Pfn
+            }
+
+            /// The head page of the block the count is held on.
+            pub fn head(&self) -> Pfn {
+                self.head as Pfn
+            }
+
+            /// The arena.
+            pub fn arena(&self) -> &A {
+                &self.arena
+            }
+
+            /// A raw pointer to the page's first byte (one page long), for a
+            /// device or FFI. Reading or writing through it is `unsafe`: the
+            /// caller must not race the block's other users.
+            pub fn as_ptr(&self) -> NonNull<u8> {
+                let (off, len) = self.arena.byte_range(self.pfn, 0);
+                self.arena.region.ptr(off, len).cast()
+            }
+
+            /// The state of the page's block.
+            pub fn state(&self) -> PageState {
+                PageState::from_word(self.arena.desc(self.head).state.load(Relaxed))
+            }
+
+            /// Takes another count on the same page.
+            ///
+            /// # Errors
+            ///
+            /// The overflow error for this kind of count, at its limit.
+            #[track_caller]
+            pub fn try_clone(&self) -> Result<Self, AcquireError> {
+                let who = crate::owner_here();
+                let gen = self.arena.acquire_held(self.head, self.pfn, $count, who)?;
+                Ok($name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, gen })
+            }
+        }
+
+        impl<A: ArenaRef> Clone for $name<A> {
+            /// Takes another count on the same page.
+            ///
+            /// # Panics
+            ///
+            /// At the count's limit (after undoing the increment), like
+            /// `Arc` aborts on overflow. Use `try_clone` to handle it.
+            #[track_caller]
+            #[inline]
+            fn clone(&self) -> Self {
+                let who = crate::owner_here();
+                match self.arena.acquire_held(self.head, self.pfn, $count, who) {
+                    Ok(gen) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, gen },
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+
+        impl<A: ArenaRef> Drop for $name<A> {
+            #[inline]
+            fn drop(&mut self) {
+                self.arena.release(self.head, self.pfn, $count, Some(self.gen));
+            }
+        }
+
+        impl<A: ArenaRef> core::fmt::Debug for $name<A> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("pfn", &self.pfn)
+                    .field("head", &self.head)
+                    .field("state", &self.state())
+                    .finish()
+            }
+        }
+    };
+}
+
+count_handle! {
+    /// A counted reference on a page (the kernel's `get_page`): it keeps the
+    /// page's block allocated. Clone = get, drop = put.
+    PageRef, Count::Ref, "reference"
+}
+
+count_handle! {
+    /// A long-lived pin on a page (the kernel's `pin_user_pages`), counted
+    /// apart from references: what a DMA mapping or an RDMA registration
+    /// holds. Clone = pin, drop = unpin.
+    PagePin, Count::Pin, "pin"
+}
+
+impl<A: ArenaRef> PageRef<A> {
+    /// Gives up the reference as a raw one, dropped later by
+    /// [`PageArena::put_raw`].
+    pub fn into_raw(self) -> Pfn {
+        let this = core::mem::ManuallyDrop::new(self);
+        this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
+        // SAFETY: `this` is never used or dropped again.
+        let _arena = unsafe { core::ptr::read(&this.arena) };
+        this.pfn as Pfn
+    }
+}
+
+impl<A: ArenaRef> PagePin<A> {
+    /// Gives up the pin as a raw one, dropped later by
+    /// [`PageArena::unpin_raw`].
+    pub fn into_raw(self) -> Pfn {
+        let this = core::mem::ManuallyDrop::new(self);
+        this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.pins += 1);
+        // SAFETY: `this` is never used or dropped again.
+        let _arena = unsafe { core::ptr::read(&this.arena) };
+        this.pfn as Pfn
+    }
+}

@@ -1,0 +1,59 @@
+//! Design notes (documentation only).
+//!
+//! # The state word
+//!
+//! Each page has a 16-byte descriptor: a packed `AtomicU64` state word
+//! (refs, pins, order, flags, generation — see the bit table in
+//! `page::state`) and an owner slot. Counts of a block live in its head
+//! descriptor, so a reference to any page keeps the whole block (the kernel's
+//! folio rule), and allocating or freeing an order-9 block touches one
+//! descriptor per buddy level, not 512.
+//!
+//! # Two ways to take a count
+//!
+//! - **From a handle** (`PageRef::clone`, `Block::pin`): the caller already
+//!   holds the block, so it cannot be free. One `fetch_add` and one branch
+//!   on the returned value (tracked, idle, or an overflow guard bit), then a
+//!   relaxed store of the acquirer into the owner slot.
+//! - **By page number** (`get`, `pin`, `get_raw`): the page may be free or
+//!   dying, so the add is a compare-and-swap that refuses a page that is not
+//!   a live allocated head — the kernel's `get_page_unless_zero`. One
+//!   read-modify-write when uncontended.
+//!
+//! Releases are one compare-and-swap that drops a count (and bumps the
+//! generation when the released count was the latest acquisition). The last release (refs and pins both zero) is
+//! followed by an `Acquire` fence before the block is freed, exactly as in
+//! `Arc`.
+//!
+//! # Attribution without a lock
+//!
+//! The acquirer writes the owner slot after its count change, tagged with
+//! the generation that change produced. The generation moves on every
+//! acquisition and when the latest acquisition is released; a handle keeps
+//! the generation its acquisition produced, and its release compares it
+//! with the state word's inside the compare-and-swap that drops the count.
+//! A reader attributes the page only when the slot's generation equals the
+//! state word's: then the slot's writer is the latest acquirer and still
+//! holds the page. A buffer pool dropping its reference does not hide the
+//! DMA pin taken after it. Otherwise the holder is counted as unattributed —
+//! never guessed. A raw release, which cannot tell, always moves the
+//! generation.
+//!
+//! An earlier design cleared the slot from the releasing thread (load the
+//! slot, clear it if still ours, then `fetch_sub`). The `loom_site` model
+//! found an execution where the final reader still named a departed
+//! holder; deciding inside the state word's own read-modify-write has no
+//! such window, at the price of a compare-and-swap instead of a `fetch_sub`.
+//!
+//! # Raw counts cannot steal
+//!
+//! Raw releases go through a ledger of raw counts per page, so a misplaced
+//! `put_raw` fails with an error instead of dropping a count a handle owns.
+//! That is what makes the raw API safe: without it, a stray put could free a
+//! page under a live `Block` and let two owners alias its bytes.
+//!
+//! # Free lists
+//!
+//! Buddy lists per order are `Vec`s of head page numbers. A free head's owner
+//! slot stores its index in its list (tagged so it never decodes as an
+//! acquirer), giving O(1) removal of a buddy while coalescing.

@@ -1,0 +1,38 @@
+#![doc = include_str!("../../README.md")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod alloc;
+mod arena;
+pub mod error;
+mod handle;
+pub mod implementation;
+pub mod page;
+mod region;
+pub mod site;
+mod sync;
+
+pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
+pub use arena::{ArenaBuilder, PageArena, PageInfo, DEFAULT_MAX_ORDER, MAX_PAGES};
+pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
+pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
+pub use page::{Acquirer, PageFlags, PageState};
+pub use region::{Backing, BackingKind, ExternalRegion};
+pub use site::Site;
+
+/// A page number: the index of a page in its arena.
+pub type Pfn = usize;
+
+pub(crate) use site::owner_here;
+
+/// `#[pin_tracked]`: makes a function (or each poll of an `async fn`) an
+/// owner site, so the pins and references it takes name it. See
+/// [`site`] for the model and [`pin_scope!`] for the block form.
+#[cfg(feature = "macros")]
+pub use pinowner_macros::pin_tracked;
+
+/// What `#[pin_tracked]` expansions name. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::site::{enter, Site, SiteGuard, Tracked};
+}

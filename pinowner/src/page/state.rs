@@ -1,0 +1,320 @@
+//! The packed state word of a page descriptor.
+//!
+//! One `AtomicU64` per page holds everything the hot path reads:
+//!
+//! | bits    | field     | meaning |
+//! |---------|-----------|---------|
+//! | 0..20   | refs      | counted references (`PageRef`, `Block`, raw gets); at most 2^19 |
+//! | 20..36  | pins      | long-lived pins (`PagePin`, raw pins), counted apart from refs; at most 2^15 |
+//! | 36..41  | order     | order of the block this page heads (meaningful only with `HEAD`) |
+//! | 41      | `HEAD`    | this page heads a block (free or allocated); tail pages never have it |
+//! | 42      | `FREE`    | the block is free (in a buddy list, a thread cache, or an isolated window) |
+//! | 43      | `PCP`     | the free block is parked in a per-thread cache |
+//! | 44      | `ISOLATED`| the page lies in a window isolated by a reservation |
+//! | 45      | `TRACKED` | armed by a failed reservation: events on it are recorded |
+//! | 46      | `MOVABLE` | the allocation was made movable (`alloc_movable`) |
+//! | 47      | `EXCLUSIVE` | the owning `Block` lent out `&mut` bytes; no new holder may appear |
+//! | 48      | `IDLE`    | marked idle; cleared by the next get or pin |
+//! | 49      | `CONTIG`  | part of a committed contiguous run |
+//! | 50..64  | gen       | bumped by every acquisition and by the release of the latest one; wraps. Pairs an owner slot with the acquisition that wrote it |
+//!
+//! Counts live in the **head** page of a block: a reference to any page of a
+//! block keeps the whole block alive (the kernel's folio rule). A block is
+//! freed when its head has no refs and no pins.
+//!
+//! Overflow never spills into a neighbour: the top bit of each count field is
+//! a guard. An increment that returns a value at or above the guard is undone
+//! and reported; concurrent increments can overshoot the guard by at most the
+//! number of racing threads, far below the field's headroom. Decrements come
+//! only from holders (guards hold exactly one count each; raw releases are
+//! checked against a ledger first), so a count never underflows. The
+//! generation sits in the top bits, where the carry out of an add simply
+//! vanishes.
+
+/// One reference.
+pub(crate) const REF_ONE: u64 = 1;
+pub(crate) const REF_BITS: u32 = 20;
+pub(crate) const REF_MASK: u64 = (1 << REF_BITS) - 1;
+/// A ref count at or above this is an overflow in progress.
+pub(crate) const REF_LIMIT: u64 = 1 << (REF_BITS - 1);
+
+pub(crate) const PIN_SHIFT: u32 = 20;
+pub(crate) const PIN_BITS: u32 = 16;
+/// One pin.
+pub(crate) const PIN_ONE: u64 = 1 << PIN_SHIFT;
+pub(crate) const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << PIN_SHIFT;
+/// A pin count at or above this is an overflow in progress.
+pub(crate) const PIN_LIMIT: u64 = 1 << (PIN_BITS - 1);
+
+pub(crate) const ORDER_SHIFT: u32 = 36;
+pub(crate) const ORDER_BITS: u32 = 5;
+pub(crate) const ORDER_MASK: u64 = ((1 << ORDER_BITS) - 1) << ORDER_SHIFT;
+/// The largest order the state word can hold.
+pub const MAX_ORDER_LIMIT: u8 = (1 << ORDER_BITS) - 1;
+
+pub(crate) const HEAD: u64 = 1 << 41;
+pub(crate) const FREE: u64 = 1 << 42;
+pub(crate) const PCP: u64 = 1 << 43;
+pub(crate) const ISOLATED: u64 = 1 << 44;
+pub(crate) const TRACKED: u64 = 1 << 45;
+pub(crate) const MOVABLE: u64 = 1 << 46;
+pub(crate) const EXCLUSIVE: u64 = 1 << 47;
+pub(crate) const IDLE: u64 = 1 << 48;
+pub(crate) const CONTIG: u64 = 1 << 49;
+
+pub(crate) const GEN_SHIFT: u32 = 50;
+pub(crate) const GEN_BITS: u32 = 14;
+/// One count event.
+pub(crate) const GEN_ONE: u64 = 1 << GEN_SHIFT;
+
+pub(crate) const COUNTS: u64 = REF_MASK | PIN_MASK;
+
+const _: () = assert!(REF_MASK & PIN_MASK == 0);
+const _: () = assert!(PIN_MASK & ORDER_MASK == 0);
+const _: () = assert!(ORDER_MASK & HEAD == 0);
+const _: () = assert!(CONTIG < GEN_ONE);
+const _: () = assert!(GEN_SHIFT + GEN_BITS == 64);
+
+/// Bits whose presence sends an acquire (get or pin on a held page) to the
+/// slow path. The overflow guards are checked separately by field.
+pub(crate) const ACQUIRE_SLOW: u64 = TRACKED | IDLE | REF_LIMIT | (PIN_LIMIT << PIN_SHIFT);
+
+/// What kind of count an operation changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Count {
+    Ref,
+    Pin,
+}
+
+impl Count {
+    #[inline(always)]
+    pub(crate) const fn one(self) -> u64 {
+        match self {
+            Count::Ref => REF_ONE,
+            Count::Pin => PIN_ONE,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) const fn limit(self) -> u64 {
+        match self {
+            Count::Ref => REF_LIMIT,
+            Count::Pin => PIN_LIMIT << PIN_SHIFT,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) const fn mask(self) -> u64 {
+        match self {
+            Count::Ref => REF_MASK,
+            Count::Pin => PIN_MASK,
+        }
+    }
+
+    /// The delta that adds one count and bumps the generation.
+    #[inline(always)]
+    pub(crate) const fn acquire_delta(self) -> u64 {
+        self.one() + GEN_ONE
+    }
+
+    /// The delta that drops one count and bumps the generation (applied with
+    /// a wrapping add; the caller holds the count, so nothing borrows).
+    #[inline(always)]
+    pub(crate) const fn release_delta(self) -> u64 {
+        GEN_ONE.wrapping_sub(self.one())
+    }
+}
+
+#[inline(always)]
+pub(crate) const fn refs(word: u64) -> u32 {
+    (word & REF_MASK) as u32
+}
+
+#[inline(always)]
+pub(crate) const fn pins(word: u64) -> u32 {
+    ((word & PIN_MASK) >> PIN_SHIFT) as u32
+}
+
+#[inline(always)]
+pub(crate) const fn order(word: u64) -> u8 {
+    ((word & ORDER_MASK) >> ORDER_SHIFT) as u8
+}
+
+#[inline(always)]
+pub(crate) const fn gen(word: u64) -> u16 {
+    (word >> GEN_SHIFT) as u16
+}
+
+#[inline(always)]
+pub(crate) const fn with_order(word: u64, order: u8) -> u64 {
+    (word & !ORDER_MASK) | ((order as u64) << ORDER_SHIFT)
+}
+
+/// True when the word describes a live allocated block head: head, not free,
+/// not lent out exclusively, and held by someone (a count of zero means the
+/// last holder is freeing it right now).
+#[inline(always)]
+pub(crate) const fn is_live_head(word: u64) -> bool {
+    word & (HEAD | FREE | EXCLUSIVE) == HEAD && word & COUNTS != 0
+}
+
+/// Flags of a page, decoded from its state word.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PageFlags(u16);
+
+macro_rules! flags {
+    ($($(#[$doc:meta])* $name:ident = $bit:expr, $text:literal;)*) => {
+        impl PageFlags {
+            $($(#[$doc])* pub const $name: PageFlags = PageFlags(1 << (($bit).trailing_zeros() - 41));)*
+            const ALL: &'static [(PageFlags, &'static str)] = &[$((PageFlags::$name, $text)),*];
+        }
+    };
+}
+
+flags! {
+    /// The page heads a block.
+    HEAD = HEAD, "head";
+    /// The block is free.
+    FREE = FREE, "free";
+    /// The free block is parked in a per-thread cache.
+    PCP = PCP, "pcp";
+    /// The page is in a window isolated by a reservation.
+    ISOLATED = ISOLATED, "isolated";
+    /// The page is armed for owner tracking.
+    TRACKED = TRACKED, "tracked";
+    /// The allocation is movable.
+    MOVABLE = MOVABLE, "movable";
+    /// The block's bytes are borrowed mutably by its owner.
+    EXCLUSIVE = EXCLUSIVE, "exclusive";
+    /// The page is marked idle.
+    IDLE = IDLE, "idle";
+    /// The page belongs to a committed contiguous run.
+    CONTIG = CONTIG, "contig";
+}
+
+impl PageFlags {
+    pub(crate) const fn from_word(word: u64) -> Self {
+        PageFlags(((word >> 41) & 0x1ff) as u16)
+    }
+
+    /// True if every flag in `other` is set.
+    pub const fn contains(self, other: PageFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True if no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The raw flag bits (bit 0 is `HEAD`).
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+}
+
+impl core::ops::BitAnd for PageFlags {
+    type Output = PageFlags;
+    fn bitand(self, rhs: PageFlags) -> PageFlags {
+        PageFlags(self.0 & rhs.0)
+    }
+}
+
+impl core::ops::BitOr for PageFlags {
+    type Output = PageFlags;
+    fn bitor(self, rhs: PageFlags) -> PageFlags {
+        PageFlags(self.0 | rhs.0)
+    }
+}
+
+impl core::fmt::Display for PageFlags {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        for (flag, name) in PageFlags::ALL {
+            if self.contains(*flag) {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Debug for PageFlags {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PageFlags({self})")
+    }
+}
+
+/// A decoded snapshot of one page's state word, as errors and reports show it.
+///
+/// For a tail page (one inside a larger block) the counts and order are those
+/// of its block's head, since the head carries them for the whole block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageState {
+    /// Counted references on the page's block.
+    pub refcount: u32,
+    /// Long-lived pins on the page's block.
+    pub pincount: u32,
+    /// Order of the block.
+    pub order: u8,
+    /// Flags of the block's head (and `ISOLATED`/`TRACKED` of the page itself).
+    pub flags: PageFlags,
+}
+
+impl PageState {
+    pub(crate) const fn from_word(word: u64) -> Self {
+        PageState { refcount: refs(word), pincount: pins(word), order: order(word), flags: PageFlags::from_word(word) }
+    }
+
+    /// A state with no counts and no flags (pages not yet described).
+    pub const fn empty() -> Self {
+        PageState { refcount: 0, pincount: 0, order: 0, flags: PageFlags(0) }
+    }
+}
+
+impl core::fmt::Display for PageState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "refcount {}, pincount {}, order {}, flags {}", self.refcount, self.pincount, self.order, self.flags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_delta_drops_one_count_and_bumps_generation() {
+        let w = HEAD | 3 | (2 * PIN_ONE) | (5 * GEN_ONE);
+        let r = w.wrapping_add(Count::Ref.release_delta());
+        assert_eq!(refs(r), 2);
+        assert_eq!(pins(r), 2);
+        assert_eq!(gen(r), 6);
+        let p = w.wrapping_add(Count::Pin.release_delta());
+        assert_eq!(refs(p), 3);
+        assert_eq!(pins(p), 1);
+        assert_eq!(gen(p), 6);
+        assert_eq!(p & HEAD, HEAD);
+    }
+
+    #[test]
+    fn generation_wraps_without_touching_other_fields() {
+        let w = HEAD | 1 | (((1u64 << GEN_BITS) - 1) << GEN_SHIFT);
+        let r = w.wrapping_add(Count::Ref.acquire_delta());
+        assert_eq!(gen(r), 0);
+        assert_eq!(refs(r), 2);
+        assert_eq!(r & !(REF_MASK), HEAD);
+    }
+
+    #[test]
+    fn flags_display_in_bit_order() {
+        let s = PageState::from_word(HEAD | FREE | ISOLATED);
+        assert_eq!(s.to_string(), "refcount 0, pincount 0, order 0, flags head|free|isolated");
+    }
+}

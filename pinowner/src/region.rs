@@ -1,0 +1,250 @@
+//! Regions: where the arena's bytes live. The only module that touches raw
+//! pointers into arena memory.
+
+use core::ptr::NonNull;
+use std::alloc::Layout;
+
+use crate::error::BuildError;
+
+/// Where a [`PageArena`](crate::PageArena) gets its memory.
+#[derive(Debug, Default)]
+pub enum Backing {
+    /// A zeroed heap allocation aligned to the page size. The default; works
+    /// under Miri.
+    #[default]
+    Heap,
+    /// An anonymous private `mmap`, touched lazily: pages never written cost
+    /// no memory.
+    Anonymous,
+    /// `MAP_HUGETLB` with 2 MiB pages; when the system has no hugetlb pages
+    /// reserved, an anonymous mapping advised with `MADV_HUGEPAGE`
+    /// (transparent hugepages) instead. [`PageArena::backing`] says which.
+    ///
+    /// [`PageArena::backing`]: crate::PageArena::backing
+    HugeTlb,
+    /// Memory the caller mapped (for example a driver's DMA window).
+    External(ExternalRegion),
+}
+
+/// What backing an arena actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackingKind {
+    /// A heap allocation.
+    Heap,
+    /// An anonymous mapping.
+    Anonymous,
+    /// A `MAP_HUGETLB` mapping of 2 MiB pages.
+    HugeTlb,
+    /// An anonymous mapping advised for transparent hugepages, because the
+    /// `MAP_HUGETLB` request failed (the error is kept in the arena).
+    TransparentHuge,
+    /// Caller-provided memory.
+    External,
+}
+
+/// A caller-provided memory region; see [`ExternalRegion::new`].
+#[derive(Debug)]
+pub struct ExternalRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl ExternalRegion {
+    /// Wraps `len` bytes at `ptr`, for example a DMA window a driver mapped.
+    ///
+    /// # Safety
+    ///
+    /// - `ptr..ptr + len` must be valid for reads and writes for as long as
+    ///   the arena built from it lives, and must not be accessed by anything
+    ///   else except through the arena's handles (or by a device, which the
+    ///   caller synchronises with).
+    /// - The memory is not freed or unmapped by the arena; the caller does
+    ///   that after the arena is dropped.
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize) -> ExternalRegion {
+        ExternalRegion { ptr, len }
+    }
+
+    /// The region's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+// SAFETY: the region is plain memory; the arena mediates all access to it.
+unsafe impl Send for ExternalRegion {}
+// SAFETY: as above.
+unsafe impl Sync for ExternalRegion {}
+
+enum Keep {
+    Heap(Layout),
+    Map(#[allow(dead_code)] memmap2::MmapMut),
+    External,
+}
+
+/// The arena's memory.
+pub(crate) struct Region {
+    base: NonNull<u8>,
+    len: usize,
+    kind: BackingKind,
+    keep: Keep,
+    /// Why the `MAP_HUGETLB` request fell back, if it did.
+    pub(crate) fallback: Option<String>,
+}
+
+// SAFETY: `Region` owns (or, for external memory, was promised exclusive use
+// of) plain bytes; the arena hands out access only through its handles, which
+// enforce the aliasing rules.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl core::fmt::Debug for Region {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Region").field("base", &self.base).field("len", &self.len).field("kind", &self.kind).finish()
+    }
+}
+
+const HUGE_2M: usize = 2 << 20;
+
+impl Region {
+    /// Maps or allocates `len` bytes aligned to `align` (a power of two).
+    pub(crate) fn new(backing: Backing, len: usize, align: usize) -> Result<Region, BuildError> {
+        match backing {
+            Backing::Heap => {
+                let layout = Layout::from_size_align(len, align).map_err(|_| BuildError::TooLarge { bytes: len })?;
+                // SAFETY: `len` is non-zero (the builder rejects empty arenas).
+                let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+                let base = NonNull::new(ptr).ok_or(BuildError::Map {
+                    backing: "heap",
+                    source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+                })?;
+                Ok(Region { base, len, kind: BackingKind::Heap, keep: Keep::Heap(layout), fallback: None })
+            }
+            Backing::Anonymous => Self::anonymous(len, align, BackingKind::Anonymous, None),
+            Backing::HugeTlb => {
+                let huge_len = len.div_ceil(HUGE_2M) * HUGE_2M;
+                match memmap2::MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
+                    Ok(mut map) if (map.as_ptr() as usize).is_multiple_of(align) => {
+                        let base = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");
+                        Ok(Region { base, len, kind: BackingKind::HugeTlb, keep: Keep::Map(map), fallback: None })
+                    }
+                    Ok(_) => Self::anonymous(
+                        len,
+                        align.max(HUGE_2M),
+                        BackingKind::TransparentHuge,
+                        Some(format!("MAP_HUGETLB mapping is not aligned to {align} bytes")),
+                    ),
+                    Err(e) => Self::anonymous(
+                        len,
+                        align.max(HUGE_2M),
+                        BackingKind::TransparentHuge,
+                        Some(format!("MAP_HUGETLB failed: {e}")),
+                    ),
+                }
+            }
+            Backing::External(ext) => {
+                if ext.len != len {
+                    return Err(BuildError::SizeMismatch { region: ext.len, wanted: len });
+                }
+                if !(ext.ptr.as_ptr() as usize).is_multiple_of(align) {
+                    return Err(BuildError::MisalignedBase { base: ext.ptr.as_ptr() as usize, page_size: align });
+                }
+                Ok(Region { base: ext.ptr, len, kind: BackingKind::External, keep: Keep::External, fallback: None })
+            }
+        }
+    }
+
+    /// An anonymous mapping, over-sized so that an `align`-aligned window of
+    /// `len` bytes fits in it (mmap itself aligns only to the base page).
+    fn anonymous(len: usize, align: usize, kind: BackingKind, fallback: Option<String>) -> Result<Region, BuildError> {
+        let slack = if align > 4096 { align } else { 0 };
+        let total = len.checked_add(slack).ok_or(BuildError::TooLarge { bytes: len })?;
+        // MAP_NORESERVE: an arena is address space first; pages cost memory
+        // only once touched, so a sparse 64 GiB arena maps on a smaller box.
+        let mut map = memmap2::MmapOptions::new()
+            .len(total)
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(|source| BuildError::Map { backing: "anonymous", source })?;
+        let start = map.as_mut_ptr() as usize;
+        let offset = start.next_multiple_of(align) - start;
+        if kind == BackingKind::TransparentHuge {
+            // Best effort: a kernel without THP support refuses the advice,
+            // and the mapping still works with base pages.
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        // SAFETY: `offset < slack` when slack is non-zero (else 0), so
+        // `offset + len <= total`: the pointer stays inside the mapping.
+        let base = unsafe { NonNull::new_unchecked(map.as_mut_ptr().add(offset)) };
+        Ok(Region { base, len, kind, keep: Keep::Map(map), fallback })
+    }
+
+    pub(crate) fn kind(&self) -> BackingKind {
+        self.kind
+    }
+
+    /// A pointer to byte `offset` of the region.
+    ///
+    /// # Panics
+    ///
+    /// If `offset + len` passes the region's end.
+    #[inline]
+    pub(crate) fn ptr(&self, offset: usize, len: usize) -> NonNull<[u8]> {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "range outside the region");
+        // SAFETY: in bounds of the region, checked above.
+        let p = unsafe { self.base.add(offset) };
+        NonNull::slice_from_raw_parts(p, len)
+    }
+
+    /// Shared bytes of a range.
+    ///
+    /// # Safety
+    ///
+    /// For the returned lifetime nobody may write the range except through
+    /// raw pointers whose users promised not to race with readers.
+    #[inline]
+    pub(crate) unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        // SAFETY: in bounds (checked by `ptr`), initialised (zeroed at birth
+        // or owned by the caller for external memory), and not mutated for
+        // the lifetime by the caller's promise.
+        unsafe { self.ptr(offset, len).as_ref() }
+    }
+
+    /// Mutable bytes of a range.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive access to the range for the returned lifetime.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        // SAFETY: in bounds and initialised as above; exclusive by the
+        // caller's promise.
+        unsafe { self.ptr(offset, len).as_mut() }
+    }
+
+    /// Zeroes a range.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive access to the range.
+    pub(crate) unsafe fn zero(&self, offset: usize, len: usize) {
+        let p = self.ptr(offset, len);
+        // SAFETY: in bounds; exclusive by the caller's promise.
+        unsafe { core::ptr::write_bytes(p.cast::<u8>().as_ptr(), 0, len) };
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Keep::Heap(layout) = self.keep {
+            // SAFETY: allocated in `new` with this layout and not freed since.
+            unsafe { std::alloc::dealloc(self.base.as_ptr(), layout) };
+        }
+    }
+}

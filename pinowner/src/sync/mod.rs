@@ -1,0 +1,168 @@
+//! The one door to concurrency.
+//!
+//! Every atomic, lock, sharded map and thread-local the page state machine
+//! uses comes from here. Under `cfg(loom)` the same names map to `loom`, so the
+//! models in `tests/loom.rs` explore every interleaving of the real code.
+//! parking_lot and dashmap do not run under loom; their stand-ins keep the
+//! same API.
+
+mod local;
+#[allow(unused_imports)]
+pub(crate) use local::*;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+
+/// A mutex whose `lock()` returns the guard directly, on both sides.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+#[cfg(not(loom))]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(parking_lot::Mutex::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        self.0.lock()
+    }
+}
+
+/// A mutex whose `lock()` returns the guard directly, on both sides.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+#[cfg(loom)]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        // A panic while holding a lock is already a bug the model reports.
+        self.0.lock().unwrap()
+    }
+}
+
+/// A concurrent map from page numbers to small counters.
+///
+/// `dashmap` normally; a `Mutex<HashMap>` under loom. Callers never hold an
+/// entry across another call on the same map: every operation is one closure.
+#[derive(Debug, Default)]
+pub(crate) struct ShardedMap<V> {
+    #[cfg(not(loom))]
+    inner: dashmap::DashMap<u32, V>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<std::collections::HashMap<u32, V>>,
+}
+
+impl<V: Default + Clone> ShardedMap<V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: dashmap::DashMap::new(),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Runs `f` on the entry for `key` (a default one if absent). When `f`
+    /// leaves the entry equal to `remove_if`, the entry is removed.
+    pub(crate) fn update<R>(&self, key: u32, remove_if: impl Fn(&V) -> bool, f: impl FnOnce(&mut V) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            use dashmap::mapref::entry::Entry;
+            match self.inner.entry(key) {
+                Entry::Occupied(mut e) => {
+                    let r = f(e.get_mut());
+                    if remove_if(e.get()) {
+                        e.remove();
+                    }
+                    r
+                }
+                Entry::Vacant(e) => {
+                    let mut v = V::default();
+                    let r = f(&mut v);
+                    if !remove_if(&v) {
+                        e.insert(v);
+                    }
+                    r
+                }
+            }
+        }
+        #[cfg(loom)]
+        {
+            let mut map = self.inner.lock().unwrap();
+            let mut v = map.remove(&key).unwrap_or_default();
+            let r = f(&mut v);
+            if !remove_if(&v) {
+                map.insert(key, v);
+            }
+            r
+        }
+    }
+
+    /// The value for `key`, or the default.
+    pub(crate) fn get(&self, key: u32) -> V {
+        #[cfg(not(loom))]
+        {
+            self.inner.get(&key).map(|v| v.clone()).unwrap_or_default()
+        }
+        #[cfg(loom)]
+        {
+            self.inner.lock().unwrap().get(&key).cloned().unwrap_or_default()
+        }
+    }
+
+    /// Every entry, copied out (no guard is held when this returns).
+    pub(crate) fn snapshot(&self) -> Vec<(u32, V)> {
+        #[cfg(not(loom))]
+        {
+            self.inner.iter().map(|e| (*e.key(), e.value().clone())).collect()
+        }
+        #[cfg(loom)]
+        {
+            self.inner.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect()
+        }
+    }
+}
+
+/// A small per-thread number, stable for the thread's life: used to pick a
+/// cache shard so that two threads rarely share one.
+pub(crate) fn thread_index() -> usize {
+    #[cfg(not(loom))]
+    {
+        use std::sync::atomic::AtomicUsize as StdAtomic;
+        static NEXT: StdAtomic = StdAtomic::new(0);
+        std::thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        INDEX.with(|i| *i)
+    }
+    #[cfg(loom)]
+    {
+        loom::lazy_static! {
+            static ref NEXT: AtomicUsize = AtomicUsize::new(0);
+        }
+        loom::thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        INDEX.with(|i| *i)
+    }
+}
+
+/// A hint to the processor inside a retry loop; a yield under loom so the
+/// model can make progress.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}

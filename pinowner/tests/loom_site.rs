@@ -1,0 +1,101 @@
+//! Loom model: the owner recorded for a pin is visible to any reader that
+//! sees the pin, or the pin counts as unattributed; it is never attributed to
+//! the wrong site.
+//!
+//! Two threads pin the same page, each under its own site (entered through
+//! the `loom::thread_local!` behind `site::enter`), then unpin it, while a
+//! third reads `page_info`. A site that the reader names must hold a pin in
+//! the state the reader saw, and must not be one whose unpin the reader
+//! already knows happened.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p pinowner
+//! --release --test loom_site`.
+#![cfg(loom)]
+
+use std::sync::Arc;
+
+use loom::sync::atomic::AtomicBool;
+use loom::sync::atomic::Ordering::{Acquire, Release};
+use pinowner::site::{self, Site};
+use pinowner::{Acquirer, PageArena, PageInfo};
+
+static DMA: Site = Site::new("dma_refill", module_path!(), file!(), line!(), Some("dma"));
+static NET: Site = Site::new("net_rx", module_path!(), file!(), line!(), Some("net"));
+
+/// Checks one reading. `released` says which sites the reader knows (by
+/// happens-before) to have dropped their pin before it read.
+fn check(info: &PageInfo, dma_released: bool, net_released: bool) {
+    match info.acquirer {
+        Some(Acquirer::Site(s)) => {
+            assert!(s == &DMA || s == &NET, "attributed to a stranger: {s}");
+            assert!(info.state.pincount >= 1, "attributed to {s} in a state without pins: {:?}", info.state);
+            if s == &DMA {
+                assert!(!dma_released, "attributed to dma after dma unpinned: {info:?}");
+            } else {
+                assert!(!net_released, "attributed to net after net unpinned: {info:?}");
+            }
+        }
+        // The allocation itself (outside any site): only while no pin was
+        // taken after it.
+        Some(Acquirer::Location(_)) => {
+            assert_eq!(info.state.pincount, 0, "a pinned page still names its allocation: {info:?}")
+        }
+        None => {}
+    }
+}
+
+#[test]
+fn a_pin_is_attributed_to_its_own_site_or_to_none() {
+    let mut builder = loom::model::Builder::new();
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    let iterations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = iterations.clone();
+    builder.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let arena = Arc::new(PageArena::builder().pages(4).max_order(2).build().unwrap());
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let released = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+
+        let holders: Vec<_> = [(&DMA, 0), (&NET, 1)]
+            .into_iter()
+            .map(|(site, i)| {
+                let arena = arena.clone();
+                let released = released.clone();
+                loom::thread::spawn(move || {
+                    let pin = {
+                        let _scope = site::enter(site);
+                        let pin = arena.pin_owned(pfn).unwrap();
+                        // Each model thread has its own scope stack.
+                        assert_eq!(site::current(), Some(site));
+                        pin
+                    };
+                    assert_eq!(site::current(), None);
+                    // While we hold our pin, the page names a site that holds one.
+                    let info = arena.page_info(pfn).unwrap();
+                    assert!(info.state.pincount >= 1);
+                    check(&info, i == 0 && released[0].load(Acquire), i == 1 && released[1].load(Acquire));
+                    drop(pin);
+                    released[i].store(true, Release);
+                })
+            })
+            .collect();
+
+        // The reader: whatever unpins it knows about were ordered before its read.
+        let dma_released = released[0].load(Acquire);
+        let net_released = released[1].load(Acquire);
+        check(&arena.page_info(pfn).unwrap(), dma_released, net_released);
+
+        for h in holders {
+            h.join().unwrap();
+        }
+        // Both pins are gone: nobody is named but (at most) the allocation.
+        let info = arena.page_info(pfn).unwrap();
+        check(&info, true, true);
+        assert_eq!(info.state.pincount, 0);
+        drop(block);
+    });
+    println!("loom_site: {} iterations", iterations.load(std::sync::atomic::Ordering::Relaxed));
+}

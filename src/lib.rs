@@ -1,0 +1,2 @@
+//! Shared workload code for the `pinowner` examples, integration tests and
+//! benchmarks. Not published.

@@ -1,0 +1,130 @@
+//! The buddy allocator, zones, per-thread caches and fragmentation stats.
+
+use pinowner::{AllocError, PageArena, ThreadCache, ZoneKind};
+
+#[test]
+fn freeing_everything_coalesces_back_to_maximal_blocks() {
+    let arena = PageArena::builder().pages(1024).max_order(10).build().unwrap();
+    let blocks: Vec<_> = (0..1024).map(|_| arena.alloc(0).unwrap()).collect();
+    assert_eq!(arena.free_pages(), 0);
+    drop(blocks);
+    let stats = arena.frag_stats();
+    let z = stats.zone(ZoneKind::Normal).unwrap();
+    assert_eq!(z.free_blocks[10], 1, "{stats}");
+    assert_eq!(z.free_blocks.iter().sum::<usize>(), 1);
+    assert_eq!(z.largest_free_run, 1024);
+}
+
+#[test]
+fn blocks_are_naturally_aligned_and_disjoint() {
+    let arena = PageArena::builder().pages(512).build().unwrap();
+    let mut owned = vec![false; 512];
+    let mut held = Vec::new();
+    for order in [3u8, 0, 5, 1, 2, 0, 4] {
+        let b = arena.alloc(order).unwrap();
+        assert_eq!(b.pfn() % (1 << order), 0, "order {order} block at {:#x}", b.pfn());
+        for (p, slot) in owned.iter_mut().enumerate().skip(b.pfn()).take(b.pages()) {
+            assert!(!*slot, "page {p:#x} handed out twice");
+            *slot = true;
+        }
+        held.push(b);
+    }
+}
+
+#[test]
+fn exhausted_zone_reports_largest_free_block() {
+    let arena = PageArena::builder().pages(16).max_order(4).build().unwrap();
+    let _a = arena.alloc(3).unwrap();
+    let _b = arena.alloc(2).unwrap();
+    match arena.alloc(3) {
+        Err(AllocError::OutOfMemory { order: 3, zone: ZoneKind::Normal, free: 4, largest }) => {
+            assert_eq!(largest.0, Some(2));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let e = arena.alloc(3).unwrap_err().to_string();
+    assert_eq!(e, "no free block of order 3 in the normal zone (4 pages free, largest free block order 2)");
+}
+
+#[test]
+fn order_above_max_is_an_error() {
+    let arena = PageArena::builder().pages(64).max_order(4).build().unwrap();
+    assert_eq!(arena.alloc(5).unwrap_err(), AllocError::OrderTooLarge { order: 5, max_order: 4 });
+}
+
+#[test]
+fn unmovable_allocations_never_use_the_movable_zone() {
+    let arena = PageArena::builder().pages(64).movable_pages(32).build().unwrap();
+    let mut held = Vec::new();
+    while let Ok(b) = arena.alloc(0) {
+        assert_eq!(arena.zone_of(b.pfn()), Some(ZoneKind::Normal));
+        held.push(b);
+    }
+    assert_eq!(held.len(), 32);
+    // Movable allocations prefer the movable zone...
+    let m = arena.alloc_movable(0).unwrap();
+    assert_eq!(arena.zone_of(m.pfn()), Some(ZoneKind::Movable));
+    assert!(m.state().flags.contains(pinowner::PageFlags::MOVABLE));
+}
+
+#[test]
+fn movable_allocations_fall_back_to_the_normal_zone() {
+    let arena = PageArena::builder().pages(64).movable_pages(16).build().unwrap();
+    let _all_movable = arena.alloc_movable(4).unwrap();
+    let m = arena.alloc_movable(0).unwrap();
+    assert_eq!(arena.zone_of(m.pfn()), Some(ZoneKind::Normal));
+}
+
+#[test]
+fn alloc_zeroed_clears_bytes_a_previous_owner_wrote() {
+    let arena = PageArena::builder().pages(4).build().unwrap();
+    let mut b = arena.alloc(2).unwrap();
+    b.bytes_mut().unwrap().fill(0x5a);
+    drop(b);
+    let z = arena.alloc_zeroed(2).unwrap();
+    assert!(z.bytes().iter().all(|&x| x == 0));
+}
+
+#[test]
+fn thread_cache_pages_are_invisible_until_drained() {
+    let cache = ThreadCache { batch: 8, high: 32, shards: 2 };
+    let arena = PageArena::builder().pages(64).max_order(6).thread_cache(cache).build().unwrap();
+    let b = arena.alloc(0).unwrap();
+    drop(b);
+    let stats = arena.frag_stats();
+    let z = stats.zone(ZoneKind::Normal).unwrap();
+    assert_eq!(z.cached_pages, 8, "a batch was pulled into the cache");
+    assert_eq!(z.free_pages, 56);
+    assert!(arena.alloc(6).is_err(), "an order-6 block needs the cached pages");
+    assert_eq!(arena.drain_thread_caches(), 8);
+    assert_eq!(arena.frag_stats().zone(ZoneKind::Normal).unwrap().free_blocks[6], 1);
+    assert!(arena.alloc(6).is_ok());
+}
+
+#[test]
+fn thread_cache_returns_a_batch_past_its_high_mark() {
+    let cache = ThreadCache { batch: 4, high: 8, shards: 1 };
+    let arena = PageArena::builder().pages(64).thread_cache(cache).build().unwrap();
+    let blocks: Vec<_> = (0..20).map(|_| arena.alloc(0).unwrap()).collect();
+    drop(blocks);
+    let z = arena.frag_stats().zone(ZoneKind::Normal).unwrap().clone();
+    assert!(z.cached_pages <= 8, "cache holds {} pages", z.cached_pages);
+    assert_eq!(z.cached_pages + z.free_pages, 64);
+}
+
+#[test]
+fn frag_stats_show_why_a_high_order_request_fails() {
+    let arena = PageArena::builder().pages(64).max_order(6).build().unwrap();
+    let all: Vec<_> = (0..64).map(|_| arena.alloc(0).unwrap()).collect();
+    // Keep every other page: 32 pages free, none of them adjacent.
+    let kept: Vec<_> = all.into_iter().enumerate().filter_map(|(i, b)| (i % 2 == 0).then_some(b)).collect();
+    let stats = arena.frag_stats();
+    let z = stats.zone(ZoneKind::Normal).unwrap();
+    assert_eq!(z.free_pages, 32);
+    assert_eq!(z.free_blocks[0], 32);
+    assert_eq!(z.largest_free_run, 1);
+    assert_eq!(z.unusable_index(1), 1.0);
+    assert!(z.fragmentation_index(4).unwrap() > 0.9, "scattered free pages: failure is fragmentation");
+    assert!(stats.to_string().contains("32 of 64 pages free"), "{stats}");
+    drop(kept);
+}

@@ -1,0 +1,8 @@
+//! Integration tests of `pinowner`: one binary, one module per concept.
+
+mod alloc;
+mod counts;
+mod geometry;
+mod model;
+mod region;
+mod stress;
