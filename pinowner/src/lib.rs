@@ -9,6 +9,7 @@ mod handle;
 pub mod implementation;
 pub mod page;
 mod region;
+pub mod reservation;
 pub mod site;
 mod sync;
 
@@ -18,6 +19,7 @@ pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError}
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
+pub use reservation::{BusyBlock, ContigError, ContigFailure, ContigRun, Reason};
 pub use site::Site;
 
 /// A page number: the index of a page in its arena.

@@ -123,3 +123,43 @@ fn concurrent_alloc_free_never_hands_a_page_to_two_owners() {
         assert_eq!(arena.frag_stats().zones[0].free_blocks[1], 1, "coalesced back");
     });
 }
+
+/// A reservation racing the release of the only reference in its window
+/// either fails (and rolls back completely) or succeeds only after the
+/// reference is gone: never while it is held.
+#[test]
+fn a_reservation_never_succeeds_while_a_reference_is_held() {
+    model("a_reservation_never_succeeds_while_a_reference_is_held", || {
+        let arena = arena(2);
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let r = block.page_ref(0);
+        drop(block);
+        let t = thread::spawn(move || drop(r));
+        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
+        match &got {
+            Ok(run) => {
+                // The run owns both pages; the reference must be gone already,
+                // or its drop below would have to free a page of the run.
+                let s = arena.page_state(pfn).unwrap();
+                assert!(s.flags.contains(PageFlags::CONTIG), "{s}");
+                assert_eq!(run.pages(), 2);
+            }
+            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy[0].head, pfn),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        t.join().unwrap();
+        if let Ok(run) = &got {
+            let s = arena.page_state(pfn).unwrap();
+            assert_eq!((s.refcount, s.pincount), (1, 0), "the run's reference is the only one");
+            assert_eq!(run.pages(), 2);
+        }
+        drop(got);
+        // Rolled back or released: no page isolated, everything coalesced.
+        for p in 0..2 {
+            assert!(!arena.page_state(p).unwrap().flags.contains(PageFlags::ISOLATED));
+        }
+        assert_eq!(arena.free_pages(), 2);
+        assert_eq!(arena.frag_stats().zones[0].free_blocks[1], 1);
+    });
+}

@@ -5,4 +5,5 @@ mod counts;
 mod geometry;
 mod model;
 mod region;
+mod reserve;
 mod stress;

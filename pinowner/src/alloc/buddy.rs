@@ -39,13 +39,17 @@ pub(crate) fn update(d: &Descriptor, f: impl Fn(u64) -> u64) -> u64 {
 pub(crate) fn mark_free_head(d: &Descriptor, order: u8, extra: u64) {
     update(d, |old| {
         debug_assert_eq!(old & COUNTS, 0, "freeing a page with counts");
-        state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG), order) | HEAD | FREE | extra
+        // Freeing disarms: a free page has no holders left to track.
+        state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED), order)
+            | HEAD
+            | FREE
+            | extra
     });
 }
 
 /// Clears the head bits of a page that became a tail of a larger free block.
 fn mark_tail(d: &Descriptor) {
-    update(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK));
+    update(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK | state::TRACKED));
 }
 
 /// Turns a free block head into an allocated one with one reference; returns
@@ -73,14 +77,14 @@ impl FreeArea {
         &self.lists[order as usize]
     }
 
-    fn push(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
+    pub(crate) fn push(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         let list = &mut self.lists[order as usize];
         descs[pfn as usize].owner.store(slot::encode_index(list.len() as u32), Relaxed);
         list.push(pfn);
         self.free_pages += 1 << order;
     }
 
-    fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
+    pub(crate) fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         let idx = slot::decode_index(descs[pfn as usize].owner.load(Relaxed)) as usize;
         let list = &mut self.lists[order as usize];
         debug_assert_eq!(list[idx], pfn, "free-list index out of sync");
@@ -125,6 +129,13 @@ impl FreeArea {
 
     /// Returns a block to the lists, coalescing with free buddies.
     pub(crate) fn give(&mut self, descs: &[Descriptor], zone: &Zone, mut pfn: u32, mut order: u8) {
+        if descs[pfn as usize].state.load(Acquire) & state::ISOLATED != 0 {
+            // Inside a window a reservation isolated: the block stays out of
+            // the lists (and un-merged) until the reservation commits or
+            // rolls back.
+            mark_free_head(&descs[pfn as usize], order, 0);
+            return;
+        }
         while order < self.max_order {
             let buddy = pfn ^ (1 << order);
             if !zone.contains(buddy) || (buddy as u64 + (1u64 << order)) > zone.end as u64 {

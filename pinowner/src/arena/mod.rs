@@ -294,7 +294,7 @@ impl PageArena {
     #[inline(never)]
     pub(crate) fn free_block(&self, head: u32, order: u8) {
         let zone = self.zone_for(head);
-        if order == 0 {
+        if order == 0 && self.desc(head).state.load(Relaxed) & state::ISOLATED == 0 {
             if let Some(pcp) = &zone.pcp {
                 crate::alloc::buddy_mark_free_head(self.desc(head), 0, PCP);
                 let mut cache = pcp.mine().0.lock();

@@ -1,0 +1,560 @@
+//! Contiguous reservations: the kernel's `alloc_contig_range` / `cma_alloc`.
+//!
+//! A reservation of a window runs these steps, each one deterministic:
+//!
+//! 1. **isolate** — under the zone lock, mark every page of the window
+//!    `ISOLATED` and pull the free blocks inside it off the free lists
+//!    (splitting a free block that straddles the window's edge). From now on
+//!    a page freed inside the window stays out of the lists.
+//! 2. **drain** — return the per-thread caches to the buddy lists, so free
+//!    pages parked there are isolated too (and repeat, if a cached page of the
+//!    window is found later: the arena's own bookkeeping never fails a
+//!    reservation).
+//! 3. **migrate** — the hook where movable holders will be asked to move
+//!    their pages; today only free pages count.
+//! 4. **test** — every block of the window must be free.
+//! 5. **commit** the free blocks into a [`ContigRun`], or **roll back**
+//!    completely: isolation cleared, every free block back on the lists,
+//!    coalesced. A failure names every busy block of the window.
+
+use core::ops::Range;
+
+use crate::alloc::{buddy_mark_free_head, buddy_update, FreeArea, Zone, ZoneKind};
+use crate::handle::ArenaRef;
+use crate::page::slot::{self, Acquirer};
+use crate::page::state::{self, CONTIG, COUNTS, FREE, GEN_ONE, HEAD, ISOLATED, PCP, REF_ONE, TRACKED};
+use crate::page::PageState;
+use crate::sync::Ordering::{Acquire, Relaxed};
+use crate::{PageArena, Pfn};
+
+/// Why a contiguous run is wanted. Recorded with everything a failure arms;
+/// reports can be filtered by it (the page pin owner RFC's `migrate_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A plain contiguous allocation (`alloc_contig_range`, CMA).
+    Contig,
+    /// Compaction: making high-order blocks.
+    Compaction,
+    /// Giving a region back, like a buffer-pool resize.
+    Shrink,
+    /// Moving pages out of the movable zone before a long-term pin.
+    LongtermPin,
+    /// A caller's own label.
+    Custom(&'static str),
+}
+
+impl core::fmt::Display for Reason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Reason::Contig => "contig",
+            Reason::Compaction => "compaction",
+            Reason::Shrink => "shrink",
+            Reason::LongtermPin => "longterm_pin",
+            Reason::Custom(s) => s,
+        })
+    }
+}
+
+/// One busy block inside a reservation window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusyBlock {
+    /// The first page of the block.
+    pub head: Pfn,
+    /// The block's order.
+    pub order: u8,
+    /// The pages of the window the block covers.
+    pub pages_in_window: Range<Pfn>,
+    /// The block's state when tested.
+    pub state: PageState,
+    /// The block's zone.
+    pub zone: ZoneKind,
+    /// The page and acquirer of the latest acquisition if that holder still
+    /// holds the block (otherwise `None`: unattributed, never guessed).
+    pub attributed: Option<(Pfn, Acquirer)>,
+}
+
+impl BusyBlock {
+    /// Holders of the block: references plus pins.
+    pub fn holders(&self) -> u32 {
+        self.state.refcount + self.state.pincount
+    }
+}
+
+/// Why a reservation failed: the window tried and every busy block in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContigFailure {
+    /// Why the run was wanted.
+    pub reason: Reason,
+    /// The window tried: for `reserve_contig`, the best one (fewest busy
+    /// pages, then fewest holders) — the smallest set of releases that would
+    /// let the request succeed.
+    pub window: Range<Pfn>,
+    /// Busy blocks in the window, in page order.
+    pub busy: Vec<BusyBlock>,
+    /// Aligned windows considered (1 for `reserve_range`).
+    pub windows_considered: usize,
+}
+
+impl ContigFailure {
+    /// Busy pages in the window.
+    pub fn busy_pages(&self) -> usize {
+        self.busy.iter().map(|b| b.pages_in_window.len()).sum()
+    }
+
+    /// Holders (refs + pins) of the busy blocks.
+    pub fn holders(&self) -> u32 {
+        self.busy.iter().map(|b| b.holders()).sum()
+    }
+
+    /// Holders that are attributed (at most one per block: the latest).
+    pub fn attributed(&self) -> u32 {
+        self.busy.iter().filter(|b| b.attributed.is_some()).count() as u32
+    }
+
+    /// Pins on the busy blocks.
+    pub fn pins(&self) -> u32 {
+        self.busy.iter().map(|b| b.state.pincount).sum()
+    }
+}
+
+impl core::fmt::Display for ContigFailure {
+    /// Kernel-style text: the failed test line, then one line per busy block.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let fin = self.busy.first().map_or(self.window.start, |b| b.pages_in_window.start);
+        writeln!(
+            f,
+            "test_pages_isolated: start_pfn={:#x} end_pfn={:#x} fin_pfn={:#x} ret=fail reason={}",
+            self.window.start, self.window.end, fin, self.reason
+        )?;
+        for b in &self.busy {
+            write!(
+                f,
+                "  pfn={:#x} order={} count={} pincount={} zone={} flags={}",
+                b.head, b.order, b.state.refcount, b.state.pincount, b.zone, b.state.flags
+            )?;
+            match &b.attributed {
+                Some((p, who)) => writeln!(f, " owner=pfn {p:#x} by {who}")?,
+                None => writeln!(f, " owner=unattributed")?,
+            }
+        }
+        write!(
+            f,
+            "{} busy pages in {} blocks; {} holders ({} pins), {} attributed; {} windows considered",
+            self.busy_pages(),
+            self.busy.len(),
+            self.holders(),
+            self.pins(),
+            self.attributed(),
+            self.windows_considered
+        )
+    }
+}
+
+/// Why a reservation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContigError {
+    /// A reservation of zero pages.
+    #[error("a reservation needs at least one page")]
+    ZeroPages,
+    /// The alignment is not a power of two.
+    #[error("alignment {align} is not a power of two")]
+    BadAlign {
+        /// The alignment asked for.
+        align: usize,
+    },
+    /// The window is not inside one zone of the arena.
+    #[error("window {start:#x}..{end:#x} is not inside one zone of the arena ({pages} pages)")]
+    OutOfRange {
+        /// First page.
+        start: Pfn,
+        /// One past the last page.
+        end: Pfn,
+        /// Pages in the arena.
+        pages: usize,
+    },
+    /// More pages than the movable zone has.
+    #[error("{pages} pages is more than the movable zone's {zone_pages}")]
+    TooLarge {
+        /// Pages asked for.
+        pages: usize,
+        /// Pages in the movable zone.
+        zone_pages: usize,
+    },
+    /// The window overlaps a run already reserved.
+    #[error("window {start:#x}..{end:#x} overlaps the reserved run at {run:#x}")]
+    Overlap {
+        /// First page.
+        start: Pfn,
+        /// One past the last page.
+        end: Pfn,
+        /// A page of the reserved run.
+        run: Pfn,
+    },
+    /// Pages in the window are held.
+    #[error("{0}")]
+    Busy(Box<ContigFailure>),
+}
+
+/// A committed contiguous run of pages, owned: dropping it frees the run.
+#[must_use = "dropping a run frees it"]
+#[derive(Debug)]
+pub struct ContigRun<A: ArenaRef> {
+    arena: A,
+    start: u32,
+    pages: u32,
+    /// The run's blocks: head, order, generation of our reference.
+    blocks: Vec<(u32, u8, u16)>,
+}
+
+impl<A: ArenaRef> ContigRun<A> {
+    /// The first page.
+    pub fn pfn(&self) -> Pfn {
+        self.start as Pfn
+    }
+
+    /// Pages in the run.
+    pub fn pages(&self) -> usize {
+        self.pages as usize
+    }
+
+    /// The page range.
+    pub fn range(&self) -> Range<Pfn> {
+        self.start as Pfn..(self.start + self.pages) as Pfn
+    }
+
+    /// Bytes in the run.
+    pub fn len(&self) -> usize {
+        self.pages() << self.arena.page_shift
+    }
+
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// A raw pointer to the run's first byte.
+    pub fn as_ptr(&self) -> core::ptr::NonNull<u8> {
+        let off = (self.start as usize) << self.arena.page_shift;
+        self.arena.region.ptr(off, self.len()).cast()
+    }
+}
+
+impl<A: ArenaRef> Drop for ContigRun<A> {
+    fn drop(&mut self) {
+        for &(head, order, gen) in &self.blocks {
+            let _ = order;
+            self.arena.release(head, head, state::Count::Ref, Some(gen));
+        }
+    }
+}
+
+/// Walks the blocks covering `start..end` (zone lock held): `f(head, word)`.
+fn for_each_block(arena: &PageArena, start: u32, end: u32, mut f: impl FnMut(u32, u64)) {
+    let mut p = start;
+    while p < end {
+        let (head, _) = arena.head_of(p).expect("under the zone lock every page has a head");
+        let w = arena.desc(head).state.load(Acquire);
+        f(head, w);
+        p = head + (1u32 << state::order(w));
+    }
+}
+
+impl PageArena {
+    /// Reserves `pages` contiguous pages starting at `start` (any zone, the
+    /// window must lie inside one).
+    ///
+    /// # Errors
+    ///
+    /// [`ContigError`]: bad geometry, an overlap with a reserved run, or
+    /// [`ContigError::Busy`] naming every busy block of the window. The arena
+    /// is left exactly as before on error.
+    #[track_caller]
+    pub fn reserve_range(
+        &self,
+        start: Pfn,
+        pages: usize,
+        reason: Reason,
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
+        let who = crate::owner_here();
+        let zone = self.window_zone(start, pages)?;
+        self.reserve_window(self, zone, start as u32, pages as u32, reason, 1, who)
+    }
+
+    /// Reserves `pages` contiguous pages aligned to `align` pages in the
+    /// movable zone, choosing the best window: the one with the fewest busy
+    /// pages (then the fewest holders).
+    ///
+    /// # Errors
+    ///
+    /// As for [`reserve_range`](Self::reserve_range); a failure names the
+    /// best window's busy blocks.
+    #[track_caller]
+    pub fn reserve_contig(
+        &self,
+        pages: usize,
+        align: usize,
+        reason: Reason,
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
+        let who = crate::owner_here();
+        if pages == 0 {
+            return Err(ContigError::ZeroPages);
+        }
+        if !align.is_power_of_two() {
+            return Err(ContigError::BadAlign { align });
+        }
+        let zone = self.zone(ZoneKind::Movable);
+        if pages > zone.pages() as usize {
+            return Err(ContigError::TooLarge { pages, zone_pages: zone.pages() as usize });
+        }
+        // Rank candidate windows by busy pages, then holders (lock-free read;
+        // the chosen window is then reserved properly).
+        let mut best: Option<(usize, u32, u32)> = None;
+        let mut considered = 0;
+        let mut w = (zone.start as usize).next_multiple_of(align);
+        while w + pages <= zone.end as usize {
+            considered += 1;
+            let (busy, holders) = self.window_load(w as u32, (w + pages) as u32);
+            if best.is_none_or(|(b, h, _)| (busy, holders) < (b, h)) {
+                best = Some((busy, holders, w as u32));
+            }
+            if busy == 0 {
+                break;
+            }
+            w += align;
+        }
+        let Some((_, _, start)) = best else {
+            return Err(ContigError::TooLarge { pages, zone_pages: zone.pages() as usize });
+        };
+        self.reserve_window(self, zone, start, pages as u32, reason, considered, who)
+    }
+
+    fn window_zone(&self, start: Pfn, pages: usize) -> Result<&Zone, ContigError> {
+        if pages == 0 {
+            return Err(ContigError::ZeroPages);
+        }
+        let end = start.saturating_add(pages);
+        let err = ContigError::OutOfRange { start, end, pages: self.pages() };
+        if end > self.pages() {
+            return Err(err);
+        }
+        let zone = self.zone_for(start as u32);
+        if end > zone.end as usize {
+            return Err(err);
+        }
+        Ok(zone)
+    }
+
+    /// Busy pages and holders in a window, read without locks.
+    fn window_load(&self, start: u32, end: u32) -> (usize, u32) {
+        let (mut busy, mut holders) = (0usize, 0u32);
+        let mut p = start;
+        while p < end {
+            let Some((head, _)) = self.head_of(p) else {
+                p += 1;
+                continue;
+            };
+            let w = self.desc(head).state.load(Relaxed);
+            let next = (head + (1u32 << state::order(w))).max(p + 1);
+            if w & FREE == 0 {
+                busy += (next.min(end) - p) as usize;
+                holders += state::refs(w) + state::pins(w);
+            }
+            p = next;
+        }
+        (busy, holders)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reserve_window<A: ArenaRef>(
+        &self,
+        handle: A,
+        zone: &Zone,
+        start: u32,
+        pages: u32,
+        reason: Reason,
+        considered: usize,
+        who: Acquirer,
+    ) -> Result<ContigRun<A>, ContigError> {
+        let end = start + pages;
+        // 1. isolate.
+        {
+            let mut area = zone.area.lock();
+            let mut p = start;
+            while p < end {
+                let (head, _) = self.head_of(p).expect("zone lock held");
+                let w = self.desc(head).state.load(Acquire);
+                if w & CONTIG != 0 {
+                    return Err(ContigError::Overlap { start: start as Pfn, end: end as Pfn, run: head as Pfn });
+                }
+                p = head + (1u32 << state::order(w));
+            }
+            for q in start..end {
+                self.desc(q).state.fetch_or(ISOLATED, Relaxed);
+            }
+            self.isolate_free(&mut area, zone, start, end);
+        }
+        // 2. drain per-thread caches (their pages land isolated); 3. migrate
+        // (hook: nothing movable yet); 4. test, 5. commit or roll back.
+        for attempt in 0.. {
+            self.drain_thread_caches();
+            let mut area = zone.area.lock();
+            // Blocks freed since isolation whose head lies outside the window
+            // went to the lists: isolate them too.
+            self.isolate_free(&mut area, zone, start, end);
+            let mut busy = Vec::new();
+            let mut cached = false;
+            for_each_block(self, start, end, |head, w| {
+                if w & (FREE | PCP) == FREE | PCP {
+                    cached = true;
+                } else if w & FREE == 0 {
+                    busy.push((head, w));
+                }
+            });
+            if cached && attempt < 64 {
+                drop(area);
+                crate::sync::spin_hint();
+                std::thread::yield_now();
+                continue;
+            }
+            if busy.is_empty() && !cached {
+                return Ok(self.commit(handle, &mut area, start, end, who));
+            }
+            let failure = ContigFailure {
+                reason,
+                window: start as Pfn..end as Pfn,
+                busy: busy.iter().map(|&(h, w)| self.busy_block(h, w, start, end)).collect(),
+                windows_considered: considered,
+            };
+            self.rollback(&mut area, zone, start, end);
+            drop(area);
+            self.arm(&failure);
+            return Err(ContigError::Busy(Box::new(failure)));
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Pulls the free listed blocks of `start..end` off the lists; a block
+    /// straddling an edge is split and its outside parts go back.
+    fn isolate_free(&self, area: &mut FreeArea, zone: &Zone, start: u32, end: u32) {
+        let mut p = start;
+        while p < end {
+            let (head, _) = self.head_of(p).expect("zone lock held");
+            let w = self.desc(head).state.load(Acquire);
+            let order = state::order(w);
+            if w & (FREE | PCP) == FREE {
+                // Listed unless it was freed into the window after isolation
+                // (then it is already out of the lists, but may still
+                // straddle an edge).
+                if self.is_listed(area, head, order) {
+                    area.remove(&self.descs, head, order);
+                }
+                self.carve(area, head, order, start, end);
+            }
+            let _ = zone;
+            p = head + (1u32 << order);
+        }
+    }
+
+    fn is_listed(&self, area: &FreeArea, head: u32, order: u8) -> bool {
+        let word = self.desc(head).owner.load(Relaxed);
+        word & 3 == 3 && area.heads(order).get(slot::decode_index(word) as usize) == Some(&head)
+    }
+
+    /// Splits a free, unlisted block so the parts outside the window return
+    /// to the lists and the parts inside stay isolated and unlisted.
+    fn carve(&self, area: &mut FreeArea, head: u32, order: u8, start: u32, end: u32) {
+        let block_end = head + (1u32 << order);
+        if head >= start && block_end <= end {
+            buddy_mark_free_head(self.desc(head), order, 0);
+            return;
+        }
+        if block_end <= start || head >= end {
+            // Wholly outside: back on its list, flags outside the window clear.
+            buddy_update(self.desc(head), |w| w & !ISOLATED);
+            buddy_mark_free_head(self.desc(head), order, 0);
+            area.push(&self.descs, head, order);
+            return;
+        }
+        let half = order - 1;
+        let upper = head + (1u32 << half);
+        buddy_mark_free_head(self.desc(head), half, 0);
+        buddy_mark_free_head(self.desc(upper), half, 0);
+        self.carve(area, head, half, start, end);
+        self.carve(area, upper, half, start, end);
+    }
+
+    fn busy_block(&self, head: u32, w: u64, start: u32, end: u32) -> BusyBlock {
+        let order = state::order(w);
+        let last = head + (1u32 << order);
+        let gen = state::gen(w);
+        let attributed = (head.max(start)..last.min(end))
+            .chain(head..head.max(start))
+            .chain(last.min(end)..last)
+            .find_map(|p| slot::decode_if_current(self.desc(p).owner.load(Acquire), gen).map(|a| (p as Pfn, a)));
+        let st = PageState::from_word(w & !ISOLATED);
+        BusyBlock {
+            head: head as Pfn,
+            order,
+            pages_in_window: head.max(start) as Pfn..last.min(end) as Pfn,
+            state: st,
+            zone: self.zone_for(head).kind,
+            attributed,
+        }
+    }
+
+    /// Turns the isolated free blocks of the window into one run.
+    fn commit<A: ArenaRef>(
+        &self,
+        handle: A,
+        _area: &mut FreeArea,
+        start: u32,
+        end: u32,
+        who: Acquirer,
+    ) -> ContigRun<A> {
+        let mut blocks = Vec::new();
+        for_each_block(self, start, end, |head, _| blocks.push(head));
+        let blocks = blocks
+            .into_iter()
+            .map(|head| {
+                let word = buddy_update(self.desc(head), |old| {
+                    (old & !(FREE | PCP | ISOLATED)).wrapping_add(REF_ONE + GEN_ONE) | CONTIG
+                });
+                let order = state::order(word);
+                self.desc(head).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+                for q in head + 1..head + (1u32 << order) {
+                    self.desc(q).state.fetch_and(!ISOLATED, Relaxed);
+                }
+                (head, order, state::gen(word))
+            })
+            .collect();
+        ContigRun { arena: handle, start, pages: end - start, blocks }
+    }
+
+    /// Undoes isolation: flags cleared, free blocks back on the lists.
+    fn rollback(&self, area: &mut FreeArea, zone: &Zone, start: u32, end: u32) {
+        for q in start..end {
+            self.desc(q).state.fetch_and(!ISOLATED, Relaxed);
+        }
+        let mut free = Vec::new();
+        for_each_block(self, start, end, |head, w| {
+            if w & (FREE | PCP) == FREE && w & HEAD != 0 {
+                free.push((head, state::order(w)));
+            }
+        });
+        for (head, order) in free {
+            if !self.is_listed(area, head, order) {
+                area.give(&self.descs, zone, head, order);
+            }
+        }
+    }
+
+    /// Arms the busy blocks of a failure: their later events are recorded.
+    fn arm(&self, failure: &ContigFailure) {
+        for b in &failure.busy {
+            // Only a block still held is armed; a freed one needs no tracking.
+            let d = self.desc(b.head as u32);
+            let _ = buddy_update(d, |w| if w & COUNTS != 0 && w & FREE == 0 { w | TRACKED } else { w });
+        }
+    }
+}
