@@ -4,6 +4,7 @@
 
 pub mod alloc;
 mod arena;
+pub mod depot;
 pub mod error;
 mod handle;
 pub mod implementation;
