@@ -125,3 +125,35 @@ fn bad_reservations_are_typed_errors_and_change_nothing() {
     drop(run);
     assert_eq!(arena.frag_stats(), fresh);
 }
+
+#[test]
+fn a_failure_names_both_subsystems_that_pin_pages_with_correct_counts() {
+    #[pinowner::pin_tracked(subsystem = "dma", name = "rx_refill")]
+    fn dma_pin(arena: &PageArena, pfn: usize) -> pinowner::PagePin<&PageArena> {
+        arena.pin(pfn).unwrap()
+    }
+    #[pinowner::pin_tracked(subsystem = "rdma", name = "register_mr")]
+    fn rdma_pin(arena: &PageArena, pfn: usize) -> pinowner::PagePin<&PageArena> {
+        arena.pin(pfn).unwrap()
+    }
+    let arena = arena();
+    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let dma: Vec<_> = [130usize, 131].iter().map(|&p| dma_pin(&arena, p)).collect();
+    let rdma: Vec<_> = [140usize, 140, 141].iter().map(|&p| rdma_pin(&arena, p)).collect();
+    drop(blocks);
+    let ContigError::Busy(f) = arena.reserve_range(128, 32, Reason::LongtermPin).unwrap_err() else { panic!() };
+    assert_eq!(f.busy.len(), 4);
+    assert_eq!((f.pins(), f.holders(), f.attributed()), (5, 5, 4));
+    let by_subsystem = |s: &str| {
+        f.busy
+            .iter()
+            .filter(|b| b.attributed.is_some_and(|(_, a)| a.subsystem() == Some(s)))
+            .map(|b| b.state.pincount)
+            .sum::<u32>()
+    };
+    assert_eq!(by_subsystem("dma"), 2);
+    assert_eq!(by_subsystem("rdma"), 3);
+    let text = f.to_string();
+    assert!(text.contains("by dma/rx_refill") && text.contains("by rdma/register_mr"), "{text}");
+    drop((dma, rdma));
+}
