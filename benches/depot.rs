@@ -119,33 +119,58 @@ fn deeper(levels: u32, f: &mut dyn FnMut()) {
 /// Extra stack under every capture benchmark.
 const EXTRA_LEVELS: u32 = 16;
 
+/// True under `cargo bench`. Test runners list and run bench targets
+/// without `--bench`, and their output must hold only test names.
+fn benching() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// The baseline: walks up to `limit` frames with `backtrace::trace` (the
+/// unwinder's own included), reading each instruction pointer; returns how
+/// many it walked.
+#[inline(never)]
+fn trace_frames(limit: usize) -> usize {
+    let mut n = 0usize;
+    backtrace::trace(|frame| {
+        n += 1;
+        black_box(frame.ip());
+        n < limit
+    });
+    n
+}
+
 fn capture_group(c: &mut Criterion) {
     let depot = StackDepot::default();
     let mut stored = StackTrace::new();
     let mut all_frames = 0;
     deeper(EXTRA_LEVELS, &mut || {
         stored = depot::capture(0, DEFAULT_DEPTH);
-        all_frames = depot::__trace_frames(usize::MAX);
+        all_frames = trace_frames(usize::MAX);
     });
     let handle = depot.intern(&stored);
     // Symbols for the record (once, outside the measurements): the first
     // frame must be the capturing closure, not the unwinder or `capture`.
     let frames = depot.resolve(handle);
-    println!("first frames of capture(0, 16), resolved: {} / {}", frames[0], frames[1]);
+    let say = benching();
+    if say {
+        println!("first frames of capture(0, 16), resolved: {} / {}", frames[0], frames[1]);
+    }
     // The two frames of the unwinder below `capture`'s caller, counted by the
     // bounded baseline so that it walks as far as `capture(0, 16)` does.
     let inner = 2;
-    println!(
-        "stack under the benchmarks: {all_frames} frames in all (the unwinder's included); capture(0, 16) keeps {}",
-        stored.len()
-    );
+    if say {
+        println!(
+            "stack under the benchmarks: {all_frames} frames in all (the unwinder's included); capture(0, 16) keeps {}",
+            stored.len()
+        );
+    }
 
     let mut g = c.benchmark_group("capture");
     g.bench_function("baseline: backtrace::trace, all frames", |b| {
-        deeper(EXTRA_LEVELS, &mut || b.iter(|| black_box(depot::__trace_frames(black_box(usize::MAX)))))
+        deeper(EXTRA_LEVELS, &mut || b.iter(|| black_box(trace_frames(black_box(usize::MAX)))))
     });
     g.bench_function("baseline: backtrace::trace, first 18 frames", |b| {
-        deeper(EXTRA_LEVELS, &mut || b.iter(|| black_box(depot::__trace_frames(black_box(DEFAULT_DEPTH + inner)))))
+        deeper(EXTRA_LEVELS, &mut || b.iter(|| black_box(trace_frames(black_box(DEFAULT_DEPTH + inner)))))
     });
     g.bench_function("capture(0, 16)", |b| {
         deeper(EXTRA_LEVELS, &mut || b.iter(|| black_box(depot::capture(black_box(0), black_box(DEFAULT_DEPTH)))))
@@ -157,9 +182,7 @@ fn capture_group(c: &mut Criterion) {
     });
     g.bench_function("intern, stored 16-frame stack", |b| b.iter(|| black_box(depot.intern(black_box(&stored)))));
     g.finish();
-    // Test runners list and run bench targets without `--bench`; their
-    // output must hold only test names.
-    if std::env::args().any(|a| a == "--bench") {
+    if say {
         let stats = depot.stats();
         println!("depot after the benchmarks: {stats:?}");
     }
@@ -170,7 +193,7 @@ criterion_group! { name = benches; config = config(); targets = capture_group }
 fn main() {
     // `cargo bench` passes `--bench`; test runners listing or running bench
     // targets in test mode do not, and skip the memory run.
-    if std::env::args().any(|a| a == "--bench") {
+    if benching() {
         memory();
     }
     benches();

@@ -235,22 +235,6 @@ fn own_frame_first(first_above: &backtrace::Frame) -> bool {
     own
 }
 
-/// Walks up to `limit` frames of the current stack with [`backtrace::trace`]
-/// (counting the unwinder's own), reading each instruction pointer, and
-/// returns how many it walked: the baseline of the depot benchmark. Not
-/// public API.
-#[doc(hidden)]
-#[inline(never)]
-pub fn __trace_frames(limit: usize) -> usize {
-    let mut n = 0usize;
-    backtrace::trace(|frame| {
-        n += 1;
-        std::hint::black_box(frame.ip());
-        n < limit
-    });
-    n
-}
-
 /// A small non-zero handle for a stack interned in a [`StackDepot`].
 ///
 /// A handle from one depot means nothing to another. [`StackHandle::FAILED`]

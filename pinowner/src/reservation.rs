@@ -19,10 +19,10 @@
 
 use core::ops::Range;
 
-use crate::alloc::{buddy_mark_free_head, buddy_update, FreeArea, Zone, ZoneKind};
+use crate::alloc::{buddy_mark_allocated, buddy_mark_free_head, buddy_update, FreeArea, Zone, ZoneKind};
 use crate::handle::ArenaRef;
 use crate::page::slot::{self, Acquirer};
-use crate::page::state::{self, CONTIG, COUNTS, FREE, GEN_ONE, HEAD, ISOLATED, PCP, REF_ONE, TRACKED};
+use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP, TRACKED};
 use crate::page::PageState;
 use crate::sync::Ordering::{Acquire, Relaxed};
 use crate::{PageArena, Pfn};
@@ -203,8 +203,8 @@ pub struct ContigRun<A: ArenaRef> {
     arena: A,
     start: u32,
     pages: u32,
-    /// The run's blocks: head, order, generation of our reference.
-    blocks: Vec<(u32, u8, u16)>,
+    /// The run's blocks: head, generation of our reference.
+    blocks: Vec<(u32, u16)>,
 }
 
 impl<A: ArenaRef> ContigRun<A> {
@@ -242,21 +242,9 @@ impl<A: ArenaRef> ContigRun<A> {
 
 impl<A: ArenaRef> Drop for ContigRun<A> {
     fn drop(&mut self) {
-        for &(head, order, gen) in &self.blocks {
-            let _ = order;
+        for &(head, gen) in &self.blocks {
             self.arena.release(head, head, state::Count::Ref, Some(gen));
         }
-    }
-}
-
-/// Walks the blocks covering `start..end` (zone lock held): `f(head, word)`.
-fn for_each_block(arena: &PageArena, start: u32, end: u32, mut f: impl FnMut(u32, u64)) {
-    let mut p = start;
-    while p < end {
-        let (head, _) = arena.head_of(p).expect("under the zone lock every page has a head");
-        let w = arena.desc(head).state.load(Acquire);
-        f(head, w);
-        p = head + (1u32 << state::order(w));
     }
 }
 
@@ -278,7 +266,7 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let who = crate::owner_here();
         let zone = self.window_zone(start, pages)?;
-        self.reserve_window(self, zone, start as u32, pages as u32, reason, 1, who)
+        self.reserve_window(zone, start as u32, pages as u32, reason, 1, who)
     }
 
     /// Reserves `pages` contiguous pages aligned to `align` pages in the
@@ -326,7 +314,7 @@ impl PageArena {
         let Some((_, _, start)) = best else {
             return Err(ContigError::TooLarge { pages, zone_pages: zone.pages() as usize });
         };
-        self.reserve_window(self, zone, start, pages as u32, reason, considered, who)
+        self.reserve_window(zone, start, pages as u32, reason, considered, who)
     }
 
     fn window_zone(&self, start: Pfn, pages: usize) -> Result<&Zone, ContigError> {
@@ -348,77 +336,87 @@ impl PageArena {
     /// Busy pages and holders in a window, read without locks.
     fn window_load(&self, start: u32, end: u32) -> (usize, u32) {
         let (mut busy, mut holders) = (0usize, 0u32);
+        self.for_each_block(start, end, |head, w| {
+            if w & FREE == 0 {
+                let last = (head + (1u32 << state::order(w))).min(end);
+                busy += (last - head.max(start)) as usize;
+                holders += state::refs(w) + state::pins(w);
+            }
+        });
+        (busy, holders)
+    }
+
+    /// Walks the blocks covering `start..end`: `f(head, word)` for each, in
+    /// page order, the word read before `f` runs (so `f` may split or merge
+    /// the block). Under the zone lock the walk is exact; without it (only
+    /// `window_load`), a page caught mid-split is stepped over.
+    fn for_each_block(&self, start: u32, end: u32, mut f: impl FnMut(u32, u64)) {
         let mut p = start;
         while p < end {
             let Some((head, _)) = self.head_of(p) else {
                 p += 1;
                 continue;
             };
-            let w = self.desc(head).state.load(Relaxed);
-            let next = (head + (1u32 << state::order(w))).max(p + 1);
-            if w & FREE == 0 {
-                busy += (next.min(end) - p) as usize;
-                holders += state::refs(w) + state::pins(w);
-            }
-            p = next;
+            let w = self.desc(head).state.load(Acquire);
+            f(head, w);
+            p = (head + (1u32 << state::order(w))).max(p + 1);
         }
-        (busy, holders)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reserve_window<A: ArenaRef>(
+    fn reserve_window(
         &self,
-        handle: A,
         zone: &Zone,
         start: u32,
         pages: u32,
         reason: Reason,
         considered: usize,
         who: Acquirer,
-    ) -> Result<ContigRun<A>, ContigError> {
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
         let end = start + pages;
         // 1. isolate.
         {
             let mut area = zone.area.lock();
-            let mut p = start;
-            while p < end {
-                let (head, _) = self.head_of(p).expect("zone lock held");
-                let w = self.desc(head).state.load(Acquire);
-                if w & CONTIG != 0 {
-                    return Err(ContigError::Overlap { start: start as Pfn, end: end as Pfn, run: head as Pfn });
+            let mut run = None;
+            self.for_each_block(start, end, |head, w| {
+                if w & CONTIG != 0 && run.is_none() {
+                    run = Some(head);
                 }
-                p = head + (1u32 << state::order(w));
+            });
+            if let Some(run) = run {
+                return Err(ContigError::Overlap { start: start as Pfn, end: end as Pfn, run: run as Pfn });
             }
             for q in start..end {
                 self.desc(q).state.fetch_or(ISOLATED, Relaxed);
             }
-            self.isolate_free(&mut area, zone, start, end);
+            self.isolate_free(&mut area, start, end);
         }
         // 2. drain per-thread caches (their pages land isolated); 3. migrate
-        // (hook: nothing movable yet); 4. test, 5. commit or roll back.
-        for attempt in 0.. {
+        // (hook: nothing movable yet); 4. test; 5. commit or roll back.
+        loop {
             self.drain_thread_caches();
             let mut area = zone.area.lock();
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.
-            self.isolate_free(&mut area, zone, start, end);
+            self.isolate_free(&mut area, start, end);
             let mut busy = Vec::new();
             let mut cached = false;
-            for_each_block(self, start, end, |head, w| {
+            self.for_each_block(start, end, |head, w| {
                 if w & (FREE | PCP) == FREE | PCP {
                     cached = true;
                 } else if w & FREE == 0 {
                     busy.push((head, w));
                 }
             });
-            if cached && attempt < 64 {
+            if cached {
+                // A page freed into a cache just before isolation reached it:
+                // the arena's own bookkeeping, never a reason to fail. The
+                // freeing thread finishes its push; the next drain isolates it.
                 drop(area);
-                crate::sync::spin_hint();
                 std::thread::yield_now();
                 continue;
             }
-            if busy.is_empty() && !cached {
-                return Ok(self.commit(handle, &mut area, start, end, who));
+            if busy.is_empty() {
+                return Ok(self.commit(&mut area, start, end, who));
             }
             let failure = ContigFailure {
                 reason,
@@ -431,34 +429,22 @@ impl PageArena {
             self.arm(&failure);
             return Err(ContigError::Busy(Box::new(failure)));
         }
-        unreachable!("the loop returns")
     }
 
-    /// Pulls the free listed blocks of `start..end` off the lists; a block
-    /// straddling an edge is split and its outside parts go back.
-    fn isolate_free(&self, area: &mut FreeArea, zone: &Zone, start: u32, end: u32) {
-        let mut p = start;
-        while p < end {
-            let (head, _) = self.head_of(p).expect("zone lock held");
-            let w = self.desc(head).state.load(Acquire);
-            let order = state::order(w);
+    /// Takes the free blocks of `start..end` off the lists (zone lock held);
+    /// a block straddling an edge is split and its outside parts go back.
+    fn isolate_free(&self, area: &mut FreeArea, start: u32, end: u32) {
+        self.for_each_block(start, end, |head, w| {
             if w & (FREE | PCP) == FREE {
-                // Listed unless it was freed into the window after isolation
-                // (then it is already out of the lists, but may still
-                // straddle an edge).
-                if self.is_listed(area, head, order) {
+                let order = state::order(w);
+                // Not listed if it was freed into the window after isolation,
+                // but it may still straddle an edge.
+                if area.is_listed(&self.descs, head, order) {
                     area.remove(&self.descs, head, order);
                 }
                 self.carve(area, head, order, start, end);
             }
-            let _ = zone;
-            p = head + (1u32 << order);
-        }
-    }
-
-    fn is_listed(&self, area: &FreeArea, head: u32, order: u8) -> bool {
-        let word = self.desc(head).owner.load(Relaxed);
-        word & 3 == 3 && area.heads(order).get(slot::decode_index(word) as usize) == Some(&head)
+        });
     }
 
     /// Splits a free, unlisted block so the parts outside the window return
@@ -487,63 +473,51 @@ impl PageArena {
     fn busy_block(&self, head: u32, w: u64, start: u32, end: u32) -> BusyBlock {
         let order = state::order(w);
         let last = head + (1u32 << order);
+        // At most one page's slot carries the block's current generation.
         let gen = state::gen(w);
-        let attributed = (head.max(start)..last.min(end))
-            .chain(head..head.max(start))
-            .chain(last.min(end)..last)
+        let attributed = (head..last)
             .find_map(|p| slot::decode_if_current(self.desc(p).owner.load(Acquire), gen).map(|a| (p as Pfn, a)));
-        let st = PageState::from_word(w & !ISOLATED);
         BusyBlock {
             head: head as Pfn,
             order,
             pages_in_window: head.max(start) as Pfn..last.min(end) as Pfn,
-            state: st,
+            state: PageState::from_word(w & !ISOLATED),
             zone: self.zone_for(head).kind,
             attributed,
         }
     }
 
-    /// Turns the isolated free blocks of the window into one run.
-    fn commit<A: ArenaRef>(
-        &self,
-        handle: A,
-        _area: &mut FreeArea,
-        start: u32,
-        end: u32,
-        who: Acquirer,
-    ) -> ContigRun<A> {
+    /// Clears the window's isolation bits (zone lock held).
+    fn unisolate(&self, start: u32, end: u32) {
+        for q in start..end {
+            self.desc(q).state.fetch_and(!ISOLATED, Relaxed);
+        }
+    }
+
+    /// Turns the isolated free blocks of the window into one run (zone lock
+    /// held, every block of the window free and inside it).
+    fn commit(&self, _locked: &mut FreeArea, start: u32, end: u32, who: Acquirer) -> ContigRun<&PageArena> {
+        self.unisolate(start, end);
         let mut blocks = Vec::new();
-        for_each_block(self, start, end, |head, _| blocks.push(head));
-        let blocks = blocks
-            .into_iter()
-            .map(|head| {
-                let word = buddy_update(self.desc(head), |old| {
-                    (old & !(FREE | PCP | ISOLATED)).wrapping_add(REF_ONE + GEN_ONE) | CONTIG
-                });
-                let order = state::order(word);
-                self.desc(head).owner.store(slot::encode(who, state::gen(word)), Relaxed);
-                for q in head + 1..head + (1u32 << order) {
-                    self.desc(q).state.fetch_and(!ISOLATED, Relaxed);
-                }
-                (head, order, state::gen(word))
-            })
-            .collect();
-        ContigRun { arena: handle, start, pages: end - start, blocks }
+        self.for_each_block(start, end, |head, w| {
+            let word = buddy_mark_allocated(self.desc(head), state::order(w), CONTIG);
+            self.desc(head).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+            blocks.push((head, state::gen(word)));
+        });
+        ContigRun { arena: self, start, pages: end - start, blocks }
     }
 
     /// Undoes isolation: flags cleared, free blocks back on the lists.
     fn rollback(&self, area: &mut FreeArea, zone: &Zone, start: u32, end: u32) {
-        for q in start..end {
-            self.desc(q).state.fetch_and(!ISOLATED, Relaxed);
-        }
+        self.unisolate(start, end);
         let mut free = Vec::new();
-        for_each_block(self, start, end, |head, w| {
-            if w & (FREE | PCP) == FREE && w & HEAD != 0 {
+        self.for_each_block(start, end, |head, w| {
+            if w & (FREE | PCP) == FREE {
                 free.push((head, state::order(w)));
             }
         });
         for (head, order) in free {
-            if !self.is_listed(area, head, order) {
+            if !area.is_listed(&self.descs, head, order) {
                 area.give(&self.descs, zone, head, order);
             }
         }
@@ -553,8 +527,7 @@ impl PageArena {
     fn arm(&self, failure: &ContigFailure) {
         for b in &failure.busy {
             // Only a block still held is armed; a freed one needs no tracking.
-            let d = self.desc(b.head as u32);
-            let _ = buddy_update(d, |w| if w & COUNTS != 0 && w & FREE == 0 { w | TRACKED } else { w });
+            buddy_update(self.desc(b.head as u32), |w| if w & COUNTS != 0 && w & FREE == 0 { w | TRACKED } else { w });
         }
     }
 }

@@ -2,22 +2,13 @@
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p pinowner --release --test loom`.
 #![cfg(loom)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::model;
 use loom::thread;
 use pinowner::{AcquireError, PageArena, PageFlags};
-
-/// Runs a loom model and prints how many interleavings it explored.
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    loom::model(move || {
-        r.fetch_add(1, Ordering::Relaxed);
-        f()
-    });
-    println!("loom model {name}: {} interleavings", runs.load(Ordering::Relaxed));
-}
 
 fn arena(pages: usize) -> Arc<PageArena> {
     Arc::new(PageArena::builder().pages(pages).max_order(1).build().unwrap())

@@ -6,25 +6,16 @@
 //! --release --test loom_depot -- --nocapture`.
 #![cfg(loom)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::model;
 use loom::thread;
 use pinowner::depot::{StackDepot, StackHandle};
 
 const A: [usize; 4] = [0x5555_0000_1000, 0x5555_0000_2040, 0x5555_0000_3080, 0x5555_0000_40c0];
 const B: [usize; 4] = [0x5555_0000_1000, 0x5555_0000_2040, 0x5555_0000_3080, 0x5555_0000_50c0];
-
-/// Runs a loom model and prints how many interleavings it explored.
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    loom::model(move || {
-        r.fetch_add(1, Ordering::Relaxed);
-        f()
-    });
-    println!("loom model {name}: {} interleavings", runs.load(Ordering::Relaxed));
-}
 
 /// Three threads intern the same stack at once: one stored copy, one handle.
 #[test]

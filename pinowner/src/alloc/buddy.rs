@@ -52,13 +52,12 @@ fn mark_tail(d: &Descriptor) {
     update(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK | state::TRACKED));
 }
 
-/// Turns a free block head into an allocated one with one reference; returns
-/// the new state word.
-pub(crate) fn mark_allocated(d: &Descriptor, order: u8, movable: bool) -> u64 {
-    let m = if movable { MOVABLE } else { 0 };
+/// Turns a free block head into an allocated one with one reference and the
+/// given flags (`MOVABLE`, `CONTIG`); returns the new state word.
+pub(crate) fn mark_allocated(d: &Descriptor, order: u8, flags: u64) -> u64 {
     update(d, |old| {
         debug_assert_eq!(old & (HEAD | FREE), HEAD | FREE, "allocating a page that is not a free head");
-        state::with_order(old & !(FREE | PCP), order).wrapping_add(REF_ONE + GEN_ONE) | m
+        state::with_order(old & !(FREE | PCP), order).wrapping_add(REF_ONE + GEN_ONE) | flags
     })
 }
 
@@ -94,6 +93,13 @@ impl FreeArea {
             descs[last as usize].owner.store(slot::encode_index(idx as u32), Relaxed);
         }
         self.free_pages -= 1 << order;
+    }
+
+    /// True if the free block headed by `pfn` of `order` is on its list
+    /// (free blocks isolated by a reservation are not).
+    pub(crate) fn is_listed(&self, descs: &[Descriptor], pfn: u32, order: u8) -> bool {
+        slot::index_of(descs[pfn as usize].owner.load(Relaxed))
+            .is_some_and(|i| self.lists[order as usize].get(i as usize) == Some(&pfn))
     }
 
     /// Seeds the zone with the largest aligned blocks that fit `start..end`.

@@ -243,6 +243,7 @@ impl PageArena {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
+        let flags = if movable { state::MOVABLE } else { 0 };
         let order_of_zones: &[&Zone] = if movable { &[&self.zones[1], &self.zones[0]] } else { &[&self.zones[0]] };
         let mut last = order_of_zones[0];
         for zone in order_of_zones {
@@ -253,13 +254,13 @@ impl PageArena {
             let got = if order == 0 && zone.pcp.is_some() {
                 // A cached page is marked PCP, which keeps coalescing away
                 // from it after it leaves the cache's lock.
-                self.alloc_pcp(zone).map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), 0, movable)))
+                self.alloc_pcp(zone).map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), 0, flags)))
             } else {
                 // Marked allocated under the lock: a free-looking head that is
                 // in no list would be "coalesced" by a concurrent free.
                 let mut area = zone.area.lock();
                 area.take(&self.descs, order)
-                    .map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), order, movable)))
+                    .map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), order, flags)))
             };
             if let Some((pfn, word)) = got {
                 self.desc(pfn).owner.store(slot::encode(who, state::gen(word)), Relaxed);

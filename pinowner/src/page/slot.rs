@@ -89,11 +89,20 @@ pub(crate) fn encode_index(index: u32) -> u64 {
     ((index as u64) << 2) | TAG_INDEX
 }
 
+/// The free-list index in `word`, if it holds one.
+#[inline(always)]
+pub(crate) fn index_of(word: u64) -> Option<u32> {
+    (word & TAG_MASK == TAG_INDEX).then_some(((word & PAYLOAD_MASK) >> 2) as u32)
+}
+
 /// Decodes a free-list index written by [`encode_index`].
+///
+/// # Panics
+///
+/// If the slot holds no index: the free lists are out of sync.
 #[inline(always)]
 pub(crate) fn decode_index(word: u64) -> u32 {
-    debug_assert_eq!(word & TAG_MASK, TAG_INDEX, "owner slot does not hold a free-list index");
-    ((word & PAYLOAD_MASK) >> 2) as u32
+    index_of(word).expect("owner slot does not hold a free-list index")
 }
 
 /// Decodes the acquirer in `word` if it was written by the count change that
