@@ -503,8 +503,11 @@ fn an_async_fn_enters_its_site_only_while_polled_on_whichever_thread() {
         tx.send(fut.await).unwrap();
     });
     let report = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap().unwrap();
-    let after_polls = pool.after_polls.lock().unwrap().clone();
+    // The worker logs a poll after the poll returns, which is after the
+    // body sent its report: join the workers before reading the log.
+    let log = pool.after_polls.clone();
     pool.shutdown();
+    let after_polls = log.lock().unwrap().clone();
 
     assert_ne!(report.threads[0], report.threads[1], "the body resumed on another worker");
     assert_eq!(after_polls.len(), 2);
