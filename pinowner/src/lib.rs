@@ -4,6 +4,7 @@
 
 pub mod alloc;
 mod arena;
+pub mod audit;
 pub mod depot;
 pub mod error;
 mod handle;
@@ -13,15 +14,18 @@ mod region;
 pub mod reservation;
 pub mod site;
 mod sync;
+pub mod tracker;
 
 pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
 pub use arena::{ArenaBuilder, PageArena, PageInfo, DEFAULT_MAX_ORDER, MAX_PAGES};
+pub use audit::{Audit, LeakCheck};
 pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
-pub use reservation::{BusyBlock, ContigError, ContigFailure, ContigRun, Reason};
+pub use reservation::{BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;
+pub use tracker::{Event, EventKind, OwnerReport, ReportOptions, Tracking};
 
 /// A page number: the index of a page in its arena.
 pub type Pfn = usize;

@@ -8,7 +8,8 @@
 //!    a page freed inside the window stays out of the lists.
 //! 2. **drain** — return the per-thread caches to the buddy lists, so free
 //!    pages parked there are isolated too (and repeat, if a cached page of the
-//!    window is found later: the arena's own bookkeeping never fails a
+//!    window, or a block whose last count is gone but which is not yet free,
+//!    is found later: the arena's own bookkeeping never fails a
 //!    reservation).
 //! 3. **migrate** — the hook where movable holders will be asked to move
 //!    their pages; today only free pages count.
@@ -18,11 +19,12 @@
 //!    coalesced. A failure names every busy block of the window.
 
 use core::ops::Range;
+use std::time::{Duration, Instant};
 
 use crate::alloc::{buddy_mark_allocated, buddy_mark_free_head, buddy_update, FreeArea, Zone, ZoneKind};
 use crate::handle::ArenaRef;
 use crate::page::slot::{self, Acquirer};
-use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP, TRACKED};
+use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
 use crate::sync::Ordering::{Acquire, Relaxed};
 use crate::{PageArena, Pfn};
@@ -52,6 +54,22 @@ impl core::fmt::Display for Reason {
             Reason::LongtermPin => "longterm_pin",
             Reason::Custom(s) => s,
         })
+    }
+}
+
+/// What a reservation asked for: its failures and success are matched by
+/// this (a later success disarms what its failures armed).
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    reason: Reason,
+    pages: usize,
+    align: usize,
+    start: Option<Pfn>,
+}
+
+impl Request {
+    fn key(&self) -> crate::tracker::RequestKey {
+        (self.pages, self.align, self.start)
     }
 }
 
@@ -93,6 +111,22 @@ pub struct ContigFailure {
     pub busy: Vec<BusyBlock>,
     /// Aligned windows considered (1 for `reserve_range`).
     pub windows_considered: usize,
+    /// What happened while [`PageArena::reserve_contig_wait`] waited, if it
+    /// did.
+    pub waited: Option<WaitLog>,
+}
+
+/// What happened while a reservation waited for its blocking pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitLog {
+    /// Time spent, from the first attempt to the last failure.
+    pub waited: Duration,
+    /// Reservation attempts made.
+    pub attempts: u32,
+    /// Releases of armed blocks seen while waiting (each woke the waiter).
+    pub releases: u64,
+    /// Events recorded on armed blocks while waiting.
+    pub events: u64,
 }
 
 impl ContigFailure {
@@ -136,6 +170,16 @@ impl core::fmt::Display for ContigFailure {
                 Some((p, who)) => writeln!(f, " owner=pfn {p:#x} by {who}")?,
                 None => writeln!(f, " owner=unattributed")?,
             }
+        }
+        if let Some(w) = &self.waited {
+            writeln!(
+                f,
+                "  waited {:.3}s: {} attempts, {} releases of armed blocks, {} events recorded",
+                w.waited.as_secs_f64(),
+                w.attempts,
+                w.releases,
+                w.events
+            )?;
         }
         write!(
             f,
@@ -266,7 +310,8 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let who = crate::owner_here();
         let zone = self.window_zone(start, pages)?;
-        self.reserve_window(zone, start as u32, pages as u32, reason, 1, who)
+        let request = Request { reason, pages, align: 0, start: Some(start) };
+        self.reserve_window(zone, start as u32, pages as u32, request, 1, who)
     }
 
     /// Reserves `pages` contiguous pages aligned to `align` pages in the
@@ -284,7 +329,16 @@ impl PageArena {
         align: usize,
         reason: Reason,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        let who = crate::owner_here();
+        self.reserve_contig_as(pages, align, reason, crate::owner_here())
+    }
+
+    fn reserve_contig_as(
+        &self,
+        pages: usize,
+        align: usize,
+        reason: Reason,
+        who: Acquirer,
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
         if pages == 0 {
             return Err(ContigError::ZeroPages);
         }
@@ -314,7 +368,80 @@ impl PageArena {
         let Some((_, _, start)) = best else {
             return Err(ContigError::TooLarge { pages, zone_pages: zone.pages() as usize });
         };
-        self.reserve_window(zone, start, pages as u32, reason, considered, who)
+        let request = Request { reason, pages, align, start: None };
+        self.reserve_window(zone, start, pages as u32, request, considered, who)
+    }
+
+    /// Like [`reserve_contig`](Self::reserve_contig), but on failure waits
+    /// for the blocking pages: the failure arms them, and every release of
+    /// an armed block wakes the waiter (a notification, not a sleep loop) to
+    /// try again, until `timeout` has passed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`reserve_contig`](Self::reserve_contig); on timeout the last
+    /// failure, with [`ContigFailure::waited`] saying what happened while
+    /// waiting.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pinowner::{PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+    /// let block = arena.alloc_movable(0)?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || {
+    ///         std::thread::sleep(Duration::from_millis(20));
+    ///         drop(block); // wakes the waiter
+    ///     });
+    ///     let run = arena.reserve_contig_wait(32, 32, Reason::Contig, Duration::from_secs(10));
+    ///     assert_eq!(run.map(|r| r.pages()), Ok(32));
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn reserve_contig_wait(
+        &self,
+        pages: usize,
+        align: usize,
+        reason: Reason,
+        timeout: Duration,
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
+        let who = crate::owner_here();
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let events_before = self.tracker_stats().recorded;
+        let mut attempts = 0;
+        let mut releases = 0;
+        loop {
+            attempts += 1;
+            // Read before the attempt: a release after this moves the epoch.
+            let epoch = self.tracker.get().map_or(0, |t| t.release_epoch());
+            let failure = match self.reserve_contig_as(pages, align, reason, who) {
+                Err(ContigError::Busy(f)) => f,
+                other => return other,
+            };
+            // A holder that let go between the test and the arming was not
+            // recorded: look at the window again before sleeping.
+            let (busy, holders) = self.window_load(failure.window.start as u32, failure.window.end as u32);
+            if (busy, holders) < (failure.busy_pages(), failure.holders()) {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mut failure = failure;
+                failure.waited = Some(WaitLog {
+                    waited: now - started,
+                    attempts,
+                    releases,
+                    events: self.tracker_stats().recorded - events_before,
+                });
+                return Err(ContigError::Busy(failure));
+            }
+            if self.tracker().wait_release(epoch, deadline - now) {
+                releases += 1;
+            }
+        }
     }
 
     fn window_zone(&self, start: Pfn, pages: usize) -> Result<&Zone, ContigError> {
@@ -368,10 +495,11 @@ impl PageArena {
         zone: &Zone,
         start: u32,
         pages: u32,
-        reason: Reason,
+        request: Request,
         considered: usize,
         who: Acquirer,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
+        let reason = request.reason;
         let end = start + pages;
         // 1. isolate.
         {
@@ -399,34 +527,47 @@ impl PageArena {
             // went to the lists: isolate them too.
             self.isolate_free(&mut area, start, end);
             let mut busy = Vec::new();
-            let mut cached = false;
+            let mut in_flight = false;
             self.for_each_block(start, end, |head, w| {
-                if w & (FREE | PCP) == FREE | PCP {
-                    cached = true;
+                if w & (FREE | PCP) == FREE | PCP || (w & FREE == 0 && w & COUNTS == 0) {
+                    in_flight = true;
                 } else if w & FREE == 0 {
                     busy.push((head, w));
                 }
             });
-            if cached {
-                // A page freed into a cache just before isolation reached it:
-                // the arena's own bookkeeping, never a reason to fail. The
-                // freeing thread finishes its push; the next drain isolates it.
+            if in_flight {
+                // A page freed into a cache just before isolation reached it,
+                // or a block whose last count is gone and whose freeing thread
+                // waits for this lock: the arena's own bookkeeping, never a
+                // reason to fail. Let the freeing thread finish; the next pass
+                // isolates the page.
                 drop(area);
-                std::thread::yield_now();
+                crate::sync::yield_now();
                 continue;
             }
             if busy.is_empty() {
-                return Ok(self.commit(&mut area, start, end, who));
+                let run = self.commit(&mut area, start, end, who);
+                drop(area);
+                // The request is met: what its earlier failures armed
+                // needs no more watching.
+                self.disarm_request(reason, request.key());
+                return Ok(run);
             }
             let failure = ContigFailure {
                 reason,
                 window: start as Pfn..end as Pfn,
                 busy: busy.iter().map(|&(h, w)| self.busy_block(h, w, start, end)).collect(),
                 windows_considered: considered,
+                waited: None,
             };
+            // Armed before the rollback, under the zone lock: a busy block
+            // freed since the test is isolated and unlisted, so it cannot be
+            // reallocated and armed for its next owner by mistake (arming
+            // requires a live block).
+            let heads: Vec<u32> = busy.iter().map(|&(h, _)| h).collect();
+            self.arm_blocks(&heads, reason, start..end, Some(who), Some(request.key()));
             self.rollback(&mut area, zone, start, end);
             drop(area);
-            self.arm(&failure);
             return Err(ContigError::Busy(Box::new(failure)));
         }
     }
@@ -520,14 +661,6 @@ impl PageArena {
             if !area.is_listed(&self.descs, head, order) {
                 area.give(&self.descs, zone, head, order);
             }
-        }
-    }
-
-    /// Arms the busy blocks of a failure: their later events are recorded.
-    fn arm(&self, failure: &ContigFailure) {
-        for b in &failure.busy {
-            // Only a block still held is armed; a freed one needs no tracking.
-            buddy_update(self.desc(b.head as u32), |w| if w & COUNTS != 0 && w & FREE == 0 { w | TRACKED } else { w });
         }
     }
 }

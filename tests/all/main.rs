@@ -7,3 +7,4 @@ mod model;
 mod region;
 mod reserve;
 mod stress;
+mod track;

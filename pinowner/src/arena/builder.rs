@@ -1,11 +1,13 @@
 //! Building an arena: geometry checks, region, descriptors, zones.
 
 use crate::alloc::{FreeArea, ThreadCache, Zone, ZoneKind};
+use crate::audit::LeakCheck;
 use crate::error::BuildError;
 use crate::page::state::MAX_ORDER_LIMIT;
 use crate::page::Descriptor;
 use crate::region::{Backing, Region};
 use crate::sync::ShardedMap;
+use crate::tracker::{TrackerCell, Tracking};
 
 use super::PageArena;
 
@@ -33,6 +35,8 @@ pub struct ArenaBuilder {
     movable: Size,
     max_order: u8,
     cache: Option<ThreadCache>,
+    tracking: Tracking,
+    leak_check: LeakCheck,
 }
 
 impl Default for ArenaBuilder {
@@ -44,6 +48,8 @@ impl Default for ArenaBuilder {
             movable: Size::Pages(0),
             max_order: DEFAULT_MAX_ORDER,
             cache: None,
+            tracking: Tracking::default(),
+            leak_check: LeakCheck::default(),
         }
     }
 }
@@ -95,6 +101,21 @@ impl ArenaBuilder {
     /// Per-thread caches of order-0 pages (off by default).
     pub fn thread_cache(mut self, cache: ThreadCache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Owner tracking settings: event capacity, backtrace depth, depot
+    /// bound, eager mode (default [`Tracking::default`]: lazy, 4096 events,
+    /// 16 frames, 1 MiB of stacks).
+    pub fn tracking(mut self, tracking: Tracking) -> Self {
+        self.tracking = tracking;
+        self
+    }
+
+    /// What dropping the arena does when pages are still held (default
+    /// [`LeakCheck::Warn`]); see [`PageArena::audit`].
+    pub fn leak_check(mut self, check: LeakCheck) -> Self {
+        self.leak_check = check;
         self
     }
 
@@ -160,6 +181,13 @@ impl ArenaBuilder {
             max_order: self.max_order,
             zones,
             raw: ShardedMap::new(),
+            tracker: TrackerCell::new(self.tracking),
+            leak_check: self.leak_check,
+        })
+        .inspect(|arena| {
+            if self.tracking.eager {
+                arena.tracker();
+            }
         })
     }
 }

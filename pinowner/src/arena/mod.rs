@@ -33,6 +33,11 @@ pub struct PageArena {
     /// Raw references and pins per page, so a raw release can only drop a
     /// count a raw acquire took.
     pub(crate) raw: ShardedMap<RawCounts>,
+    /// The owner tracker, allocated on first arming (or at build in eager
+    /// mode).
+    pub(crate) tracker: crate::tracker::TrackerCell,
+    /// What dropping the arena does when pages are still held.
+    pub(crate) leak_check: crate::audit::LeakCheck,
 }
 
 /// A snapshot of one page: its block, zone, state and attributed acquirer.
@@ -243,7 +248,8 @@ impl PageArena {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
-        let flags = if movable { state::MOVABLE } else { 0 };
+        let eager = self.tracker.config.eager;
+        let flags = if movable { state::MOVABLE } else { 0 } | if eager { TRACKED } else { 0 };
         let order_of_zones: &[&Zone] = if movable { &[&self.zones[1], &self.zones[0]] } else { &[&self.zones[0]] };
         let mut last = order_of_zones[0];
         for zone in order_of_zones {
@@ -254,16 +260,28 @@ impl PageArena {
             let got = if order == 0 && zone.pcp.is_some() {
                 // A cached page is marked PCP, which keeps coalescing away
                 // from it after it leaves the cache's lock.
-                self.alloc_pcp(zone).map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), 0, flags)))
+                self.alloc_pcp(zone).map(|pfn| {
+                    if eager {
+                        self.eager_arm(pfn);
+                    }
+                    (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), 0, flags))
+                })
             } else {
                 // Marked allocated under the lock: a free-looking head that is
                 // in no list would be "coalesced" by a concurrent free.
                 let mut area = zone.area.lock();
-                area.take(&self.descs, order)
-                    .map(|pfn| (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), order, flags)))
+                area.take(&self.descs, order).map(|pfn| {
+                    if eager {
+                        self.eager_arm(pfn);
+                    }
+                    (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), order, flags))
+                })
             };
             if let Some((pfn, word)) = got {
                 self.desc(pfn).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+                if eager {
+                    self.eager_alloc_event(pfn, word, who);
+                }
                 return Ok((pfn, state::gen(word)));
             }
         }
@@ -387,7 +405,7 @@ impl PageArena {
         let old = self.desc(head).state.fetch_add(count.acquire_delta(), Relaxed);
         let gen = state::gen(old.wrapping_add(GEN_ONE));
         if old & ACQUIRE_SLOW != 0 {
-            self.acquire_slow(head, pfn, count, old, gen)?;
+            self.acquire_slow(head, pfn, count, old, gen, who)?;
         }
         self.desc(pfn).owner.store(slot::encode(who, gen), Relaxed);
         Ok(gen)
@@ -396,7 +414,15 @@ impl PageArena {
     /// Overflow, idle and tracked pages after an add already made.
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self, head: u32, pfn: u32, count: Count, old: u64, gen: u16) -> Result<(), AcquireError> {
+    fn acquire_slow(
+        &self,
+        head: u32,
+        pfn: u32,
+        count: Count,
+        old: u64,
+        gen: u16,
+        who: Acquirer,
+    ) -> Result<(), AcquireError> {
         if old & count.mask() >= count.limit() {
             self.release(head, pfn, count, Some(gen));
             let state = PageState::from_word(self.desc(head).state.load(Relaxed));
@@ -409,7 +435,8 @@ impl PageArena {
             self.desc(head).state.fetch_and(!IDLE, Relaxed);
         }
         if old & TRACKED != 0 {
-            // Recording armed pages lands with owner tracking.
+            let new = old.wrapping_add(count.acquire_delta());
+            self.record_armed(count.acquire_kind(), pfn, head, old, new, Some(who), Some(gen), false);
         }
         Ok(())
     }
@@ -418,7 +445,13 @@ impl PageArena {
     /// page belongs to a live allocated block. Returns the block's head and
     /// the generation the add produced.
     #[inline]
-    pub(crate) fn acquire_pfn(&self, pfn: Pfn, count: Count, who: Acquirer) -> Result<(u32, u16), AcquireError> {
+    pub(crate) fn acquire_pfn(
+        &self,
+        pfn: Pfn,
+        count: Count,
+        who: Acquirer,
+        raw: bool,
+    ) -> Result<(u32, u16), AcquireError> {
         let p = self.check_pfn(pfn)?;
         let d = self.desc(p);
         let old = d.state.load(Relaxed);
@@ -430,12 +463,12 @@ impl PageArena {
             d.owner.store(slot::encode(who, state::gen(new)), Relaxed);
             return Ok((p, state::gen(new)));
         }
-        self.acquire_pfn_slow(p, count, who)
+        self.acquire_pfn_slow(p, count, who, raw)
     }
 
     #[cold]
     #[inline(never)]
-    fn acquire_pfn_slow(&self, pfn: u32, count: Count, who: Acquirer) -> Result<(u32, u16), AcquireError> {
+    fn acquire_pfn_slow(&self, pfn: u32, count: Count, who: Acquirer, raw: bool) -> Result<(u32, u16), AcquireError> {
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -475,10 +508,11 @@ impl PageArena {
                 let new = old.wrapping_add(count.acquire_delta()) & !IDLE;
                 match d.state.compare_exchange_weak(old, new, Acquire, Relaxed) {
                     Ok(_) => {
-                        if old & TRACKED != 0 {
-                            // Recording armed pages lands with owner tracking.
-                        }
                         self.desc(pfn).owner.store(slot::encode(who, state::gen(new)), Relaxed);
+                        if old & TRACKED != 0 {
+                            let gen = Some(state::gen(new));
+                            self.record_armed(count.acquire_kind(), pfn, head, old, new, Some(who), gen, raw);
+                        }
                         return Ok((head, state::gen(new)));
                     }
                     Err(cur) => {
@@ -518,30 +552,36 @@ impl PageArena {
     /// inside one compare-and-swap on the state word: one read-modify-write
     /// when uncontended.
     #[inline]
-    pub(crate) fn release(&self, head: u32, _pfn: u32, count: Count, mine: Option<u16>) {
+    pub(crate) fn release(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>) {
         let word = &self.desc(head).state;
         let mut old = word.load(Relaxed);
+        let mut new;
         loop {
             let latest = match mine {
                 Some(g) => g == state::gen(old),
                 None => true,
             };
             let delta = if latest { count.release_delta() } else { count.one().wrapping_neg() };
-            match word.compare_exchange_weak(old, old.wrapping_add(delta), Release, Relaxed) {
+            new = old.wrapping_add(delta);
+            match word.compare_exchange_weak(old, new, Release, Relaxed) {
                 Ok(_) => break,
                 Err(cur) => old = cur,
             }
         }
         if old & TRACKED != 0 || old & COUNTS == count.one() {
-            self.release_slow(head, count, old);
+            self.release_slow(head, pfn, count, old, new, mine);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn release_slow(&self, head: u32, count: Count, old: u64) {
+    fn release_slow(&self, head: u32, pfn: u32, count: Count, old: u64, new: u64, mine: Option<u16>) {
         if old & TRACKED != 0 {
-            // Recording armed pages lands with owner tracking.
+            let site = crate::site::current().map(Acquirer::Site);
+            self.record_armed(count.release_kind(), pfn, head, old, new, site, mine, mine.is_none());
+            if old & COUNTS == count.one() {
+                self.record_freed(head, old, new);
+            }
         }
         if old & COUNTS == count.one() {
             // Like `Arc`: every holder's release was `Release`; this acquire
@@ -608,7 +648,7 @@ impl PageArena {
     #[inline]
     pub fn get(&self, pfn: Pfn) -> Result<crate::PageRef<&PageArena>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who)?;
+        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
         Ok(crate::PageRef::from_parts(self, head, pfn as u32, gen))
     }
 
@@ -624,7 +664,7 @@ impl PageArena {
     #[inline]
     pub fn pin(&self, pfn: Pfn) -> Result<crate::PagePin<&PageArena>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who)?;
+        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
         Ok(crate::PagePin::from_parts(self, head, pfn as u32, gen))
     }
 
@@ -639,7 +679,7 @@ impl PageArena {
         pfn: Pfn,
     ) -> Result<crate::PageRef<std::sync::Arc<PageArena>>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who)?;
+        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
         Ok(crate::PageRef::from_parts(self.clone(), head, pfn as u32, gen))
     }
 
@@ -654,7 +694,7 @@ impl PageArena {
         pfn: Pfn,
     ) -> Result<crate::PagePin<std::sync::Arc<PageArena>>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who)?;
+        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
         Ok(crate::PagePin::from_parts(self.clone(), head, pfn as u32, gen))
     }
 }

@@ -37,7 +37,7 @@ impl PageArena {
     #[track_caller]
     pub fn get_raw(&self, pfn: Pfn) -> Result<(), AcquireError> {
         let who = crate::owner_here();
-        self.acquire_pfn(pfn, Count::Ref, who)?;
+        self.acquire_pfn(pfn, Count::Ref, who, true)?;
         self.raw.update(pfn as u32, RawCounts::is_zero, |c| c.refs += 1);
         Ok(())
     }
@@ -50,7 +50,7 @@ impl PageArena {
     #[track_caller]
     pub fn pin_raw(&self, pfn: Pfn) -> Result<(), AcquireError> {
         let who = crate::owner_here();
-        self.acquire_pfn(pfn, Count::Pin, who)?;
+        self.acquire_pfn(pfn, Count::Pin, who, true)?;
         self.raw.update(pfn as u32, RawCounts::is_zero, |c| c.pins += 1);
         Ok(())
     }

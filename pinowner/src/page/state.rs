@@ -123,6 +123,22 @@ impl Count {
     pub(crate) const fn release_delta(self) -> u64 {
         GEN_ONE.wrapping_sub(self.one())
     }
+
+    /// The tracker's event kind for an acquire of this count.
+    pub(crate) const fn acquire_kind(self) -> crate::tracker::EventKind {
+        match self {
+            Count::Ref => crate::tracker::EventKind::Get,
+            Count::Pin => crate::tracker::EventKind::Pin,
+        }
+    }
+
+    /// The tracker's event kind for a release of this count.
+    pub(crate) const fn release_kind(self) -> crate::tracker::EventKind {
+        match self {
+            Count::Ref => crate::tracker::EventKind::Put,
+            Count::Pin => crate::tracker::EventKind::Unpin,
+        }
+    }
 }
 
 #[inline(always)]

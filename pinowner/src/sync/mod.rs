@@ -11,10 +11,84 @@ mod local;
 pub(crate) use local::*;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A condition variable paired with [`Mutex`]: parking_lot's normally,
+/// loom's under the models.
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+pub(crate) struct Condvar(parking_lot::Condvar);
+
+#[cfg(not(loom))]
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Self(parking_lot::Condvar::new())
+    }
+
+    /// Waits until notified or until `timeout` passes; returns the guard.
+    pub(crate) fn wait_for<'a, T>(
+        &self,
+        mut guard: parking_lot::MutexGuard<'a, T>,
+        timeout: std::time::Duration,
+    ) -> parking_lot::MutexGuard<'a, T> {
+        self.0.wait_for(&mut guard, timeout);
+        guard
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+/// A condition variable paired with [`Mutex`]: parking_lot's normally,
+/// loom's under the models.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct Condvar(loom::sync::Condvar);
+
+#[cfg(loom)]
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Self(loom::sync::Condvar::new())
+    }
+
+    /// Waits until notified (loom has no time: a timeout is a plain wait).
+    pub(crate) fn wait_for<'a, T>(
+        &self,
+        guard: loom::sync::MutexGuard<'a, T>,
+        _timeout: std::time::Duration,
+    ) -> loom::sync::MutexGuard<'a, T> {
+        self.0.wait(guard).unwrap()
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+/// Interior mutability checked by loom: `with_mut` hands out the raw
+/// pointer; the caller's protocol makes the access exclusive.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
 
 /// A mutex whose `lock()` returns the guard directly, on both sides.
 #[cfg(not(loom))]
@@ -163,6 +237,16 @@ pub(crate) fn thread_index() -> usize {
 pub(crate) fn spin_hint() {
     #[cfg(not(loom))]
     std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Lets another thread run (loom's yield under the models, so a waiting
+/// thread lets the model schedule the one it waits for).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
     #[cfg(loom)]
     loom::thread::yield_now();
 }

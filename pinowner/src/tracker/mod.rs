@@ -1,0 +1,802 @@
+//! Lazy owner tracking: the page pin owner idea, done in userspace.
+//!
+//! Nothing here runs while no page is armed. A failed reservation arms the
+//! blocks that made it fail by setting `TRACKED` in their state words; the
+//! get/put/pin/unpin hot paths already branch on the word their atomic
+//! operation returned, and that branch now also leads here. From then on
+//! every count change on an armed block is recorded as an [`Event`]: kind,
+//! page, counts before and after, thread, time, the acquirer (the
+//! `#[pin_tracked]` site or the caller's location) or the releaser's current
+//! site, the reason of the failure that armed it, and an unresolved
+//! backtrace interned in the arena's [`StackDepot`].
+//!
+//! # Memory
+//!
+//! The tracker itself — its event queue, the stack depot and a per-page side
+//! table of 8 bytes (the arming that armed the page and its dropped events,
+//! the kernel's `page_ext`) — is allocated when the first page is armed (at
+//! build time in [eager](Tracking::eager) mode). The side table comes from a
+//! zeroed allocation, so the operating system maps only the parts that are
+//! touched.
+//!
+//! # Bounded, never blocking
+//!
+//! A recording thread pushes its event into a bounded lock-free queue and
+//! returns; a report drains the queue into the history. When the queue or the
+//! history is full the event is dropped and counted, per page and in total,
+//! and reports say so. The only waits on the recording path are the
+//! backtrace library's own process-wide lock (every unwinder has one) and a
+//! stack depot shard lock held for one hash lookup.
+//!
+//! # Arming, disarming, exactly once
+//!
+//! Arming and disarming are compare-and-swaps on the state word that require
+//! the block to be live (counts held, not free), and the thread whose swap
+//! changed the bit records the `Arm` or `Disarm` event. A put that drops the
+//! last count of an armed block sees `TRACKED` in the word its own
+//! compare-and-swap replaced, records the put and the `Disarm(Freed)`, and
+//! frees the block, which clears the bit with no further event; a disarm
+//! request finds the block no longer live and does nothing. So each arming of
+//! a block ends in exactly one `Disarm` event, and an event whose count
+//! change came after the arming in the word's modification order is always
+//! recorded (the `loom_tracker` models check both).
+
+mod report;
+mod ring;
+
+pub use report::{
+    Holder, OwnerReport, PageReport, ReleaseRecord, ReportOptions, SiteGroup, StackGroup, StackGroupKind,
+    SubsystemGroup, REPORT_VERSION,
+};
+
+use core::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::depot::{self, StackDepot, StackHandle};
+use crate::page::slot::Acquirer;
+use crate::page::state::{self, COUNTS, FREE, TRACKED};
+use crate::reservation::Reason;
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Condvar, ConstMutex, Mutex};
+use crate::{PageArena, Pfn};
+
+use ring::Ring;
+
+/// Settings for owner tracking; see [`ArenaBuilder::tracking`].
+///
+/// [`ArenaBuilder::tracking`]: crate::ArenaBuilder::tracking
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracking {
+    /// Events kept until a report takes them (default 4096, as Android's
+    /// page pinner). Events past it are dropped and counted.
+    pub capacity: usize,
+    /// Frames of each event's backtrace (default [`depot::DEFAULT_DEPTH`],
+    /// 16; 0 records no backtraces).
+    pub depth: usize,
+    /// Byte bound of the stack depot (default [`depot::DEFAULT_MAX_BYTES`]).
+    pub depot_bytes: usize,
+    /// Eager mode (the kernel's page_owner): every allocated block is armed
+    /// from its allocation, with the allocation's stack, until it is freed.
+    /// Off by default; for leak hunts and as the cost comparison for the
+    /// lazy mode.
+    pub eager: bool,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking { capacity: 4096, depth: depot::DEFAULT_DEPTH, depot_bytes: depot::DEFAULT_MAX_BYTES, eager: false }
+    }
+}
+
+/// Why a block stopped being tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisarmCause {
+    /// Its last count was dropped and it was freed.
+    Freed,
+    /// A reservation of the same request later succeeded.
+    Succeeded,
+    /// [`PageArena::disarm`] asked for it.
+    Request,
+}
+
+/// What an event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The block was allocated (eager mode only).
+    Alloc,
+    /// A reference was taken.
+    Get,
+    /// A reference was dropped.
+    Put,
+    /// A pin was taken.
+    Pin,
+    /// A pin was dropped.
+    Unpin,
+    /// The block was armed.
+    Arm,
+    /// The block was disarmed.
+    Disarm(DisarmCause),
+}
+
+impl EventKind {
+    /// True for `Alloc`, `Get` and `Pin`: the event added a count.
+    pub fn is_acquire(self) -> bool {
+        matches!(self, EventKind::Alloc | EventKind::Get | EventKind::Pin)
+    }
+
+    /// True for `Put` and `Unpin`: the event dropped a count.
+    pub fn is_release(self) -> bool {
+        matches!(self, EventKind::Put | EventKind::Unpin)
+    }
+
+    /// True if the count involved is a pin.
+    pub fn is_pin(self) -> bool {
+        matches!(self, EventKind::Pin | EventKind::Unpin)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EventKind::Alloc => "alloc",
+            EventKind::Get => "get",
+            EventKind::Put => "put",
+            EventKind::Pin => "pin",
+            EventKind::Unpin => "unpin",
+            EventKind::Arm => "arm",
+            EventKind::Disarm(DisarmCause::Freed) => "disarm(freed)",
+            EventKind::Disarm(DisarmCause::Succeeded) => "disarm(succeeded)",
+            EventKind::Disarm(DisarmCause::Request) => "disarm(request)",
+        }
+    }
+}
+
+impl core::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One recorded event on an armed block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Its place in the order events were recorded (from 0).
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The page the count was taken or dropped through.
+    pub pfn: Pfn,
+    /// The head of its block (counts live on the head).
+    pub head: Pfn,
+    /// The block's order.
+    pub order: u8,
+    /// References on the block before and after.
+    pub refs: (u32, u32),
+    /// Pins on the block before and after.
+    pub pins: (u32, u32),
+    /// The recording thread's pinowner thread number (see
+    /// [`thread_name`]).
+    pub thread: u32,
+    /// Time since the arena's tracker started.
+    pub at: Duration,
+    /// For an acquire: who took the count (the `#[pin_tracked]` site or the
+    /// caller's location). For a release: the site current in the releasing
+    /// thread, if any. For an arm: who made the failed reservation.
+    pub who: Option<Acquirer>,
+    /// The event's backtrace, if one was captured (`None` with a depth of 0,
+    /// for disarm events, or when the depot was full: see
+    /// [`StackHandle::FAILED`]).
+    pub stack: Option<StackHandle>,
+    /// The arming this event belongs to (see [`Arming`]).
+    pub arming: u32,
+    /// The acquisition key: the generation the acquire produced, or the one
+    /// the releasing handle held. `None` for a release that cannot tell (the
+    /// raw API), which is paired with the oldest open raw acquire.
+    pub gen: Option<u16>,
+    /// The count went through the raw, page-number API.
+    pub raw: bool,
+}
+
+/// One arming: a failed reservation (or a request) that armed blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arming {
+    /// Its number (1 is eager mode's).
+    pub id: u32,
+    /// Why the failed reservation wanted its run.
+    pub reason: Reason,
+    /// The window that failed.
+    pub window: Range<Pfn>,
+    /// When, since the tracker started.
+    pub at: Duration,
+    /// Who asked for the reservation.
+    pub by: Option<Acquirer>,
+    /// Blocks this arming armed (their heads).
+    pub blocks: Vec<Pfn>,
+    /// The request, for disarming when the same request later succeeds:
+    /// pages and alignment.
+    pub(crate) request: Option<RequestKey>,
+}
+
+/// A reservation request: pages, alignment, fixed start.
+pub(crate) type RequestKey = (usize, usize, Option<Pfn>);
+
+/// The arming number of eager mode.
+pub const EAGER_ARMING: u32 = 1;
+
+/// Counters of an arena's tracker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerStats {
+    /// Blocks armed now.
+    pub armed_blocks: u64,
+    /// Armings so far.
+    pub armings: u64,
+    /// Events recorded (kept or dropped).
+    pub recorded: u64,
+    /// Events dropped because the queue or the history was full.
+    pub dropped: u64,
+    /// The stack depot's counters.
+    #[serde(skip)]
+    pub depot: depot::DepotStats,
+}
+
+/// The name of a pinowner thread number, if the thread had a name when it
+/// first recorded an event.
+pub fn thread_name(thread: u32) -> Option<String> {
+    THREAD_NAMES.lock().unwrap_or_else(|p| p.into_inner()).get(&thread).cloned()
+}
+
+static THREAD_NAMES: ConstMutex<std::collections::BTreeMap<u32, String>> =
+    ConstMutex::new(std::collections::BTreeMap::new());
+
+crate::sync::thread_local_const! {
+    static NAMED: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+fn this_thread() -> u32 {
+    let index = crate::sync::thread_index() as u32;
+    if !NAMED.with(|n| n.replace(true)) {
+        if let Some(name) = std::thread::current().name() {
+            THREAD_NAMES.lock().unwrap_or_else(|p| p.into_inner()).insert(index, name.to_owned());
+        }
+    }
+    index
+}
+
+/// Per-page side data, allocated with the tracker (`page_ext`).
+#[derive(Debug)]
+pub(crate) struct PageExt {
+    /// The arming that armed the block headed here (0: none).
+    arming: AtomicU32,
+    /// Events on this page dropped because the queue or history was full.
+    drops: AtomicU32,
+}
+
+/// What a report drains the queue into.
+#[derive(Debug, Default)]
+struct History {
+    events: Vec<Event>,
+    /// Events the history had no room for.
+    dropped: u64,
+}
+
+/// An arena's tracker; allocated on first arming.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    config: Tracking,
+    epoch: Instant,
+    queue: Ring<Event>,
+    ext: Box<[PageExt]>,
+    history: Mutex<History>,
+    armings: Mutex<Vec<Arming>>,
+    pub(crate) depot: StackDepot,
+    seq: AtomicU64,
+    dropped: AtomicU64,
+    armed_blocks: AtomicU64,
+    /// Moves on every release of an armed block; `reserve_contig_wait`
+    /// waits for it to move.
+    releases: AtomicU64,
+    wait_lock: Mutex<()>,
+    wait_cv: Condvar,
+}
+
+/// Extra frames captured beyond the configured depth, so that the arena's
+/// own frames (trimmed when a report renders) do not eat into it.
+const INTERNAL_FRAMES: usize = 4;
+
+impl Tracker {
+    fn new(config: Tracking, pages: usize) -> Tracker {
+        #[cfg(not(loom))]
+        let ext = {
+            let ext = Box::<[PageExt]>::new_zeroed_slice(pages);
+            // SAFETY: `PageExt` is two `AtomicU32`s, for which all-zero bits are
+            // a valid value, and the allocation is zeroed.
+            unsafe { ext.assume_init() }
+        };
+        #[cfg(loom)]
+        let ext = (0..pages).map(|_| PageExt { arming: AtomicU32::new(0), drops: AtomicU32::new(0) }).collect();
+        Tracker {
+            config,
+            epoch: Instant::now(),
+            queue: Ring::new(config.capacity.max(1)),
+            ext,
+            history: Mutex::new(History::default()),
+            armings: Mutex::new(Vec::new()),
+            depot: StackDepot::new(config.depot_bytes),
+            seq: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            armed_blocks: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+            wait_lock: Mutex::new(()),
+            wait_cv: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> Tracking {
+        self.config
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Records one event: never blocks on a reader, never panics.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        kind: EventKind,
+        pfn: u32,
+        head: u32,
+        old: u64,
+        new: u64,
+        who: Option<Acquirer>,
+        gen: Option<u16>,
+        raw: bool,
+        with_stack: bool,
+    ) {
+        let stack = if with_stack && self.config.depth > 0 {
+            let trace = depot::capture(2, (self.config.depth + INTERNAL_FRAMES).min(depot::MAX_DEPTH));
+            Some(self.depot.intern(&trace))
+        } else {
+            None
+        };
+        let event = Event {
+            seq: self.seq.fetch_add(1, Relaxed),
+            kind,
+            pfn: pfn as Pfn,
+            head: head as Pfn,
+            order: state::order(old),
+            refs: (state::refs(old), state::refs(new)),
+            pins: (state::pins(old), state::pins(new)),
+            thread: this_thread(),
+            at: self.now(),
+            who,
+            stack,
+            arming: self.ext[head as usize].arming.load(Relaxed),
+            gen,
+            raw,
+        };
+        emit_tracing(&event);
+        if self.queue.push(event).is_err() {
+            self.drop_event(pfn);
+        }
+        if kind.is_release() {
+            // Under the waiters' lock, so a waiter between its check and its
+            // sleep cannot miss the change (a lock held for two instructions;
+            // notifying with nobody waiting is one load in parking_lot).
+            let _g = self.wait_lock.lock();
+            self.releases.fetch_add(1, Relaxed);
+            self.wait_cv.notify_all();
+        }
+    }
+
+    fn drop_event(&self, pfn: u32) {
+        self.dropped.fetch_add(1, Relaxed);
+        let d = &self.ext[pfn as usize].drops;
+        // Saturate instead of wrapping: a count that wrapped would understate.
+        let _ = d.fetch_update(Relaxed, Relaxed, |n| n.checked_add(1));
+    }
+
+    /// Moves queued events into the history (report side).
+    fn drain(&self, history: &mut History) {
+        let cap = self.config.capacity.max(1);
+        while let Some(e) = self.queue.pop() {
+            if history.events.len() < cap {
+                history.events.push(e);
+            } else {
+                history.dropped += 1;
+                self.drop_event(e.pfn as u32);
+            }
+        }
+    }
+
+    /// A copy of the history (drained first), and optionally clears it.
+    pub(crate) fn events(&self, take: bool) -> Vec<Event> {
+        let mut h = self.history.lock();
+        self.drain(&mut h);
+        let mut v = if take { std::mem::take(&mut h.events) } else { h.events.clone() };
+        v.sort_by_key(|e| e.seq);
+        v
+    }
+
+    pub(crate) fn armings(&self) -> Vec<Arming> {
+        self.armings.lock().clone()
+    }
+
+    pub(crate) fn page_drops(&self, pfn: u32) -> u32 {
+        self.ext[pfn as usize].drops.load(Relaxed)
+    }
+
+    pub(crate) fn stats(&self) -> TrackerStats {
+        TrackerStats {
+            armed_blocks: self.armed_blocks.load(Relaxed),
+            armings: self.armings.lock().len() as u64,
+            recorded: self.seq.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            depot: self.depot.stats(),
+        }
+    }
+
+    /// Releases of armed blocks so far (`reserve_contig_wait`'s epoch).
+    pub(crate) fn release_epoch(&self) -> u64 {
+        let _g = self.wait_lock.lock();
+        self.releases.load(Relaxed)
+    }
+
+    /// Waits until a release of an armed block moves the epoch past `seen`,
+    /// or until `timeout`. Returns whether it moved.
+    pub(crate) fn wait_release(&self, seen: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.wait_lock.lock();
+        loop {
+            if self.releases.load(Relaxed) != seen {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self.wait_cv.wait_for(g, deadline - now);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn emit_tracing(e: &Event) {
+    let who = e.who.map(|w| w.to_string());
+    let subsystem = e.who.and_then(|w| w.subsystem());
+    tracing::debug!(
+        target: "pinowner",
+        seq = e.seq,
+        kind = e.kind.name(),
+        pfn = e.pfn,
+        head = e.head,
+        refs_before = e.refs.0,
+        refs_after = e.refs.1,
+        pins_before = e.pins.0,
+        pins_after = e.pins.1,
+        thread = e.thread,
+        who = who.as_deref(),
+        subsystem,
+        stack = e.stack.map(|s| s.get()),
+        arming = e.arming,
+        "armed page event"
+    );
+}
+
+#[cfg(loom)]
+fn emit_tracing(_: &Event) {}
+
+/// The lazily allocated tracker of an arena.
+#[derive(Debug)]
+pub(crate) struct TrackerCell {
+    ptr: AtomicPtr<Tracker>,
+    init: Mutex<()>,
+    pub(crate) config: Tracking,
+}
+
+impl TrackerCell {
+    pub(crate) fn new(config: Tracking) -> TrackerCell {
+        TrackerCell { ptr: AtomicPtr::new(core::ptr::null_mut()), init: Mutex::new(()), config }
+    }
+
+    /// The tracker, if one was allocated.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&Tracker> {
+        let p = self.ptr.load(Acquire);
+        // SAFETY: a non-null pointer was published (release) by `get_or_init`
+        // from a leaked `Box` and is freed only in `drop`, which has `&mut`.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    pub(crate) fn get_or_init(&self, pages: usize) -> &Tracker {
+        if let Some(t) = self.get() {
+            return t;
+        }
+        let _g = self.init.lock();
+        if let Some(t) = self.get() {
+            return t;
+        }
+        let p = Box::into_raw(Box::new(Tracker::new(self.config, pages)));
+        self.ptr.store(p, Release);
+        // SAFETY: just published; lives until `drop`.
+        unsafe { &*p }
+    }
+}
+
+impl Drop for TrackerCell {
+    fn drop(&mut self) {
+        let p = self.ptr.load(Acquire);
+        if !p.is_null() {
+            // SAFETY: the pointer came from `Box::into_raw` and nothing else
+            // can reach it once the arena is being dropped.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+#[inline]
+fn live(w: u64) -> bool {
+    w & COUNTS != 0 && w & FREE == 0
+}
+
+impl PageArena {
+    /// The tracker, allocated if needed.
+    pub(crate) fn tracker(&self) -> &Tracker {
+        self.tracker.get_or_init(self.pages as usize)
+    }
+
+    /// Records a count change on an armed block (the hot paths' slow branch).
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_armed(
+        &self,
+        kind: EventKind,
+        pfn: u32,
+        head: u32,
+        old: u64,
+        new: u64,
+        who: Option<Acquirer>,
+        gen: Option<u16>,
+        raw: bool,
+    ) {
+        // The word's TRACKED bit was read by a relaxed read-modify-write in a
+        // release sequence headed by the arming's release swap: this fence
+        // makes the arming's side-table writes visible.
+        crate::sync::fence(Acquire);
+        if let Some(t) = self.tracker.get() {
+            t.record(kind, pfn, head, old, new, who, gen, raw, true);
+        }
+    }
+
+    /// Eager mode: names the eager arming in the side table of a block about
+    /// to be marked allocated and `TRACKED`.
+    #[cold]
+    pub(crate) fn eager_arm(&self, head: u32) {
+        self.tracker().ext[head as usize].arming.store(EAGER_ARMING, Relaxed);
+    }
+
+    /// Eager mode: records the allocation of `head` with its stack.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn eager_alloc_event(&self, head: u32, word: u64, who: Acquirer) {
+        let t = self.tracker();
+        t.armed_blocks.fetch_add(1, Relaxed);
+        let old = word & !(COUNTS | TRACKED);
+        t.record(EventKind::Alloc, head, head, old, word, Some(who), Some(state::gen(word)), false, true);
+    }
+
+    /// Records the disarm of a block whose last count the caller dropped.
+    #[cold]
+    pub(crate) fn record_freed(&self, head: u32, old: u64, new: u64) {
+        if let Some(t) = self.tracker.get() {
+            t.armed_blocks.fetch_sub(1, Relaxed);
+            t.record(EventKind::Disarm(DisarmCause::Freed), head, head, old, new, None, None, false, false);
+        }
+    }
+
+    /// Arms a block if it is live; records the arm. Returns `Some(true)` if
+    /// this call armed it, `Some(false)` if it was armed already (it moves
+    /// to the new arming), `None` if it is not live.
+    pub(crate) fn arm_block(&self, t: &Tracker, head: u32, arming: u32, by: Option<Acquirer>) -> Option<bool> {
+        t.ext[head as usize].arming.store(arming, Relaxed);
+        let d = &self.desc(head).state;
+        let mut old = d.load(Relaxed);
+        loop {
+            if !live(old) {
+                return None;
+            }
+            if old & TRACKED != 0 {
+                return Some(false);
+            }
+            match d.compare_exchange_weak(old, old | TRACKED, Release, Relaxed) {
+                Ok(_) => break,
+                Err(cur) => old = cur,
+            }
+        }
+        t.armed_blocks.fetch_add(1, Relaxed);
+        t.record(EventKind::Arm, head, head, old, old | TRACKED, by, None, false, false);
+        Some(true)
+    }
+
+    /// Disarms a live armed block; records the disarm. Exactly one of this and
+    /// the freeing put disarms a given arming.
+    pub(crate) fn disarm_block(&self, head: u32, cause: DisarmCause) -> bool {
+        let Some(t) = self.tracker.get() else { return false };
+        let d = &self.desc(head).state;
+        let mut old = d.load(Relaxed);
+        loop {
+            if !live(old) || old & TRACKED == 0 {
+                return false;
+            }
+            match d.compare_exchange_weak(old, old & !TRACKED, Relaxed, Relaxed) {
+                Ok(_) => break,
+                Err(cur) => old = cur,
+            }
+        }
+        t.armed_blocks.fetch_sub(1, Relaxed);
+        t.record(EventKind::Disarm(cause), head, head, old, old & !TRACKED, None, None, false, false);
+        true
+    }
+
+    /// Opens an arming record and arms `heads`. Returns the number of
+    /// blocks this arming armed.
+    pub(crate) fn arm_blocks(
+        &self,
+        heads: &[u32],
+        reason: Reason,
+        window: Range<u32>,
+        by: Option<Acquirer>,
+        request: Option<RequestKey>,
+    ) -> usize {
+        let t = self.tracker();
+        let window_pfns = window.start as Pfn..window.end as Pfn;
+        let id = {
+            let mut armings = t.armings.lock();
+            // A retry of the same request over the same window (a waiting
+            // reservation) continues its arming instead of adding records.
+            let same = armings
+                .iter()
+                .find(|a| request.is_some() && a.reason == reason && a.request == request && a.window == window_pfns);
+            if let Some(a) = same {
+                a.id
+            } else {
+                let id = armings.len() as u32 + 2;
+                armings.push(Arming {
+                    id,
+                    reason,
+                    window: window_pfns.clone(),
+                    at: t.now(),
+                    by,
+                    blocks: Vec::new(),
+                    request,
+                });
+                id
+            }
+        };
+        let mut armed = Vec::new();
+        let mut n = 0;
+        for &h in heads {
+            if let Some(new) = self.arm_block(t, h, id, by) {
+                armed.push(h as Pfn);
+                n += usize::from(new);
+            }
+        }
+        if let Some(a) = t.armings.lock().iter_mut().find(|a| a.id == id) {
+            for h in armed {
+                if !a.blocks.contains(&h) {
+                    a.blocks.push(h);
+                }
+            }
+        }
+        #[cfg(not(loom))]
+        tracing::info!(
+            target: "pinowner",
+            arming = id,
+            reason = %reason,
+            window_start = window.start,
+            window_end = window.end,
+            blocks = heads.len(),
+            "busy blocks armed"
+        );
+        n
+    }
+
+    /// Disarms the blocks of earlier armings of the same request (reason,
+    /// pages, alignment): called when that request succeeds.
+    pub(crate) fn disarm_request(&self, reason: Reason, request: RequestKey) {
+        let Some(t) = self.tracker.get() else { return };
+        let heads: Vec<Pfn> = t
+            .armings
+            .lock()
+            .iter()
+            .filter(|a| a.reason == reason && a.request == Some(request))
+            .flat_map(|a| a.blocks.iter().copied())
+            .collect();
+        for h in heads {
+            self.disarm_block(h as u32, DisarmCause::Succeeded);
+        }
+    }
+
+    /// Arms the live blocks with pages in `range` by hand, as a failed
+    /// reservation with `reason` would: their later gets, puts, pins and
+    /// unpins are recorded. Returns the number of blocks newly armed.
+    ///
+    /// ```
+    /// use pinowner::{PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(16).build()?;
+    /// let block = arena.alloc(0)?;
+    /// assert_eq!(arena.arm(block.pfn()..block.pfn() + 1, Reason::Custom("watch")), 1);
+    /// let r = arena.get(block.pfn())?;
+    /// drop(r);
+    /// let kinds: Vec<_> = arena.tracked_events().iter().map(|e| e.kind.to_string()).collect();
+    /// assert_eq!(kinds, ["arm", "get", "put"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn arm(&self, range: Range<Pfn>, reason: Reason) -> usize {
+        let by = Some(crate::owner_here());
+        let end = range.end.min(self.pages());
+        let start = range.start.min(end);
+        let mut heads = Vec::new();
+        let mut p = start as u32;
+        while (p as usize) < end {
+            match self.head_of(p) {
+                Some((h, _)) => {
+                    let w = self.desc(h).state.load(Acquire);
+                    if live(w) && heads.last() != Some(&h) {
+                        heads.push(h);
+                    }
+                    p = (h + (1u32 << state::order(w))).max(p + 1);
+                }
+                None => p += 1,
+            }
+        }
+        self.arm_blocks(&heads, reason, start as u32..end as u32, by, None)
+    }
+
+    /// Disarms every armed block with pages in `range`; their history stays
+    /// in the report until taken. Returns the number of blocks disarmed.
+    pub fn disarm(&self, range: Range<Pfn>) -> usize {
+        let Some(t) = self.tracker.get() else { return 0 };
+        let mut heads: Vec<u32> = t
+            .armings
+            .lock()
+            .iter()
+            .flat_map(|a| a.blocks.iter().copied())
+            .filter(|h| range.contains(h))
+            .map(|h| h as u32)
+            .collect();
+        heads.sort_unstable();
+        heads.dedup();
+        heads.into_iter().filter(|&h| self.disarm_block(h, DisarmCause::Request)).count()
+    }
+
+    /// Disarms every armed block.
+    pub fn disarm_all(&self) -> usize {
+        self.disarm(0..self.pages())
+    }
+
+    /// The events recorded so far, oldest first (the history is kept).
+    pub fn tracked_events(&self) -> Vec<Event> {
+        self.tracker.get().map_or_else(Vec::new, |t| t.events(false))
+    }
+
+    /// Every arming so far: the failed reservations (and requests) that
+    /// armed blocks.
+    pub fn armings(&self) -> Vec<Arming> {
+        self.tracker.get().map_or_else(Vec::new, |t| t.armings())
+    }
+
+    /// The tracker's counters (all zero before anything was armed).
+    pub fn tracker_stats(&self) -> TrackerStats {
+        self.tracker.get().map_or_else(TrackerStats::default, |t| t.stats())
+    }
+
+    /// Resolves an event's stack to frames, innermost first, with the
+    /// arena's own frames trimmed (symbols are resolved now and cached).
+    pub fn resolve_stack(&self, stack: StackHandle) -> Vec<depot::Frame> {
+        self.tracker.get().map_or_else(Vec::new, |t| report::trimmed(t, stack))
+    }
+}

@@ -1,0 +1,947 @@
+//! Owner reports: what the tracker saw, turned into something to act on.
+//!
+//! A report pairs each recorded release with the acquire it closes (by the
+//! acquisition's generation, which handles carry), so it can list the
+//! holders still outstanding on every armed page — with their acquire
+//! stacks and how long they have held — and every release path seen
+//! ("all page pinning code paths", both directions). Holders that took their
+//! count before the page was armed have no recorded acquire; the report
+//! counts them, names the one the owner slot attributes, and never guesses
+//! the rest.
+//!
+//! Views: per page (ranked by holders outstanding), by site, by subsystem
+//! (a top-N of holders), and by stack with a count threshold (the kernel's
+//! `page_owner_stacks/show_stacks`). Formats: `Display` text in the kernel's
+//! `pfn=0x… count=… pincount=…` style with ` => frame` lines, JSON
+//! ([`OwnerReport::to_json`], versioned by [`REPORT_VERSION`]) and folded
+//! stacks for flamegraph tools ([`OwnerReport::folded`]).
+
+use core::fmt;
+use core::ops::Range;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::{thread_name, Arming, DisarmCause, Event, EventKind, Tracker, EAGER_ARMING};
+use crate::depot::{Frame, StackHandle};
+use crate::page::slot::Acquirer;
+use crate::reservation::Reason;
+use crate::{PageArena, Pfn};
+
+/// The JSON schema version of [`OwnerReport`].
+pub const REPORT_VERSION: u32 = 1;
+
+/// What a report covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Only pages armed for this reason (the RFC's `migrate_reason` filter).
+    pub reason: Option<Reason>,
+    /// Only pages in this range.
+    pub range: Option<Range<Pfn>>,
+    /// Stack groups with fewer events than this are left out (counted in
+    /// [`OwnerReport::stacks_below_threshold`]).
+    pub threshold: usize,
+    /// Frames shown per stack.
+    pub frames: usize,
+    /// Keep the raw events in the report (JSON only; off by default).
+    pub events: bool,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions { reason: None, range: None, threshold: 1, frames: crate::depot::DEFAULT_DEPTH, events: false }
+    }
+}
+
+/// An acquirer or releaser, resolved for rendering.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Owner {
+    /// The `#[pin_tracked]` function (or `pin_scope!` name), if the count
+    /// was taken inside one.
+    pub function: Option<String>,
+    /// Its subsystem.
+    pub subsystem: Option<String>,
+    /// The source location: the site's declaration, or the caller's line.
+    pub location: String,
+}
+
+impl Owner {
+    fn of(a: Acquirer) -> Owner {
+        match a {
+            Acquirer::Location(l) => {
+                Owner { function: None, subsystem: None, location: format!("{}:{}:{}", l.file(), l.line(), l.column()) }
+            }
+            Acquirer::Site(s) => Owner {
+                function: Some(s.name().to_owned()),
+                subsystem: s.subsystem().map(str::to_owned),
+                location: format!("{}:{}", s.file(), s.line()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.function, &self.subsystem) {
+            (Some(func), Some(sub)) => write!(f, "{func} [{sub}] ({})", self.location),
+            (Some(func), None) => write!(f, "{func} ({})", self.location),
+            _ => f.write_str(&self.location),
+        }
+    }
+}
+
+/// A thread, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadRef {
+    /// pinowner's thread number.
+    pub index: u32,
+    /// The thread's name, if it had one.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ThreadRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n}#{}", self.index),
+            None => write!(f, "#{}", self.index),
+        }
+    }
+}
+
+/// An outstanding holder with a recorded acquire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    /// `get`, `pin` or `alloc`.
+    pub kind: EventKind,
+    /// The page the count was taken through.
+    pub pfn: Pfn,
+    /// Who took it.
+    pub owner: Option<Owner>,
+    /// The thread that took it.
+    pub thread: ThreadRef,
+    /// Nanoseconds since the tracker started, at the acquire.
+    pub since_ns: u64,
+    /// Nanoseconds held, up to the report.
+    pub held_ns: u64,
+    /// The acquire's stack.
+    pub stack: Option<u32>,
+}
+
+/// A recorded release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReleaseRecord {
+    /// `put` or `unpin`.
+    pub kind: EventKind,
+    /// The page.
+    pub pfn: Pfn,
+    /// The site current in the releasing thread, if any.
+    pub site: Option<Owner>,
+    /// The releasing thread.
+    pub thread: ThreadRef,
+    /// Nanoseconds since the tracker started.
+    pub at_ns: u64,
+    /// How long the count was held, if its acquire was recorded.
+    pub held_ns: Option<u64>,
+    /// For a count taken before arming: held at least this long (from the
+    /// arming to the release).
+    pub held_at_least_ns: Option<u64>,
+    /// Refs and pins left on the block after the release; `(0, 0)` means
+    /// this release freed the block.
+    pub left: (u32, u32),
+    /// Who took the count it dropped, if its acquire was recorded.
+    pub acquired_by: Option<Owner>,
+    /// The release's stack.
+    pub stack: Option<u32>,
+}
+
+/// One armed (or once armed) block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PageReport {
+    /// The block's head page.
+    pub pfn: Pfn,
+    /// Its order now.
+    pub order: u8,
+    /// Why it was armed (the failed reservation's reason).
+    pub reason: Option<String>,
+    /// The arming.
+    pub arming: u32,
+    /// References on it now (while armed), or when tracking ended.
+    pub count: u32,
+    /// Pins on it now (while armed), or when tracking ended.
+    pub pincount: u32,
+    /// Whether it is armed now.
+    pub armed: bool,
+    /// Why it stopped being armed, if it did.
+    pub disarmed: Option<DisarmCause>,
+    /// The owner slot's attribution now: the latest acquirer, if it still
+    /// holds its count.
+    pub attributed: Option<Owner>,
+    /// Holders whose acquire was recorded and not yet released.
+    pub outstanding: Vec<Holder>,
+    /// Refs held now with no recorded acquire (taken before arming).
+    pub unrecorded_refs: u32,
+    /// Pins held now with no recorded acquire (taken before arming).
+    pub unrecorded_pins: u32,
+    /// Releases seen, oldest first.
+    pub releases: Vec<ReleaseRecord>,
+    /// Events recorded on the block.
+    pub events: u32,
+    /// Events on its pages dropped for lack of room.
+    pub dropped: u32,
+}
+
+impl PageReport {
+    /// Holders now (refs plus pins).
+    pub fn holders(&self) -> u32 {
+        self.count + self.pincount
+    }
+}
+
+/// Holders and events grouped by owner site, ranked: most counts held now,
+/// then longest hold, then most events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SiteGroup {
+    /// The site (or caller location); `None` for counts taken or dropped
+    /// outside any tracked function with no location known.
+    pub owner: Option<Owner>,
+    /// Refs it holds now (recorded or attributed by the owner slot).
+    pub refs: u32,
+    /// Pins it holds now.
+    pub pins: u32,
+    /// Distinct blocks it holds.
+    pub pages: usize,
+    /// Acquires recorded.
+    pub acquires: u32,
+    /// Releases recorded with this site current.
+    pub releases: u32,
+    /// The longest hold seen, in nanoseconds: of counts it holds now (taken
+    /// since arming), and of counts released with it current (for counts
+    /// taken before arming, from the arming to the release).
+    pub longest_hold_ns: u64,
+}
+
+/// Holders grouped by subsystem (ranked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubsystemGroup {
+    /// The subsystem (`None`: sites without one, and plain locations).
+    pub subsystem: Option<String>,
+    /// Refs held now.
+    pub refs: u32,
+    /// Pins held now.
+    pub pins: u32,
+    /// Sites in the group.
+    pub sites: usize,
+}
+
+/// Which way a stack moved counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackGroupKind {
+    /// Stacks that took counts (get, pin, alloc).
+    Acquire,
+    /// Stacks that dropped counts (put, unpin).
+    Release,
+}
+
+/// Events grouped by stack (`show_stacks` with a threshold).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StackGroup {
+    /// Acquire or release stacks.
+    pub kind: StackGroupKind,
+    /// The depot handle.
+    pub stack: u32,
+    /// Events with this stack.
+    pub count: u32,
+    /// Distinct pages they touched.
+    pub pages: usize,
+    /// Of the acquires, how many are still outstanding.
+    pub outstanding: u32,
+    /// The frames, innermost first, the arena's own frames trimmed.
+    pub frames: Vec<String>,
+}
+
+/// A summary of one arming.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArmingSummary {
+    /// Its number.
+    pub id: u32,
+    /// The reservation's reason.
+    pub reason: String,
+    /// The failed window.
+    pub window: Range<Pfn>,
+    /// When, in nanoseconds since the tracker started.
+    pub at_ns: u64,
+    /// Who asked.
+    pub by: Option<Owner>,
+    /// Blocks it armed.
+    pub blocks: usize,
+}
+
+/// A recorded event, rendered (in JSON reports asked for with
+/// [`ReportOptions::events`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    /// Order recorded.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The page.
+    pub pfn: Pfn,
+    /// Its block head.
+    pub head: Pfn,
+    /// Refs before and after.
+    pub refs: (u32, u32),
+    /// Pins before and after.
+    pub pins: (u32, u32),
+    /// The thread.
+    pub thread: ThreadRef,
+    /// Nanoseconds since the tracker started.
+    pub at_ns: u64,
+    /// Acquirer or releasing site.
+    pub who: Option<Owner>,
+    /// Stack handle.
+    pub stack: Option<u32>,
+    /// The arming.
+    pub arming: u32,
+}
+
+/// The owner report.
+///
+/// Each recorded release is paired with the acquire it closes (by the
+/// acquisition's generation, which handles carry), so the report lists the
+/// holders still outstanding on every armed block — with their acquire
+/// stacks and how long they have held — and every release path seen. Holders
+/// that took their count before the block was armed have no recorded
+/// acquire; the report counts them, names the one the owner slot attributes,
+/// and never guesses the rest.
+///
+/// Views: per block (most holders first), by site (most held now, then
+/// longest hold), by subsystem, and by stack with a count threshold (the
+/// kernel's `page_owner_stacks/show_stacks`). Formats: `Display` text in the
+/// kernel's `pfn=0x… count=… pincount=…` style with ` => frame` lines,
+/// [`to_json`](Self::to_json) (versioned by [`REPORT_VERSION`]) and
+/// [`folded`](Self::folded) stacks for flamegraph tools.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnerReport {
+    /// [`REPORT_VERSION`].
+    pub version: u32,
+    /// The reason filter, if any.
+    pub reason_filter: Option<String>,
+    /// The page range filter, if any.
+    pub range_filter: Option<Range<Pfn>>,
+    /// Nanoseconds since the tracker started, when the report was made.
+    pub at_ns: u64,
+    /// Armings in scope.
+    pub armings: Vec<ArmingSummary>,
+    /// Blocks, most holders first.
+    pub pages: Vec<PageReport>,
+    /// Sites, most outstanding first.
+    pub by_site: Vec<SiteGroup>,
+    /// Subsystems, most outstanding first.
+    pub by_subsystem: Vec<SubsystemGroup>,
+    /// Stacks at or above the threshold, most outstanding then most
+    /// frequent first.
+    pub stacks: Vec<StackGroup>,
+    /// Stack groups left out by the threshold.
+    pub stacks_below_threshold: usize,
+    /// Events in scope.
+    pub events_in_report: u64,
+    /// Events recorded by the arena in all (in or out of scope).
+    pub events_recorded: u64,
+    /// Events dropped in all because the queue or history was full.
+    pub events_dropped: u64,
+    /// Distinct stacks in the depot.
+    pub depot_stacks: u64,
+    /// Stacks the depot could not store (bound reached).
+    pub depot_failures: u64,
+    /// The events themselves, if asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventRecord>,
+}
+
+impl OwnerReport {
+    /// The report as pretty-printed JSON (schema [`REPORT_VERSION`]).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    /// Folded stacks for flamegraph tools (`inferno`, `flamegraph.pl`): one
+    /// line per stack group, root first, weighted by its event count, under
+    /// a `acquire`/`release` root frame.
+    pub fn folded(&self) -> String {
+        let mut out = String::new();
+        for s in &self.stacks {
+            let root = match s.kind {
+                StackGroupKind::Acquire => "acquire",
+                StackGroupKind::Release => "release",
+            };
+            out.push_str(root);
+            for f in s.frames.iter().rev() {
+                out.push(';');
+                // Only the function: file and line would split one function
+                // into many boxes.
+                let name = f.split(" at ").next().unwrap_or(f);
+                out.push_str(&name.replace(';', ":"));
+            }
+            out.push_str(&format!(" {}\n", s.count));
+        }
+        out
+    }
+
+    /// The top holder: the site holding the most counts now.
+    pub fn top_holder(&self) -> Option<&SiteGroup> {
+        self.by_site.first().filter(|s| s.refs + s.pins > 0)
+    }
+
+    /// The stack group of a handle, if it passed the threshold.
+    pub fn stack(&self, handle: u32) -> Option<&StackGroup> {
+        self.stacks.iter().find(|s| s.stack == handle)
+    }
+}
+
+fn ns(d: core::time::Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn thread_ref(index: u32, names: &mut HashMap<u32, Option<String>>) -> ThreadRef {
+    let name = names.entry(index).or_insert_with(|| thread_name(index)).clone();
+    ThreadRef { index, name }
+}
+
+/// Frames of a stack with the arena's own leading frames trimmed.
+pub(crate) fn trimmed(t: &Tracker, stack: StackHandle) -> Vec<Frame> {
+    let frames = t.depot.resolve(stack);
+    let internal = |f: &Frame| {
+        f.function.as_deref().is_some_and(|n| {
+            let n = n.trim_start_matches('<');
+            n.starts_with("pinowner::") || n.starts_with("core::ptr::drop_in_place") || n.starts_with("core::mem::drop")
+        })
+    };
+    let skip = frames.iter().take_while(|f| internal(f)).count();
+    let mut v: Vec<Frame> = frames.into_iter().skip(skip).collect();
+    v.truncate(t.config().depth);
+    v
+}
+
+#[derive(Clone, Copy)]
+struct Open {
+    event: Event,
+}
+
+impl PageArena {
+    /// The owner report of everything recorded so far (kept for later
+    /// reports). See [`OwnerReport`].
+    ///
+    /// ```
+    /// use pinowner::{PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+    /// let block = arena.alloc_movable(0)?;
+    /// let failure = arena.reserve_range(block.pfn(), 1, Reason::Contig).unwrap_err();
+    /// let pin = block.pin(0)?; // recorded: the page is armed now
+    /// let report = arena.owner_report();
+    /// assert_eq!(report.pages[0].outstanding.len(), 1);
+    /// assert_eq!(report.pages[0].unrecorded_refs, 1); // the block's own reference
+    /// println!("{failure}\n{report}");
+    /// # drop(pin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn owner_report(&self) -> OwnerReport {
+        self.owner_report_with(&ReportOptions::default())
+    }
+
+    /// The owner report with filters and a threshold.
+    pub fn owner_report_with(&self, options: &ReportOptions) -> OwnerReport {
+        self.build_report(options, false)
+    }
+
+    /// The owner report; the recorded history is taken (later reports start
+    /// empty). Armed blocks stay armed.
+    pub fn take_owner_report(&self, options: &ReportOptions) -> OwnerReport {
+        self.build_report(options, true)
+    }
+
+    fn build_report(&self, o: &ReportOptions, take: bool) -> OwnerReport {
+        let empty = OwnerReport {
+            version: REPORT_VERSION,
+            reason_filter: o.reason.map(|r| r.to_string()),
+            range_filter: o.range.clone(),
+            at_ns: 0,
+            armings: Vec::new(),
+            pages: Vec::new(),
+            by_site: Vec::new(),
+            by_subsystem: Vec::new(),
+            stacks: Vec::new(),
+            stacks_below_threshold: 0,
+            events_in_report: 0,
+            events_recorded: 0,
+            events_dropped: 0,
+            depot_stacks: 0,
+            depot_failures: 0,
+            events: Vec::new(),
+        };
+        let Some(t) = self.tracker.get() else { return empty };
+        let now = t.now();
+        let armings = t.armings();
+        let reason_of = |id: u32| -> Option<Reason> {
+            if id == EAGER_ARMING {
+                Some(Reason::Custom("eager"))
+            } else {
+                armings.iter().find(|a| a.id == id).map(|a| a.reason)
+            }
+        };
+        // When a block was first armed (a later failure may re-arm it).
+        let first_armed = |head: Pfn| armings.iter().filter(|a| a.blocks.contains(&head)).map(|a| a.at).min();
+        let in_range = |p: Pfn| o.range.as_ref().is_none_or(|r| r.contains(&p));
+        let reason_ok = |id: u32| o.reason.is_none_or(|r| reason_of(id) == Some(r));
+        let events: Vec<Event> =
+            t.events(take).into_iter().filter(|e| in_range(e.head) && reason_ok(e.arming)).collect();
+        let scoped_armings: Vec<&Arming> = armings.iter().filter(|a| o.reason.is_none_or(|r| a.reason == r)).collect();
+
+        // Blocks in scope: armed by a scoped arming, or with events.
+        let mut heads: BTreeMap<Pfn, u32> = BTreeMap::new();
+        for a in &scoped_armings {
+            for &h in &a.blocks {
+                if in_range(h) {
+                    heads.insert(h, a.id);
+                }
+            }
+        }
+        let mut by_head: BTreeMap<Pfn, Vec<&Event>> = BTreeMap::new();
+        for e in &events {
+            heads.entry(e.head).or_insert(e.arming);
+            by_head.entry(e.head).or_default().push(e);
+        }
+
+        let mut names = HashMap::new();
+        let mut sites: HashMap<Option<Owner>, SiteGroup> = HashMap::new();
+        let mut site_pages: HashMap<Option<Owner>, std::collections::BTreeSet<Pfn>> = HashMap::new();
+        // (kind, stack) -> (count, pages, outstanding)
+        let mut stacks: HashMap<(StackGroupKind, StackHandle), (u32, std::collections::BTreeSet<Pfn>, u32)> =
+            HashMap::new();
+
+        let mut pages = Vec::new();
+        for (&head, &arming) in &heads {
+            let evs = by_head.remove(&head).unwrap_or_default();
+            let info = self.page_info(head).ok();
+            let armed = info.is_some_and(|i| i.state.flags.contains(crate::PageFlags::TRACKED));
+            // Armed: the counts now. No longer armed: the counts when
+            // tracking ended (the last event's), not a later owner's.
+            let (count, pincount, order) = match (armed, evs.last()) {
+                (false, Some(last)) => (last.refs.1, last.pins.1, last.order),
+                _ => info.map_or((0, 0, 0), |i| (i.state.refcount, i.state.pincount, i.state.order)),
+            };
+            // The owner slot speaks for the block only while it is armed.
+            let info = info.filter(|_| armed);
+            let mut open: Vec<Open> = Vec::new();
+            let mut releases = Vec::new();
+            let mut disarmed = None;
+            for e in &evs {
+                if e.kind.is_acquire() {
+                    open.push(Open { event: **e });
+                    if let Some(s) = e.stack {
+                        let g = stacks.entry((StackGroupKind::Acquire, s)).or_default();
+                        g.0 += 1;
+                        g.1.insert(e.pfn);
+                    }
+                    let owner = e.who.map(Owner::of);
+                    sites.entry(owner.clone()).or_insert_with(|| new_group(owner)).acquires += 1;
+                } else if e.kind.is_release() {
+                    let pin = e.kind.is_pin();
+                    let found = match e.gen {
+                        Some(g) => open.iter().position(|x| x.event.gen == Some(g) && x.event.kind.is_pin() == pin),
+                        None => open.iter().position(|x| x.event.raw && x.event.kind.is_pin() == pin),
+                    };
+                    let closed = found.map(|i| open.remove(i));
+                    if let Some(s) = e.stack {
+                        let g = stacks.entry((StackGroupKind::Release, s)).or_default();
+                        g.0 += 1;
+                        g.1.insert(e.pfn);
+                    }
+                    let site = e.who.map(Owner::of);
+                    let held = match closed {
+                        Some(c) => Some(ns(e.at.saturating_sub(c.event.at))),
+                        None => first_armed(head).map(|a| ns(e.at.saturating_sub(a))),
+                    };
+                    let g = sites.entry(site.clone()).or_insert_with(|| new_group(site.clone()));
+                    g.releases += 1;
+                    g.longest_hold_ns = g.longest_hold_ns.max(held.unwrap_or(0));
+                    releases.push(ReleaseRecord {
+                        kind: e.kind,
+                        pfn: e.pfn,
+                        site,
+                        thread: thread_ref(e.thread, &mut names),
+                        at_ns: ns(e.at),
+                        held_ns: closed.map(|c| ns(e.at.saturating_sub(c.event.at))),
+                        held_at_least_ns: match closed {
+                            Some(_) => None,
+                            None => first_armed(head).map(|a| ns(e.at.saturating_sub(a))),
+                        },
+                        left: (e.refs.1, e.pins.1),
+                        acquired_by: closed.and_then(|c| c.event.who.map(Owner::of)),
+                        stack: e.stack.map(|s| s.get()),
+                    });
+                } else if let EventKind::Disarm(cause) = e.kind {
+                    disarmed = Some(cause);
+                    if cause == DisarmCause::Freed {
+                        // Freed: nobody holds it any more.
+                        open.clear();
+                    }
+                } else if e.kind == EventKind::Arm {
+                    disarmed = None;
+                }
+            }
+            if armed {
+                disarmed = None;
+            }
+            let recorded_refs = open.iter().filter(|x| !x.event.kind.is_pin()).count() as u32;
+            let recorded_pins = open.iter().filter(|x| x.event.kind.is_pin()).count() as u32;
+            let unrecorded_refs = count.saturating_sub(recorded_refs);
+            let unrecorded_pins = pincount.saturating_sub(recorded_pins);
+            let attributed = info.and_then(|i| i.acquirer);
+            // The slot's attribution names one holder; skip it when that
+            // holder's acquire is among the recorded ones.
+            // Every acquire since arming is recorded, so the latest
+            // acquisition is the latest recorded acquire if there is one.
+            let latest = evs.iter().filter(|e| e.kind.is_acquire()).map(|e| e.seq).max();
+            let attributed_is_recorded =
+                attributed.is_some() && open.iter().any(|x| Some(x.event.seq) == latest && x.event.who == attributed);
+            let mut holders = Vec::new();
+            for x in &open {
+                let e = x.event;
+                let owner = e.who.map(Owner::of);
+                let held = ns(now.saturating_sub(e.at));
+                let g = sites.entry(owner.clone()).or_insert_with(|| new_group(owner.clone()));
+                if e.kind.is_pin() {
+                    g.pins += 1;
+                } else {
+                    g.refs += 1;
+                }
+                g.longest_hold_ns = g.longest_hold_ns.max(held);
+                site_pages.entry(owner.clone()).or_default().insert(head);
+                if let Some(s) = e.stack {
+                    stacks.entry((StackGroupKind::Acquire, s)).or_default().2 += 1;
+                }
+                holders.push(Holder {
+                    kind: e.kind,
+                    pfn: e.pfn,
+                    owner,
+                    thread: thread_ref(e.thread, &mut names),
+                    since_ns: ns(e.at),
+                    held_ns: held,
+                    stack: e.stack.map(|s| s.get()),
+                });
+            }
+            if let (Some(a), false) = (attributed, attributed_is_recorded) {
+                if unrecorded_refs + unrecorded_pins > 0 {
+                    let owner = Some(Owner::of(a));
+                    let g = sites.entry(owner.clone()).or_insert_with(|| new_group(owner.clone()));
+                    if unrecorded_pins > 0 {
+                        g.pins += 1;
+                    } else {
+                        g.refs += 1;
+                    }
+                    site_pages.entry(owner).or_default().insert(head);
+                }
+            }
+            let dropped = (head..head + (1usize << order)).map(|p| t.page_drops(p as u32)).sum();
+            pages.push(PageReport {
+                pfn: head,
+                order,
+                reason: reason_of(arming).map(|r| r.to_string()),
+                arming,
+                count,
+                pincount,
+                armed,
+                disarmed,
+                attributed: attributed.map(Owner::of),
+                outstanding: holders,
+                unrecorded_refs,
+                unrecorded_pins,
+                releases,
+                events: evs.len() as u32,
+                dropped,
+            });
+        }
+        pages.sort_by(|a, b| b.holders().cmp(&a.holders()).then(a.pfn.cmp(&b.pfn)));
+
+        let mut by_site: Vec<SiteGroup> = sites
+            .into_iter()
+            .map(|(k, mut g)| {
+                g.pages = site_pages.get(&k).map_or(0, |s| s.len());
+                g
+            })
+            .collect();
+        by_site.sort_by(|a, b| {
+            (b.pins + b.refs, b.longest_hold_ns, b.acquires + b.releases)
+                .cmp(&(a.pins + a.refs, a.longest_hold_ns, a.acquires + a.releases))
+                .then_with(|| a.owner.cmp(&b.owner))
+        });
+        let mut subs: BTreeMap<Option<String>, SubsystemGroup> = BTreeMap::new();
+        for s in &by_site {
+            let key = s.owner.as_ref().and_then(|o| o.subsystem.clone());
+            let g = subs.entry(key.clone()).or_insert(SubsystemGroup { subsystem: key, refs: 0, pins: 0, sites: 0 });
+            g.refs += s.refs;
+            g.pins += s.pins;
+            g.sites += 1;
+        }
+        let mut by_subsystem: Vec<SubsystemGroup> = subs.into_values().collect();
+        by_subsystem.sort_by_key(|s| core::cmp::Reverse((s.pins + s.refs, s.pins)));
+
+        let mut stack_groups = Vec::new();
+        let mut below = 0;
+        for ((kind, handle), (count, pages_touched, outstanding)) in stacks {
+            if (count as usize) < o.threshold.max(1) {
+                below += 1;
+                continue;
+            }
+            let mut frames = if handle.is_failed() {
+                vec!["(stack not stored: depot full)".to_owned()]
+            } else {
+                trimmed(t, handle).iter().map(|f| f.to_string()).collect()
+            };
+            frames.truncate(o.frames);
+            stack_groups.push(StackGroup {
+                kind,
+                stack: handle.get(),
+                count,
+                pages: pages_touched.len(),
+                outstanding,
+                frames,
+            });
+        }
+        stack_groups
+            .sort_by(|a, b| (b.outstanding, b.count, a.kind, a.stack).cmp(&(a.outstanding, a.count, b.kind, b.stack)));
+
+        let stats = t.stats();
+        let event_records = if o.events {
+            events
+                .iter()
+                .map(|e| EventRecord {
+                    seq: e.seq,
+                    kind: e.kind,
+                    pfn: e.pfn,
+                    head: e.head,
+                    refs: e.refs,
+                    pins: e.pins,
+                    thread: thread_ref(e.thread, &mut names),
+                    at_ns: ns(e.at),
+                    who: e.who.map(Owner::of),
+                    stack: e.stack.map(|s| s.get()),
+                    arming: e.arming,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        OwnerReport {
+            at_ns: ns(now),
+            armings: scoped_armings
+                .iter()
+                .map(|a| ArmingSummary {
+                    id: a.id,
+                    reason: a.reason.to_string(),
+                    window: a.window.clone(),
+                    at_ns: ns(a.at),
+                    by: a.by.map(Owner::of),
+                    blocks: a.blocks.len(),
+                })
+                .collect(),
+            pages,
+            by_site,
+            by_subsystem,
+            stacks: stack_groups,
+            stacks_below_threshold: below,
+            events_in_report: events.len() as u64,
+            events_recorded: stats.recorded,
+            events_dropped: stats.dropped,
+            depot_stacks: stats.depot.unique_stacks,
+            depot_failures: stats.depot.failures,
+            events: event_records,
+            ..empty
+        }
+    }
+}
+
+fn new_group(owner: Option<Owner>) -> SiteGroup {
+    SiteGroup { owner, refs: 0, pins: 0, pages: 0, acquires: 0, releases: 0, longest_hold_ns: 0 }
+}
+
+fn secs(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.3}s", ns as f64 / 1e9),
+    }
+}
+
+fn or_none<T: fmt::Display>(o: &Option<T>) -> String {
+    o.as_ref().map_or_else(|| "(no site)".to_owned(), |x| x.to_string())
+}
+
+impl fmt::Display for OwnerReport {
+    /// Kernel-style text: a summary, the armings, one block per page with
+    /// ` => frame` lines, then the site, subsystem and stack views.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stacks: HashMap<u32, &StackGroup> = self.stacks.iter().map(|s| (s.stack, s)).collect();
+        let frames = |f: &mut fmt::Formatter<'_>, stack: Option<u32>| -> fmt::Result {
+            match stack.and_then(|s| stacks.get(&s)) {
+                Some(g) => g.frames.iter().try_for_each(|fr| writeln!(f, "     => {fr}")),
+                None => Ok(()),
+            }
+        };
+        writeln!(
+            f,
+            "pinowner owner report v{}: {} armings, {} pages, {} events ({} recorded in all, {} dropped){}{}",
+            self.version,
+            self.armings.len(),
+            self.pages.len(),
+            self.events_in_report,
+            self.events_recorded,
+            self.events_dropped,
+            self.reason_filter.as_ref().map_or(String::new(), |r| format!(", reason={r}")),
+            self.range_filter.as_ref().map_or(String::new(), |r| format!(", pfn {:#x}..{:#x}", r.start, r.end)),
+        )?;
+        for a in &self.armings {
+            writeln!(
+                f,
+                "arming #{}: reason={} window={:#x}..{:#x} blocks={} at +{} by {}",
+                a.id,
+                a.reason,
+                a.window.start,
+                a.window.end,
+                a.blocks,
+                secs(a.at_ns),
+                or_none(&a.by)
+            )?;
+        }
+        for p in &self.pages {
+            writeln!(
+                f,
+                "pfn={:#x} order={} count={} pincount={} reason={} armed={}{} events={} dropped={}",
+                p.pfn,
+                p.order,
+                p.count,
+                p.pincount,
+                p.reason.as_deref().unwrap_or("-"),
+                if p.armed { "yes" } else { "no" },
+                p.disarmed.map_or(String::new(), |c| format!(" ({})", EventKind::Disarm(c))),
+                p.events,
+                p.dropped
+            )?;
+            let recorded = p.outstanding.len() as u32;
+            writeln!(
+                f,
+                "  holders: {} ({} recorded since arming, {} refs and {} pins from before){}",
+                p.holders(),
+                recorded,
+                p.unrecorded_refs,
+                p.unrecorded_pins,
+                p.attributed.as_ref().map_or(String::new(), |a| format!("; latest acquirer {a}"))
+            )?;
+            for h in &p.outstanding {
+                writeln!(
+                    f,
+                    "  holding {} pfn={:#x} for {} by {} thread={}",
+                    h.kind,
+                    h.pfn,
+                    secs(h.held_ns),
+                    or_none(&h.owner),
+                    h.thread
+                )?;
+                frames(f, h.stack)?;
+            }
+            // Releases with the same path, site and acquirer, on one line.
+            let mut groups: Vec<(&ReleaseRecord, u32, u64)> = Vec::new();
+            for r in &p.releases {
+                let same = |g: &ReleaseRecord| {
+                    g.kind == r.kind
+                        && g.site == r.site
+                        && g.stack == r.stack
+                        && g.acquired_by == r.acquired_by
+                        && g.held_ns.is_some() == r.held_ns.is_some()
+                        && (g.left == (0, 0)) == (r.left == (0, 0))
+                };
+                let held = r.held_ns.or(r.held_at_least_ns).unwrap_or(0);
+                match groups.iter_mut().find(|(g, _, _)| same(g)) {
+                    Some((_, n, max)) => {
+                        *n += 1;
+                        *max = (*max).max(held);
+                    }
+                    None => groups.push((r, 1, held)),
+                }
+            }
+            for (r, n, max) in groups {
+                let times = if n > 1 { format!(" x{n}") } else { String::new() };
+                let how = match (&r.held_ns, &r.acquired_by) {
+                    (Some(_), Some(a)) => format!("held up to {} (taken by {a})", secs(max)),
+                    (Some(_), None) => format!("held up to {}", secs(max)),
+                    _ => format!("taken before arming, held at least {}", secs(max)),
+                };
+                let freed = if r.left == (0, 0) { "; freed the block" } else { "" };
+                writeln!(
+                    f,
+                    "  {}{times} pfn={:#x} at +{} {how}{freed}; site={} thread={}",
+                    r.kind,
+                    r.pfn,
+                    secs(r.at_ns),
+                    or_none(&r.site),
+                    r.thread
+                )?;
+                frames(f, r.stack)?;
+            }
+        }
+        if !self.by_site.is_empty() {
+            writeln!(f, "sites (most held now, then longest hold):")?;
+            for (i, s) in self.by_site.iter().enumerate() {
+                writeln!(
+                    f,
+                    "  {}. {}: {} refs, {} pins on {} pages; {} acquires, {} releases recorded; longest hold {}",
+                    i + 1,
+                    or_none(&s.owner),
+                    s.refs,
+                    s.pins,
+                    s.pages,
+                    s.acquires,
+                    s.releases,
+                    secs(s.longest_hold_ns)
+                )?;
+            }
+        }
+        if !self.by_subsystem.is_empty() {
+            writeln!(f, "holders by subsystem:")?;
+            for s in &self.by_subsystem {
+                writeln!(
+                    f,
+                    "  {}: {} refs, {} pins ({} sites)",
+                    s.subsystem.as_deref().unwrap_or("(none)"),
+                    s.refs,
+                    s.pins,
+                    s.sites
+                )?;
+            }
+        }
+        if !self.stacks.is_empty() || self.stacks_below_threshold > 0 {
+            writeln!(f, "stacks ({} below threshold not shown):", self.stacks_below_threshold)?;
+            for s in &self.stacks {
+                writeln!(
+                    f,
+                    "  {} stack #{}: {} events on {} pages, {} outstanding",
+                    match s.kind {
+                        StackGroupKind::Acquire => "acquire",
+                        StackGroupKind::Release => "release",
+                    },
+                    s.stack,
+                    s.count,
+                    s.pages,
+                    s.outstanding
+                )?;
+                for fr in &s.frames {
+                    writeln!(f, "     => {fr}")?;
+                }
+            }
+        }
+        write!(f, "depot: {} stacks, {} not stored", self.depot_stacks, self.depot_failures)
+    }
+}
