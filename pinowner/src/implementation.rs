@@ -57,3 +57,40 @@
 //! Buddy lists per order are `Vec`s of head page numbers. A free head's owner
 //! slot stores its index in its list (tagged so it never decodes as an
 //! acquirer), giving O(1) removal of a buddy while coalescing.
+//!
+//! # Tracking armed pages
+//!
+//! Arming sets `TRACKED` in the head's state word with a compare-and-swap
+//! that requires a live block (counts held, not free), after writing the
+//! arming's number into the per-page side table. Every count change is a
+//! read-modify-write of the same word, so it sees `TRACKED` exactly when it
+//! comes after the arming in that word's modification order; the recording
+//! path then issues an `Acquire` fence, which — the arming swap being a
+//! release and the intervening read-modify-writes continuing its release
+//! sequence — makes the side table's write visible. Disarming is the same
+//! swap clearing the bit on a live block; the last put sees `TRACKED` in the
+//! word its own swap replaced and records `Disarm(Freed)`, and a disarm
+//! request that comes later finds the block not live. Hence one disarm per
+//! arming (`loom_tracker`).
+//!
+//! A failed reservation arms its busy blocks before rolling back, still
+//! under the zone lock: a busy block freed after the test is isolated and
+//! unlisted, so it cannot be reallocated and armed for a new owner.
+//!
+//! Events go into a bounded lock-free queue (one sequence number per slot);
+//! readers drain it into the history under their own lock, so rendering a
+//! report never stalls a recording thread. A full queue or history drops the
+//! event and counts it, per page and in total.
+//!
+//! `reserve_contig_wait` reads the release counter of armed blocks before
+//! each attempt and sleeps on a condition variable until it moves. Releases
+//! bump the counter under the waiters' lock, so no wake-up falls between a
+//! waiter's check and its sleep; a holder that let go between the test and
+//! the arming (not recorded) is caught by re-reading the window before
+//! sleeping. The `loom_tracker` wait model, whose condition variable has no
+//! timeout, turns any lost wake-up into a deadlock — it found that a block
+//! whose last count was dropped but whose freeing thread was still waiting
+//! for the zone lock counted as busy, so a reservation could fail (and a
+//! waiter sleep forever) on the arena's own bookkeeping. Such a block is now
+//! treated like a page in flight to a cache: the reservation lets the
+//! freeing thread finish and tests again.

@@ -517,11 +517,15 @@ impl PageArena {
                 self.desc(q).state.fetch_or(ISOLATED, Relaxed);
             }
             self.isolate_free(&mut area, start, end);
+            step("isolate", start, end, reason, 0);
         }
         // 2. drain per-thread caches (their pages land isolated); 3. migrate
         // (hook: nothing movable yet); 4. test; 5. commit or roll back.
         loop {
-            self.drain_thread_caches();
+            let drained = self.drain_thread_caches();
+            step("drain", start, end, reason, drained);
+            // The migration hook: no holder is movable yet.
+            step("migrate", start, end, reason, 0);
             let mut area = zone.area.lock();
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.
@@ -535,6 +539,7 @@ impl PageArena {
                     busy.push((head, w));
                 }
             });
+            step("test", start, end, reason, busy.len());
             if in_flight {
                 // A page freed into a cache just before isolation reached it,
                 // or a block whose last count is gone and whose freeing thread
@@ -548,6 +553,7 @@ impl PageArena {
             if busy.is_empty() {
                 let run = self.commit(&mut area, start, end, who);
                 drop(area);
+                step("commit", start, end, reason, 0);
                 // The request is met: what its earlier failures armed
                 // needs no more watching.
                 self.disarm_request(reason, request.key());
@@ -568,6 +574,7 @@ impl PageArena {
             self.arm_blocks(&heads, reason, start..end, Some(who), Some(request.key()));
             self.rollback(&mut area, zone, start, end);
             drop(area);
+            step("rollback", start, end, reason, busy.len());
             return Err(ContigError::Busy(Box::new(failure)));
         }
     }
@@ -663,4 +670,11 @@ impl PageArena {
             }
         }
     }
+}
+
+/// Each step of a reservation is a `tracing` event (target `pinowner`,
+/// level debug): `isolate`, `drain` (pages drained), `migrate`, `test` (busy
+/// blocks), then `commit` or `rollback` (busy blocks).
+fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
+    tracing::debug!(target: "pinowner", step, start_pfn = start, end_pfn = end, %reason, n, "reservation step");
 }

@@ -328,6 +328,27 @@ fn each_recorded_event_is_a_tracing_event_with_target_pinowner() {
 }
 
 #[test]
+fn every_reservation_step_is_a_tracing_event() {
+    let arena = arena();
+    let b = arena.alloc_movable(0).unwrap();
+    let pfn = b.pfn();
+    let log = capture_tracing(|| {
+        fail_over(&arena, pfn, Reason::Contig);
+        drop(b);
+        drop(arena.reserve_range(pfn, 1, Reason::Contig).unwrap());
+    });
+    let steps: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("reservation step"))
+        .map(|l| l.split("step=").nth(1).unwrap().split_whitespace().next().unwrap().trim_matches('"').to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        ["isolate", "drain", "migrate", "test", "rollback", "isolate", "drain", "migrate", "test", "commit"]
+    );
+}
+
+#[test]
 fn the_audit_lists_held_blocks_by_site_and_a_leaky_drop_warns_or_panics() {
     let arena = arena();
     let b = arena.alloc(0).unwrap();

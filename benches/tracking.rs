@@ -1,0 +1,88 @@
+//! Owner tracking: the cost of one recorded event on an armed page, with a
+//! 16-frame backtrace and without, against the same get+put on a page that
+//! is not armed (the baseline, in the same run); and eager mode's cost on
+//! alloc+free against the lazy default.
+//!
+//! Each armed iteration is a get and a put: two events. The queue is drained
+//! (untimed) before it can fill, so every timed event is stored, not dropped.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pinowner::{PageArena, Reason, ReportOptions, Tracking};
+
+const CAPACITY: usize = 1 << 14;
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40)
+}
+
+fn arena(depth: usize, eager: bool) -> PageArena {
+    PageArena::builder()
+        .pages(1024)
+        .tracking(Tracking { capacity: CAPACITY, depth, eager, ..Tracking::default() })
+        .build()
+        .unwrap()
+}
+
+/// Runs `f` `iters` times in chunks that fit the queue, timing only `f`.
+fn timed_in_chunks(arena: &PageArena, iters: u64, events_per_iter: u64, mut f: impl FnMut()) -> Duration {
+    let chunk = (CAPACITY as u64 / 2 / events_per_iter).max(1);
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(chunk);
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        total += start.elapsed();
+        left -= n;
+        drop(arena.take_owner_report(&ReportOptions { frames: 0, ..ReportOptions::default() }));
+    }
+    total
+}
+
+fn armed_event(c: &mut Criterion) {
+    let mut g = c.benchmark_group("armed_get_put");
+    for (name, depth) in [("16-frame backtrace", 16), ("no backtrace", 0)] {
+        let a = arena(depth, false);
+        let block = a.alloc(0).unwrap();
+        let plain = a.alloc(0).unwrap();
+        assert_eq!(a.arm(block.pfn()..block.pfn() + 1, Reason::Contig), 1);
+        if depth == 16 {
+            let r = plain.page_ref(0);
+            g.bench_function("baseline: PageRef clone+drop, not armed", |b| b.iter(|| drop(black_box(r.clone()))));
+        }
+        let r = block.page_ref(0);
+        g.bench_function(format!("armed, {name} (2 events)"), |b| {
+            b.iter_custom(|iters| timed_in_chunks(&a, iters, 2, || drop(black_box(r.clone()))))
+        });
+        let stats = a.tracker_stats();
+        assert_eq!(stats.dropped, 0, "every timed event was stored");
+        drop(r);
+    }
+    g.finish();
+}
+
+fn eager(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alloc_free_order0_tracking");
+    let lazy = arena(16, false);
+    g.bench_function("baseline: lazy (nothing armed)", |b| b.iter(|| drop(black_box(lazy.alloc(0).unwrap()))));
+    let e = arena(16, true);
+    g.bench_function("eager (alloc stack + put + disarm)", |b| {
+        b.iter_custom(|iters| timed_in_chunks(&e, iters, 3, || drop(black_box(e.alloc(0).unwrap()))))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = armed_event, eager
+}
+criterion_main!(benches);
