@@ -10,7 +10,7 @@
 //!   `black_box(&clone)` then drop. They differ only in code generation:
 //!   in the tracked function the first form copies the returned `PageRef`
 //!   with one 16-byte load from the four smaller stores `clone` just made (a
-//!   store-forwarding stall); the second never copies it;
+//!   load that store forwarding cannot serve); the second never copies it;
 //! - `site_empty`: an empty body, so the difference is the scope alone.
 //!
 //! The tracked functions enter their site, so the get records a `Site`
