@@ -240,9 +240,9 @@ pub fn enter(site: &'static Site) -> SiteGuard {
     FRAMES.with(|f| {
         let depth = f.depth.get();
         let saved = f.ring[slot(depth)].replace(Some(site));
+        let outer = f.current.replace(Some(site));
         f.depth.set(depth.wrapping_add(1));
-        f.current.set(Some(site));
-        SiteGuard { saved, depth, _not_send: PhantomData }
+        SiteGuard { saved, outer, depth, _not_send: PhantomData }
     })
 }
 
@@ -253,6 +253,9 @@ pub fn enter(site: &'static Site) -> SiteGuard {
 pub struct SiteGuard {
     /// The ring entry this scope overwrote.
     saved: Option<&'static Site>,
+    /// The site current when the scope was entered, restored on exit (so
+    /// leaving is three stores, with no branch and no load).
+    outer: Option<&'static Site>,
     /// The depth of the scope (the number of scopes around it).
     depth: u32,
     _not_send: PhantomData<*const ()>,
@@ -272,8 +275,7 @@ impl Drop for SiteGuard {
         FRAMES.with(|f| {
             f.ring[slot(self.depth)].set(self.saved);
             f.depth.set(self.depth);
-            let outer = if self.depth == 0 { None } else { f.ring[slot(self.depth - 1)].get() };
-            f.current.set(outer);
+            f.current.set(self.outer);
         })
     }
 }

@@ -555,28 +555,34 @@ impl PageArena {
     pub(crate) fn release(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>) {
         let word = &self.desc(head).state;
         let mut old = word.load(Relaxed);
-        let mut new;
         loop {
-            let latest = match mine {
-                Some(g) => g == state::gen(old),
-                None => true,
-            };
-            let delta = if latest { count.release_delta() } else { count.one().wrapping_neg() };
-            new = old.wrapping_add(delta);
-            match word.compare_exchange_weak(old, new, Release, Relaxed) {
+            match word.compare_exchange_weak(old, Self::released(old, count, mine), Release, Relaxed) {
                 Ok(_) => break,
                 Err(cur) => old = cur,
             }
         }
         if old & TRACKED != 0 || old & COUNTS == count.one() {
-            self.release_slow(head, pfn, count, old, new, mine);
+            self.release_slow(head, pfn, count, old, mine);
         }
+    }
+
+    /// The state word after releasing one `count` from `old`: the generation
+    /// moves only if the release is of the latest acquisition (or cannot
+    /// tell, `mine == None`).
+    #[inline(always)]
+    fn released(old: u64, count: Count, mine: Option<u16>) -> u64 {
+        let latest = match mine {
+            Some(g) => g == state::gen(old),
+            None => true,
+        };
+        old.wrapping_add(if latest { count.release_delta() } else { count.one().wrapping_neg() })
     }
 
     #[cold]
     #[inline(never)]
-    fn release_slow(&self, head: u32, pfn: u32, count: Count, old: u64, new: u64, mine: Option<u16>) {
+    fn release_slow(&self, head: u32, pfn: u32, count: Count, old: u64, mine: Option<u16>) {
         if old & TRACKED != 0 {
+            let new = Self::released(old, count, mine);
             let site = crate::site::current().map(Acquirer::Site);
             self.record_armed(count.release_kind(), pfn, head, old, new, site, mine, mine.is_none());
             if old & COUNTS == count.one() {
