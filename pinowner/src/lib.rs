@@ -23,7 +23,7 @@ pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError}
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
-pub use reservation::{BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
+pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;
 pub use tracker::{Event, EventKind, OwnerReport, ReportOptions, Tracking};
 

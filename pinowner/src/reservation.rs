@@ -149,6 +149,66 @@ impl ContigFailure {
     pub fn pins(&self) -> u32 {
         self.busy.iter().map(|b| b.state.pincount).sum()
     }
+
+    /// The busy blocks grouped by their attributed acquirer, ranked: most
+    /// blocks first, then most holders (a top-N of who is in the way). The
+    /// group with no acquirer (`None`) gathers the unattributed blocks.
+    pub fn by_acquirer(&self) -> Vec<AcquirerGroup> {
+        let mut groups: Vec<AcquirerGroup> = Vec::new();
+        for b in &self.busy {
+            let who = b.attributed.map(|(_, a)| a);
+            let i = match groups.iter().position(|g| g.acquirer == who) {
+                Some(i) => i,
+                None => {
+                    groups.push(AcquirerGroup { acquirer: who, blocks: 0, refs: 0, pins: 0 });
+                    groups.len() - 1
+                }
+            };
+            let g = &mut groups[i];
+            g.blocks += 1;
+            g.refs += b.state.refcount;
+            g.pins += b.state.pincount;
+        }
+        groups.sort_by_key(|g| (g.acquirer.is_none(), core::cmp::Reverse((g.blocks, g.refs + g.pins))));
+        groups
+    }
+
+    /// The busy blocks grouped by subsystem of their attributed acquirer
+    /// (`None`: unattributed blocks and acquirers without a subsystem),
+    /// ranked like [`by_acquirer`](Self::by_acquirer).
+    pub fn by_subsystem(&self) -> Vec<(Option<&'static str>, AcquirerGroup)> {
+        let mut out: Vec<(Option<&'static str>, AcquirerGroup)> = Vec::new();
+        for g in self.by_acquirer() {
+            let sub = g.acquirer.and_then(|a| a.subsystem());
+            match out.iter_mut().find(|(s, _)| *s == sub) {
+                Some((_, t)) => {
+                    t.blocks += g.blocks;
+                    t.refs += g.refs;
+                    t.pins += g.pins;
+                    if t.acquirer != g.acquirer {
+                        t.acquirer = None;
+                    }
+                }
+                None => out.push((sub, g)),
+            }
+        }
+        out.sort_by_key(|(s, g)| (s.is_none(), core::cmp::Reverse((g.blocks, g.refs + g.pins))));
+        out
+    }
+}
+
+/// Busy blocks of a failure that share an attributed acquirer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcquirerGroup {
+    /// The acquirer (`None`: unattributed). In [`ContigFailure::by_subsystem`],
+    /// the one acquirer of the subsystem, or `None` if it has several.
+    pub acquirer: Option<Acquirer>,
+    /// Busy blocks.
+    pub blocks: usize,
+    /// References on them.
+    pub refs: u32,
+    /// Pins on them.
+    pub pins: u32,
 }
 
 impl core::fmt::Display for ContigFailure {
@@ -169,6 +229,14 @@ impl core::fmt::Display for ContigFailure {
             match &b.attributed {
                 Some((p, who)) => writeln!(f, " owner=pfn {p:#x} by {who}")?,
                 None => writeln!(f, " owner=unattributed")?,
+            }
+        }
+        let groups = self.by_acquirer();
+        if groups.len() > 1 || groups.first().is_some_and(|g| g.acquirer.is_some()) {
+            writeln!(f, "  in the way, by acquirer:")?;
+            for (i, g) in groups.iter().enumerate() {
+                let who = g.acquirer.map_or_else(|| "(unattributed)".to_owned(), |a| a.to_string());
+                writeln!(f, "    {}. {who}: {} blocks, {} refs, {} pins", i + 1, g.blocks, g.refs, g.pins)?;
             }
         }
         if let Some(w) = &self.waited {
