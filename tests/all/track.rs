@@ -233,7 +233,9 @@ fn eager_mode_records_every_allocation_with_its_stack_from_the_start() {
     let report = arena.owner_report();
     assert_eq!(report.pages[0].outstanding.len(), 2, "alloc and get are both outstanding");
     assert_eq!(report.pages[0].reason.as_deref(), Some("eager"));
-    drop((r, b));
+    let other = arena.alloc(0).unwrap();
+    assert_eq!(arena.disarm_all(), 2, "eagerly armed blocks can be disarmed too");
+    drop((r, b, other));
     assert_eq!(arena.tracker_stats().armed_blocks, 0);
 }
 

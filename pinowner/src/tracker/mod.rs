@@ -743,13 +743,21 @@ impl PageArena {
         let by = Some(crate::owner_here());
         let end = range.end.min(self.pages());
         let start = range.start.min(end);
+        let heads = self.live_heads(start..end, 0);
+        self.arm_blocks(&heads, reason, start as u32..end as u32, by, None)
+    }
+
+    /// Heads of the live blocks with pages in `range` whose state word has
+    /// all of `flags`, read without locks (the arm and disarm swaps check
+    /// again).
+    fn live_heads(&self, range: Range<Pfn>, flags: u64) -> Vec<u32> {
         let mut heads = Vec::new();
-        let mut p = start as u32;
-        while (p as usize) < end {
+        let mut p = range.start as u32;
+        while (p as usize) < range.end {
             match self.head_of(p) {
                 Some((h, _)) => {
                     let w = self.desc(h).state.load(Acquire);
-                    if live(w) && heads.last() != Some(&h) {
+                    if live(w) && w & flags == flags && heads.last() != Some(&h) {
                         heads.push(h);
                     }
                     p = (h + (1u32 << state::order(w))).max(p + 1);
@@ -757,23 +765,19 @@ impl PageArena {
                 None => p += 1,
             }
         }
-        self.arm_blocks(&heads, reason, start as u32..end as u32, by, None)
+        heads
     }
 
-    /// Disarms every armed block with pages in `range`; their history stays
-    /// in the report until taken. Returns the number of blocks disarmed.
+    /// Disarms every armed block with pages in `range` (eagerly armed ones
+    /// included); their history stays in the report until taken. Returns the
+    /// number of blocks disarmed.
     pub fn disarm(&self, range: Range<Pfn>) -> usize {
-        let Some(t) = self.tracker.get() else { return 0 };
-        let mut heads: Vec<u32> = t
-            .armings
-            .lock()
-            .iter()
-            .flat_map(|a| a.blocks.iter().copied())
-            .filter(|h| range.contains(h))
-            .map(|h| h as u32)
-            .collect();
-        heads.sort_unstable();
-        heads.dedup();
+        if self.tracker.get().is_none() {
+            return 0;
+        }
+        let end = range.end.min(self.pages());
+        let start = range.start.min(end);
+        let heads = self.live_heads(start..end, TRACKED);
         heads.into_iter().filter(|&h| self.disarm_block(h, DisarmCause::Request)).count()
     }
 
