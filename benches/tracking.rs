@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use pinowner::{PageArena, Reason, ReportOptions, Tracking};
 
 const CAPACITY: usize = 1 << 14;
@@ -80,9 +80,39 @@ fn eager(c: &mut Criterion) {
     g.finish();
 }
 
+/// `tracking --callgrind <armed|armed-no-stack|plain> <iters>`: the armed
+/// get+put loop alone, for instruction counts under
+/// `valgrind --tool=callgrind` (run twice with different `iters`; the
+/// difference divided by the difference in `iters` is the exact cost of one
+/// get+put, two events for the armed cases).
+fn callgrind_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(i) = args.iter().position(|a| a == "--callgrind") else { return false };
+    let case = args[i + 1].as_str();
+    let iters: u64 = args[i + 2].parse().unwrap();
+    let a = arena(if case == "armed-no-stack" { 0 } else { 16 }, false);
+    let block = a.alloc(0).unwrap();
+    if case != "plain" {
+        a.arm(block.pfn()..block.pfn() + 1, Reason::Contig);
+    }
+    let r = block.page_ref(0);
+    drop(r.clone()); // first capture: the unwinder's one-time set-up
+    assert!(2 * iters < CAPACITY as u64, "no drain inside the counted loop");
+    for _ in 0..iters {
+        drop(black_box(r.clone()));
+    }
+    assert_eq!(a.tracker_stats().dropped, 0);
+    true
+}
+
 criterion_group! {
     name = benches;
     config = config();
     targets = armed_event, eager
 }
-criterion_main!(benches);
+fn main() {
+    if !callgrind_mode() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}

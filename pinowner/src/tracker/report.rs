@@ -695,7 +695,9 @@ impl PageArena {
                 below += 1;
                 continue;
             }
-            let mut frames = if handle.is_failed() {
+            let mut frames = if o.frames == 0 {
+                Vec::new() // nothing to show: symbols are not even resolved
+            } else if handle.is_failed() {
                 vec!["(stack not stored: depot full)".to_owned()]
             } else {
                 trimmed(t, handle).iter().map(|f| f.to_string()).collect()
