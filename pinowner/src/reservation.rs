@@ -19,7 +19,7 @@
 
 use core::ops::Range;
 
-use crate::alloc::{buddy_mark_allocated, buddy_mark_free_head, buddy_update, FreeArea, Zone, ZoneKind};
+use crate::alloc::{buddy_update, FreeArea, Zone, ZoneKind};
 use crate::handle::ArenaRef;
 use crate::page::slot::{self, Acquirer};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP, TRACKED};
@@ -452,20 +452,20 @@ impl PageArena {
     fn carve(&self, area: &mut FreeArea, head: u32, order: u8, start: u32, end: u32) {
         let block_end = head + (1u32 << order);
         if head >= start && block_end <= end {
-            buddy_mark_free_head(self.desc(head), order, 0);
+            area.mark_free_head(self.desc(head), order, 0);
             return;
         }
         if block_end <= start || head >= end {
             // Wholly outside: back on its list, flags outside the window clear.
-            buddy_update(self.desc(head), |w| w & !ISOLATED);
-            buddy_mark_free_head(self.desc(head), order, 0);
+            area.clear_isolated(self.desc(head));
+            area.mark_free_head(self.desc(head), order, 0);
             area.push(&self.descs, head, order);
             return;
         }
         let half = order - 1;
         let upper = head + (1u32 << half);
-        buddy_mark_free_head(self.desc(head), half, 0);
-        buddy_mark_free_head(self.desc(upper), half, 0);
+        area.mark_free_head(self.desc(head), half, 0);
+        area.mark_free_head(self.desc(upper), half, 0);
         self.carve(area, head, half, start, end);
         self.carve(area, upper, half, start, end);
     }
@@ -496,11 +496,11 @@ impl PageArena {
 
     /// Turns the isolated free blocks of the window into one run (zone lock
     /// held, every block of the window free and inside it).
-    fn commit(&self, _locked: &mut FreeArea, start: u32, end: u32, who: Acquirer) -> ContigRun<&PageArena> {
+    fn commit(&self, area: &mut FreeArea, start: u32, end: u32, who: Acquirer) -> ContigRun<&PageArena> {
         self.unisolate(start, end);
         let mut blocks = Vec::new();
         self.for_each_block(start, end, |head, w| {
-            let word = buddy_mark_allocated(self.desc(head), state::order(w), CONTIG);
+            let word = area.mark_allocated(self.desc(head), state::order(w), CONTIG);
             self.desc(head).owner.store(slot::encode(who, state::gen(word)), Relaxed);
             blocks.push((head, state::gen(word)));
         });

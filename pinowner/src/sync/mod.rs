@@ -50,6 +50,106 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A spin lock whose `lock()` returns the guard: one swap to lock, one
+/// store to unlock (a parking mutex pays a second read-modify-write to
+/// unlock, to see whether anyone sleeps). For short critical sections that
+/// are almost never contended, like a thread's own page cache; a waiter
+/// spins briefly, then yields. Under loom it is the loom mutex.
+#[cfg(not(loom))]
+pub(crate) struct SpinMutex<T> {
+    locked: std::sync::atomic::AtomicBool,
+    value: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to the value to one thread at a time
+// (the swap that takes it is `Acquire`, the store that gives it back is
+// `Release`), so sharing the lock only ever moves the value between threads:
+// `T: Send` suffices, as for `std::sync::Mutex`.
+#[cfg(not(loom))]
+unsafe impl<T: Send> Sync for SpinMutex<T> {}
+
+#[cfg(not(loom))]
+impl<T> SpinMutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self { locked: std::sync::atomic::AtomicBool::new(false), value: core::cell::UnsafeCell::new(value) }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 100 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> core::fmt::Debug for SpinMutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SpinMutex").field("locked", &self.locked.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+/// The guard of a [`SpinMutex`]: the value while it lives, unlocked on drop.
+#[cfg(not(loom))]
+pub(crate) struct SpinGuard<'a, T> {
+    lock: &'a SpinMutex<T>,
+}
+
+#[cfg(not(loom))]
+impl<T> core::ops::Deref for SpinGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock, so
+        // no other reference to the value is live; the `&self` borrow keeps
+        // the returned one from outliving the guard.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> core::ops::DerefMut for SpinGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference
+        // derived from the guard.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Under loom the spin lock is the loom mutex (loom explores its
+/// interleavings the same way).
+#[cfg(loom)]
+pub(crate) type SpinMutex<T> = Mutex<T>;
+
 /// A concurrent map from page numbers to small counters.
 ///
 /// `dashmap` normally; a `Mutex<HashMap>` under loom. Callers never hold an
