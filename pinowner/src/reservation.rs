@@ -373,8 +373,11 @@ impl PageArena {
         who: Acquirer,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let end = start + pages;
-        // 1. isolate.
+        // 1. isolate. `ISOLATED` is written with the zone's cache locks held
+        // too: allocating from a cache marks the page with a plain store
+        // under its shard lock (see `alloc::pcp`).
         {
+            let caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
             let mut run = None;
             self.for_each_block(start, end, |head, w| {
@@ -389,12 +392,23 @@ impl PageArena {
                 self.desc(q).state.fetch_or(ISOLATED, Relaxed);
             }
             self.isolate_free(&mut area, start, end);
+            drop(area);
+            drop(caches);
         }
         // 2. drain per-thread caches (their pages land isolated); 3. migrate
         // (hook: nothing movable yet); 4. test; 5. commit or roll back.
         loop {
             self.drain_thread_caches();
+            // The zone's caches stay locked until commit or rollback has
+            // cleared `ISOLATED`; what was freed into them since the drain
+            // above is drained here.
+            let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
+            for cache in caches.iter_mut() {
+                for p in cache.drain(..) {
+                    area.give(&self.descs, zone, p, 0);
+                }
+            }
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.
             self.isolate_free(&mut area, start, end);
@@ -412,7 +426,8 @@ impl PageArena {
                 // the arena's own bookkeeping, never a reason to fail. The
                 // freeing thread finishes its push; the next drain isolates it.
                 drop(area);
-                std::thread::yield_now();
+                drop(caches);
+                crate::sync::yield_now();
                 continue;
             }
             if busy.is_empty() {
@@ -426,6 +441,7 @@ impl PageArena {
             };
             self.rollback(&mut area, zone, start, end);
             drop(area);
+            drop(caches);
             self.arm(&failure);
             return Err(ContigError::Busy(Box::new(failure)));
         }

@@ -19,7 +19,7 @@
 //! The writers, one by one:
 //!
 //! - reservations set and clear `ISOLATED` (`fetch_or`/`fetch_and`) under the
-//!   zone lock;
+//!   zone lock (and every cache lock of the zone);
 //! - adds on a held block (`acquire_held`), the `IDLE` clear after one, and
 //!   `BytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
 //!   free one;
@@ -32,11 +32,11 @@
 //!   live word, which no code here writes;
 //! - arming compare-and-swaps and writes a free word back unchanged, so a
 //!   store that overwrites it loses nothing;
-//! - allocating from a thread cache (a `fetch_add`, see [`super::pcp`])
-//!   runs on a page just popped from a cache under its shard lock. Code here
-//!   writes a cached page only while draining (which holds that shard lock
-//!   and finds the page in the cache, so it was not popped) and otherwise
-//!   skips `PCP` pages: it never merges with, isolates or commits one.
+//! - allocating from a thread cache (a store, see [`super::pcp`]) runs on
+//!   a page just popped from a cache under its shard lock. Code here writes
+//!   a cached page only while draining (which holds that shard lock and
+//!   finds the page in the cache, so it was not popped) and otherwise skips
+//!   `PCP` pages: it never merges with, isolates or commits one.
 //!
 //! The stores are `Release`, as the compare-and-swaps they replace were.
 

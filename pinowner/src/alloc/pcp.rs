@@ -7,8 +7,9 @@
 //! (`FREE | PCP`) but not in the buddy lists: invisible to a contiguous
 //! reservation until drained, which is why a reservation drains them.
 //!
-//! The cache path touches no zone lock and makes one read-modify-write on
-//! the page's word each way:
+//! The cache path touches no zone lock and makes two read-modify-writes per
+//! alloc+free: the release that frees the page, and the shard lock's swap
+//! on each side (unlocking is a store).
 //!
 //! - **free**: the last release itself turns the live word into a cached
 //!   free one (one compare-and-swap, which also checks `ISOLATED`
@@ -17,11 +18,18 @@
 //!   lock. Until it is, it reads `FREE | PCP` and is in no cache: coalescing
 //!   skips `PCP` pages, and a reservation that meets one drains and looks
 //!   again.
-//! - **alloc**: pop under the shard lock, then one `fetch_add` that makes
-//!   the word allocated ([`alloc_delta`]). An add, not a store: a
-//!   reservation may set or clear `ISOLATED` on the page at the same time
-//!   (under the zone lock, which this path does not take).
+//! - **alloc**: pop under the shard lock and, still under it, a load and a
+//!   plain store that make the word allocated ([`alloc_delta`]). Nothing
+//!   else writes a cached page's word meanwhile: the last release and
+//!   acquisitions by page number compare-and-swap from live words only;
+//!   arming writes a free word back unchanged; zone-lock code skips `PCP`
+//!   pages except when draining, which holds the shard lock; and a
+//!   reservation sets and clears `ISOLATED` with every shard lock of the
+//!   zone held ([`PageArena::lock_caches`]). That last rule is the price of
+//!   the store: a read-modify-write here would let `ISOLATED` be written
+//!   under the zone lock alone.
 //!
+//! [`PageArena::lock_caches`]: crate::PageArena
 //! [`thread_index`]: crate::sync::thread_index
 
 use crate::page::state::{FREE, GEN_ONE, PCP, REF_ONE};
@@ -79,7 +87,7 @@ impl Pcp {
     }
 }
 
-/// The add that turns a cached free page's word into an allocated order-0
+/// The delta that turns a cached free page's word into an allocated order-0
 /// head with one reference and `flags`: clears `FREE` and `PCP` (both set),
 /// adds a reference (none held) and a generation, sets `flags` (clear on
 /// every free word). Every other bit, `ISOLATED` included, is untouched.

@@ -13,7 +13,7 @@ use crate::page::state::{self, Count, ACQUIRE_SLOW, COUNTS, FREE, GEN_ONE, HEAD,
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use crate::sync::{fence, ShardedMap};
+use crate::sync::{fence, ShardedMap, SpinGuard};
 use crate::Pfn;
 
 pub(crate) use raw::RawCounts;
@@ -295,23 +295,25 @@ impl PageArena {
     /// buddy lists when empty. Returns the page and its new state word.
     #[inline]
     fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, flags: u64) -> Option<(u32, u64)> {
-        let pfn = {
-            let mut cache = pcp.mine().0.lock();
-            match cache.pop() {
-                Some(p) => p,
-                None => self.refill(zone, pcp, &mut cache)?,
-            }
+        let mut cache = pcp.mine().0.lock();
+        let pfn = match cache.pop() {
+            Some(p) => p,
+            None => self.refill(zone, pcp, &mut cache)?,
         };
-        // Off the cache, but still `PCP`: nothing coalesces with it. An add,
-        // not a store: see `alloc::pcp`.
-        let old = self.desc(pfn).state.fetch_add(crate::alloc::pcp_alloc_delta(flags), Release);
+        // A plain store under the shard lock: see `alloc::pcp` for why
+        // nothing else writes the word meanwhile.
+        let d = self.desc(pfn);
+        let old = d.state.load(Relaxed);
         debug_assert_eq!(
             old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
             HEAD | FREE | PCP,
             "not a cached page"
         );
         debug_assert_eq!(old & flags, 0);
-        Some((pfn, old.wrapping_add(crate::alloc::pcp_alloc_delta(flags))))
+        let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
+        d.state.store(word, Release);
+        drop(cache);
+        Some((pfn, word))
     }
 
     /// Moves a batch of order-0 pages from the buddy lists into an empty
@@ -357,6 +359,14 @@ impl PageArena {
     pub(crate) fn free_block(&self, head: u32, order: u8) {
         let zone = self.zone_for(head);
         zone.area.lock().give(&self.descs, zone, head, order);
+    }
+
+    /// Locks every cache of `zone` (in shard order, before any zone lock:
+    /// the lock order everywhere is shard, then zone). Holding them all
+    /// keeps every cached page where it is and lets `ISOLATED` be written
+    /// on cached pages (see `alloc::pcp`).
+    pub(crate) fn lock_caches<'z>(&self, zone: &'z Zone) -> Vec<SpinGuard<'z, Vec<u32>>> {
+        zone.pcp.as_ref().map_or_else(Vec::new, |pcp| pcp.shards.iter().map(|s| s.0.lock()).collect())
     }
 
     /// Returns every page parked in per-thread caches to the buddy lists, so

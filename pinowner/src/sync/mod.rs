@@ -150,6 +150,10 @@ impl<T> Drop for SpinGuard<'_, T> {
 #[cfg(loom)]
 pub(crate) type SpinMutex<T> = Mutex<T>;
 
+/// The guard of a [`SpinMutex`] (a loom mutex guard under loom).
+#[cfg(loom)]
+pub(crate) type SpinGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A concurrent map from page numbers to small counters.
 ///
 /// `dashmap` normally; a `Mutex<HashMap>` under loom. Callers never hold an
@@ -255,6 +259,16 @@ pub(crate) fn thread_index() -> usize {
         }
         INDEX.with(|i| *i)
     }
+}
+
+/// Lets other threads run while waiting for one of them (a loom yield
+/// under loom, so the model can make progress).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
 }
 
 /// A hint to the processor inside a retry loop; a yield under loom so the
