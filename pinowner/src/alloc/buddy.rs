@@ -47,10 +47,15 @@ use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
 use super::Zone;
 
+// `FreeArea::nonempty` has a bit for every order.
+const _: () = assert!((state::MAX_ORDER_LIMIT as u32) < u32::BITS);
+
 /// The free lists of one zone.
 #[derive(Debug)]
 pub(crate) struct FreeArea {
     lists: Vec<Vec<u32>>,
+    /// Bit `o` is set when the list of order `o` is not empty.
+    nonempty: u32,
     /// Pages in the buddy lists (not counting per-thread caches).
     pub(crate) free_pages: usize,
     pub(crate) max_order: u8,
@@ -82,7 +87,7 @@ pub(crate) const fn free_head_word(old: u64, order: u8, extra: u64) -> u64 {
 
 impl FreeArea {
     pub(crate) fn new(max_order: u8) -> FreeArea {
-        FreeArea { lists: (0..=max_order).map(|_| Vec::new()).collect(), free_pages: 0, max_order }
+        FreeArea { lists: (0..=max_order).map(|_| Vec::new()).collect(), nonempty: 0, free_pages: 0, max_order }
     }
 
     /// Rewrites a state word the rule in the module docs reserves for the
@@ -142,6 +147,7 @@ impl FreeArea {
         let list = &mut self.lists[order as usize];
         descs[pfn as usize].owner.store(slot::encode_index(list.len() as u32), Relaxed);
         list.push(pfn);
+        self.nonempty |= 1 << order;
         self.free_pages += 1 << order;
     }
 
@@ -153,6 +159,9 @@ impl FreeArea {
         if last != pfn {
             list[idx] = last;
             descs[last as usize].owner.store(slot::encode_index(idx as u32), Relaxed);
+        }
+        if list.is_empty() {
+            self.nonempty &= !(1 << order);
         }
         self.free_pages -= 1 << order;
     }
@@ -184,10 +193,17 @@ impl FreeArea {
     /// cached) before releasing the lock.
     #[inline]
     pub(crate) fn take(&mut self, descs: &[Descriptor], order: u8) -> Option<u32> {
-        let o = (order as usize..self.lists.len()).find(|&o| !self.lists[o].is_empty())?;
-        let pfn = self.lists[o].pop().expect("non-empty list");
+        let above = self.nonempty >> order;
+        if above == 0 {
+            return None;
+        }
+        let mut o = order + above.trailing_zeros() as u8;
+        let list = &mut self.lists[o as usize];
+        let pfn = list.pop().expect("non-empty list");
+        if list.is_empty() {
+            self.nonempty &= !(1 << o);
+        }
         self.free_pages -= 1 << o;
-        let mut o = o as u8;
         while o > order {
             o -= 1;
             let buddy = pfn + (1 << o);

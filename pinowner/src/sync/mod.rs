@@ -237,28 +237,42 @@ impl<V: Default + Clone> ShardedMap<V> {
     }
 }
 
+thread_local_const! {
+    /// This thread's index, `usize::MAX` until first asked for.
+    static INDEX: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
+}
+
 /// A small per-thread number, stable for the thread's life: used to pick a
-/// cache shard so that two threads rarely share one.
+/// cache shard so that two threads rarely share one. A `const`
+/// thread-local, so asking is one load from the thread block.
+#[inline]
 pub(crate) fn thread_index() -> usize {
-    #[cfg(not(loom))]
-    {
-        use std::sync::atomic::AtomicUsize as StdAtomic;
-        static NEXT: StdAtomic = StdAtomic::new(0);
-        std::thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        INDEX.with(|i| *i)
+    let i = INDEX.with(|i| i.get());
+    if i != usize::MAX {
+        i
+    } else {
+        assign_thread_index()
     }
+}
+
+#[cold]
+#[inline(never)]
+fn assign_thread_index() -> usize {
+    #[cfg(not(loom))]
+    let i = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
     #[cfg(loom)]
-    {
+    let i = {
         loom::lazy_static! {
             static ref NEXT: AtomicUsize = AtomicUsize::new(0);
         }
-        loom::thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        INDEX.with(|i| *i)
-    }
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+    // Never `usize::MAX` in practice (that many threads cannot exist).
+    INDEX.with(|c| c.set(i));
+    i
 }
 
 /// Lets other threads run while waiting for one of them (a loom yield
