@@ -293,7 +293,7 @@ impl PageArena {
 
     /// An order-0 page from the calling thread's cache, refilled from the
     /// buddy lists when empty. Returns the page and its new state word.
-    #[inline]
+    #[inline(always)]
     fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, flags: u64) -> Option<(u32, u64)> {
         let mut cache = pcp.mine().0.lock();
         let pfn = match cache.pop() {
@@ -579,7 +579,10 @@ impl PageArena {
         let word = &self.desc(head).state;
         let mut old = word.load(Relaxed);
         loop {
-            if old & COUNTS == count.one() || old & TRACKED != 0 {
+            if old & (COUNTS | TRACKED) == count.one() {
+                return self.release_last(head, count, mine, old);
+            }
+            if old & TRACKED != 0 {
                 return self.release_slow(head, count, mine, old);
             }
             match word.compare_exchange_weak(
@@ -609,8 +612,45 @@ impl PageArena {
         }
     }
 
-    /// A release of the last count (which frees the block), or of a count
-    /// on an armed page. `old` is the word last read.
+    /// The release of the last count of a block that is not armed, which
+    /// frees it: the common end of a `Block`. `old` is the word last read;
+    /// if the compare-and-swap finds it changed, the general slow path
+    /// takes over.
+    ///
+    /// An order-0 page of a zone with caches, outside any isolated window,
+    /// becomes a cached free page in this same compare-and-swap (so
+    /// `ISOLATED` is checked atomically with it) and goes to the thread's
+    /// cache; any other block goes to the buddy lists under the zone lock.
+    #[inline(never)]
+    fn release_last(&self, head: u32, count: Count, mine: Option<u16>, old: u64) {
+        let word = &self.desc(head).state;
+        let new = old.wrapping_add(Self::release_delta(count, mine, old));
+        let zone = self.zone_for(head);
+        match &zone.pcp {
+            Some(pcp) if old & (state::ORDER_MASK | state::ISOLATED) == 0 => {
+                let cached = crate::alloc::free_head_word(new, 0, PCP);
+                if let Err(cur) = word.compare_exchange(old, cached, Release, Relaxed) {
+                    return self.release_slow(head, count, mine, cur);
+                }
+                // Like `Arc`: every holder's release was `Release`; this
+                // acquire makes all their accesses happen before the page is
+                // reused.
+                fence(Acquire);
+                self.free_to_cache(zone, pcp, head);
+            }
+            _ => {
+                if let Err(cur) = word.compare_exchange(old, new, Release, Relaxed) {
+                    return self.release_slow(head, count, mine, cur);
+                }
+                // As above.
+                fence(Acquire);
+                self.free_block(head, state::order(old));
+            }
+        }
+    }
+
+    /// A release of a count on an armed page, or one whose first attempt
+    /// lost a race. `old` is the word last read.
     ///
     /// The last release of an order-0 page in a zone with caches, outside
     /// any isolated window, makes the page a cached free page in the same
