@@ -79,7 +79,7 @@ impl<T> SpinMutex<T> {
         if self.locked.swap(true, Ordering::Acquire) {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        SpinGuard { lock: self, _marker: core::marker::PhantomData }
     }
 
     #[cold]
@@ -113,7 +113,16 @@ impl<T> core::fmt::Debug for SpinMutex<T> {
 #[cfg(not(loom))]
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinMutex<T>,
+    /// Not `Send`, and `Sync` only for `T: Sync` (below), like std's guard:
+    /// without this a shared guard would hand `&T` to several threads for
+    /// any `T: Send`.
+    _marker: core::marker::PhantomData<*mut T>,
 }
+
+// SAFETY: a `&SpinGuard` gives only `&T`, so sharing one across threads is
+// sharing `&T`: sound exactly when `T: Sync`.
+#[cfg(not(loom))]
+unsafe impl<T: Sync> Sync for SpinGuard<'_, T> {}
 
 #[cfg(not(loom))]
 impl<T> core::ops::Deref for SpinGuard<'_, T> {
@@ -293,4 +302,28 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
     #[cfg(loom)]
     loom::thread::yield_now();
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::SpinMutex;
+
+    #[test]
+    fn spin_mutex_excludes_concurrent_critical_sections() {
+        let m = SpinMutex::new(0u64);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        // A read and a write apart: a lost update if two
+                        // threads were inside at once.
+                        let mut g = m.lock();
+                        let v = *g;
+                        *g = v + 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(*m.lock(), 40_000);
+    }
 }
