@@ -525,15 +525,26 @@ impl PageArena {
 
     /// Undoes isolation: flags cleared, free blocks back on the lists.
     fn rollback(&self, area: &mut FreeArea, zone: &Zone, start: u32, end: u32) {
-        self.unisolate(start, end);
-        let mut free = Vec::new();
+        // The window's free blocks that are off the lists (isolated, or freed
+        // or drained into the window since) go back on the lists first,
+        // unmerged, while still `ISOLATED`. Coalescing one right away could
+        // meet a buddy that is itself still off the lists but no longer
+        // looks isolated, and `remove` a block no list holds.
+        let mut back = Vec::new();
         self.for_each_block(start, end, |head, w| {
-            if w & (FREE | PCP) == FREE {
-                free.push((head, state::order(w)));
+            if w & (FREE | PCP) == FREE && !area.is_listed(&self.descs, head, state::order(w)) {
+                back.push((head, state::order(w)));
             }
         });
-        for (head, order) in free {
-            if !area.is_listed(&self.descs, head, order) {
+        for &(head, order) in &back {
+            area.push(&self.descs, head, order);
+        }
+        self.unisolate(start, end);
+        // Now every free block of the window is listed: coalesce the ones
+        // put back (unless an earlier one already merged them).
+        for (head, order) in back {
+            if area.is_listed(&self.descs, head, order) {
+                area.remove(&self.descs, head, order);
                 area.give(&self.descs, zone, head, order);
             }
         }
