@@ -143,6 +143,7 @@ impl FreeArea {
         &self.lists[order as usize]
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         let list = &mut self.lists[order as usize];
         descs[pfn as usize].owner.store(slot::encode_index(list.len() as u32), Relaxed);
@@ -151,6 +152,7 @@ impl FreeArea {
         self.free_pages += 1 << order;
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         let idx = slot::decode_index(descs[pfn as usize].owner.load(Relaxed)) as usize;
         let list = &mut self.lists[order as usize];
