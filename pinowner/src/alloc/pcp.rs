@@ -7,9 +7,9 @@
 //! (`FREE | PCP`) but not in the buddy lists: invisible to a contiguous
 //! reservation until drained, which is why a reservation drains them.
 //!
-//! The cache path touches no zone lock and makes two read-modify-writes per
-//! alloc+free: the release that frees the page, and the shard lock's swap
-//! on each side (unlocking is a store).
+//! The cache path touches no zone lock and makes three read-modify-writes
+//! per alloc+free: the release that frees the page, and the shard lock's
+//! swap on each side (unlocking is a store).
 //!
 //! - **free**: the last release itself turns the live word into a cached
 //!   free one (one compare-and-swap, which also checks `ISOLATED`
