@@ -57,6 +57,31 @@
 //! Buddy lists per order are `Vec`s of head page numbers. A free head's owner
 //! slot stores its index in its list (tagged so it never decodes as an
 //! acquirer), giving O(1) removal of a buddy while coalescing.
+//! A bitmap of non-empty orders finds the list to split from without a scan.
+//!
+//! # Who writes a free page's word
+//!
+//! Split, merge, allocate and free-under-the-lock are a load and a plain
+//! store, not a compare-and-swap loop: while a page is free (or a head whose
+//! last count is gone), its word changes only under the zone lock, or by
+//! operations that cannot overlap that code (compare-and-swaps from live
+//! words — arming and disarming among them — and a cache's own allocation
+//! under its shard lock). `alloc::buddy` lists every writer.
+//!
+//! # The per-thread cache path
+//!
+//! An order-0 alloc+free through a cache makes three read-modify-writes:
+//! the shard lock's swap on each side (a spin lock: unlocking is a store)
+//! and the release. The last release of a cached-zone order-0 page outside
+//! an isolated window makes the word `FREE | PCP` in the release's own
+//! compare-and-swap, so isolation is checked atomically with the free; the
+//! page is then pushed. Allocation pops and marks the word with a plain
+//! store under the shard lock, which is why a reservation writes `ISOLATED`
+//! only with every cache lock of the zone held (lock order: shard, then
+//! zone). The `loom` models `a_page_freed_into_a_cache_never_coalesces_with_a_concurrent_drain`
+//! and `cache_alloc_and_free_against_a_reservation_keep_isolation_exact`
+//! fail if the free leaves out `PCP`, or if a reservation writes `ISOLATED`
+//! without the cache locks (a page leaks).
 //!
 //! # Tracking armed pages
 //!

@@ -21,7 +21,7 @@
 use core::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::alloc::{buddy_mark_allocated, buddy_mark_free_head, buddy_update, FreeArea, Zone, ZoneKind};
+use crate::alloc::{FreeArea, Zone, ZoneKind};
 use crate::handle::ArenaRef;
 use crate::page::slot::{self, Acquirer};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
@@ -569,8 +569,11 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let reason = request.reason;
         let end = start + pages;
-        // 1. isolate.
+        // 1. isolate. `ISOLATED` is written with the zone's cache locks held
+        // too: allocating from a cache marks the page with a plain store
+        // under its shard lock (see `alloc::pcp`).
         {
+            let caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
             let mut run = None;
             self.for_each_block(start, end, |head, w| {
@@ -586,6 +589,8 @@ impl PageArena {
             }
             self.isolate_free(&mut area, start, end);
             step("isolate", start, end, reason, 0);
+            drop(area);
+            drop(caches);
         }
         // 2. drain per-thread caches (their pages land isolated); 3. migrate
         // (hook: nothing movable yet); 4. test; 5. commit or roll back.
@@ -594,7 +599,16 @@ impl PageArena {
             step("drain", start, end, reason, drained);
             // The migration hook: no holder is movable yet.
             step("migrate", start, end, reason, 0);
+            // The zone's caches stay locked until commit or rollback has
+            // cleared `ISOLATED`; what was freed into them since the drain
+            // above is drained here.
+            let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
+            for cache in caches.iter_mut() {
+                for p in cache.drain(..) {
+                    area.give(&self.descs, zone, p, 0);
+                }
+            }
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.
             self.isolate_free(&mut area, start, end);
@@ -615,6 +629,7 @@ impl PageArena {
                 // reason to fail. Let the freeing thread finish; the next pass
                 // isolates the page.
                 drop(area);
+                drop(caches);
                 crate::sync::yield_now();
                 continue;
             }
@@ -642,6 +657,7 @@ impl PageArena {
             self.arm_blocks(&heads, reason, start..end, Some(who), Some(request.key()));
             self.rollback(&mut area, zone, start, end);
             drop(area);
+            drop(caches);
             step("rollback", start, end, reason, busy.len());
             return Err(ContigError::Busy(Box::new(failure)));
         }
@@ -668,20 +684,20 @@ impl PageArena {
     fn carve(&self, area: &mut FreeArea, head: u32, order: u8, start: u32, end: u32) {
         let block_end = head + (1u32 << order);
         if head >= start && block_end <= end {
-            buddy_mark_free_head(self.desc(head), order, 0);
+            area.mark_free_head(self.desc(head), order, 0);
             return;
         }
         if block_end <= start || head >= end {
             // Wholly outside: back on its list, flags outside the window clear.
-            buddy_update(self.desc(head), |w| w & !ISOLATED);
-            buddy_mark_free_head(self.desc(head), order, 0);
+            area.clear_isolated(self.desc(head));
+            area.mark_free_head(self.desc(head), order, 0);
             area.push(&self.descs, head, order);
             return;
         }
         let half = order - 1;
         let upper = head + (1u32 << half);
-        buddy_mark_free_head(self.desc(head), half, 0);
-        buddy_mark_free_head(self.desc(upper), half, 0);
+        area.mark_free_head(self.desc(head), half, 0);
+        area.mark_free_head(self.desc(upper), half, 0);
         self.carve(area, head, half, start, end);
         self.carve(area, upper, half, start, end);
     }
@@ -712,11 +728,11 @@ impl PageArena {
 
     /// Turns the isolated free blocks of the window into one run (zone lock
     /// held, every block of the window free and inside it).
-    fn commit(&self, _locked: &mut FreeArea, start: u32, end: u32, who: Acquirer) -> ContigRun<&PageArena> {
+    fn commit(&self, area: &mut FreeArea, start: u32, end: u32, who: Acquirer) -> ContigRun<&PageArena> {
         self.unisolate(start, end);
         let mut blocks = Vec::new();
         self.for_each_block(start, end, |head, w| {
-            let word = buddy_mark_allocated(self.desc(head), state::order(w), CONTIG);
+            let word = area.mark_allocated(self.desc(head), state::order(w), CONTIG);
             self.desc(head).owner.store(slot::encode(who, state::gen(word)), Relaxed);
             blocks.push((head, state::gen(word)));
         });
@@ -725,15 +741,26 @@ impl PageArena {
 
     /// Undoes isolation: flags cleared, free blocks back on the lists.
     fn rollback(&self, area: &mut FreeArea, zone: &Zone, start: u32, end: u32) {
-        self.unisolate(start, end);
-        let mut free = Vec::new();
+        // The window's free blocks that are off the lists (isolated, or freed
+        // or drained into the window since) go back on the lists first,
+        // unmerged, while still `ISOLATED`. Coalescing one right away could
+        // meet a buddy that is itself still off the lists but no longer
+        // looks isolated, and `remove` a block no list holds.
+        let mut back = Vec::new();
         self.for_each_block(start, end, |head, w| {
-            if w & (FREE | PCP) == FREE {
-                free.push((head, state::order(w)));
+            if w & (FREE | PCP) == FREE && !area.is_listed(&self.descs, head, state::order(w)) {
+                back.push((head, state::order(w)));
             }
         });
-        for (head, order) in free {
-            if !area.is_listed(&self.descs, head, order) {
+        for &(head, order) in &back {
+            area.push(&self.descs, head, order);
+        }
+        self.unisolate(start, end);
+        // Now every free block of the window is listed: coalesce the ones
+        // put back (unless an earlier one already merged them).
+        for (head, order) in back {
+            if area.is_listed(&self.descs, head, order) {
+                area.remove(&self.descs, head, order);
                 area.give(&self.descs, zone, head, order);
             }
         }

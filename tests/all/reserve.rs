@@ -164,3 +164,30 @@ fn a_failure_names_both_subsystems_that_pin_pages_with_correct_counts() {
     assert!(text.contains("in the way, by acquirer:\n    1. rdma/register_mr"), "{text}");
     drop((dma, rdma));
 }
+
+/// A failed reservation rolls back free blocks that lie off the lists, here
+/// two buddies drained from a thread cache into the isolated window. Giving
+/// one back must not coalesce with the other while that one is still off
+/// the lists (it used to `remove` it from a list that never held it).
+#[test]
+fn rollback_of_drained_buddies_coalesces_without_corrupting_the_lists() {
+    let cache = ThreadCache { batch: 4, high: 64, shards: 1 };
+    let arena = PageArena::builder().pages(4).max_order(2).thread_cache(cache).build().unwrap();
+    let blocks: Vec<_> = (0..4).map(|_| arena.alloc(0).unwrap()).collect();
+    // Keep page 3; pages 0..3 go back to the cache, not the lists.
+    let mut keep = None;
+    for b in blocks {
+        if b.pfn() == 3 {
+            keep = Some(b);
+        }
+    }
+    assert_eq!(arena.frag_stats().zones[0].cached_pages, 3);
+    let e = arena.reserve_range(0, 4, Reason::Contig).unwrap_err();
+    let ContigError::Busy(f) = e else { panic!("unexpected {e}") };
+    assert_eq!(f.busy.len(), 1);
+    assert_eq!(f.busy[0].head, 3);
+    drop(keep);
+    arena.drain_thread_caches();
+    let z = &arena.frag_stats().zones[0];
+    assert_eq!((z.free_pages, z.free_blocks[2]), (4, 1), "{z:?}");
+}

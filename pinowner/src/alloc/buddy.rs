@@ -1,9 +1,45 @@
 //! Buddy free lists and the state transitions of free blocks.
 //!
-//! Everything here runs under the zone lock. Free blocks have no counts and
-//! nobody can take one (gets refuse free pages), but other threads may flip
-//! flag bits (tracking, idle) at any time, so every state change is a
-//! read-modify-write that keeps the bits it does not own.
+//! Everything here runs under the zone lock: the transitions are methods of
+//! [`FreeArea`] taking `&mut self`, and the only `&mut FreeArea` is the zone
+//! lock's guard.
+//!
+//! # Plain stores
+//!
+//! A transition here is a load and a plain store, not a read-modify-write:
+//! under the lock, the word cannot change between the two. That rests on one
+//! rule, which every writer of a state word keeps:
+//!
+//! > While a page is free (in a list, isolated, or in a thread cache), a
+//! > tail of a free block, or a block head whose last count is gone but
+//! > which is not yet freed, its word changes only under the zone lock, or
+//! > by an operation that cannot run on the page while the zone-lock code
+//! > below can.
+//!
+//! The writers, one by one:
+//!
+//! - reservations set and clear `ISOLATED` (`fetch_or`/`fetch_and`) under the
+//!   zone lock (and every cache lock of the zone);
+//! - adds on a held block (`acquire_held`), the `IDLE` clear after one, and
+//!   `BytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
+//!   free one;
+//! - acquisitions by page number compare-and-swap from a *live* head word
+//!   (counts, not free): never from a word this module writes, and they fail
+//!   if the word moved;
+//! - a release is made by a holder; the last one turns a live head into a
+//!   count-zero head (freed here afterwards) or, for an order-0 page bound
+//!   for a thread cache, into a cached free page: a compare-and-swap from a
+//!   live word, which no code here writes;
+//! - arming and disarming (the tracker) compare-and-swap from a *live* head
+//!   word only, and eager arming sets `TRACKED` on a block its allocator
+//!   holds; none writes a free word;
+//! - allocating from a thread cache (a store, see [`super::pcp`]) runs on
+//!   a page just popped from a cache under its shard lock. Code here writes
+//!   a cached page only while draining (which holds that shard lock and
+//!   finds the page in the cache, so it was not popped) and otherwise skips
+//!   `PCP` pages: it never merges with, isolates or commits one.
+//!
+//! The stores are `Release`, as the compare-and-swaps they replace were.
 
 use crate::page::slot;
 use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, ORDER_MASK, PCP, REF_ONE};
@@ -12,58 +48,76 @@ use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
 use super::Zone;
 
+// `FreeArea::nonempty` has a bit for every order.
+const _: () = assert!((state::MAX_ORDER_LIMIT as u32) < u32::BITS);
+
 /// The free lists of one zone.
 #[derive(Debug)]
 pub(crate) struct FreeArea {
     lists: Vec<Vec<u32>>,
+    /// Bit `o` is set when the list of order `o` is not empty.
+    nonempty: u32,
     /// Pages in the buddy lists (not counting per-thread caches).
     pub(crate) free_pages: usize,
     pub(crate) max_order: u8,
 }
 
-/// Applies `f` to a descriptor's state word atomically; returns the new word.
-#[inline]
-pub(crate) fn update(d: &Descriptor, f: impl Fn(u64) -> u64) -> u64 {
-    let mut old = d.state.load(Relaxed);
-    loop {
-        let new = f(old);
-        match d.state.compare_exchange_weak(old, new, Release, Relaxed) {
-            Ok(_) => return new,
-            Err(cur) => old = cur,
-        }
-    }
-}
-
-/// Marks `pfn` as the head of a free block of `order` (keeping isolation,
-/// tracking and idle bits, and the generation).
-pub(crate) fn mark_free_head(d: &Descriptor, order: u8, extra: u64) {
-    update(d, |old| {
-        debug_assert_eq!(old & COUNTS, 0, "freeing a page with counts");
-        // Freeing disarms: a free page has no holders left to track.
-        state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED), order)
-            | HEAD
-            | FREE
-            | extra
-    });
-}
-
-/// Clears the head bits of a page that became a tail of a larger free block.
-fn mark_tail(d: &Descriptor) {
-    update(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK | state::TRACKED));
-}
-
-/// Turns a free block head into an allocated one with one reference and the
-/// given flags (`MOVABLE`, `CONTIG`); returns the new state word.
-pub(crate) fn mark_allocated(d: &Descriptor, order: u8, flags: u64) -> u64 {
-    update(d, |old| {
-        debug_assert_eq!(old & (HEAD | FREE), HEAD | FREE, "allocating a page that is not a free head");
-        state::with_order(old & !(FREE | PCP), order).wrapping_add(REF_ONE + GEN_ONE) | flags
-    })
+/// The word of a free block head of `order` made from `old`: keeps
+/// isolation and idle bits and the generation; drops the flags of the
+/// allocation (`EXCLUSIVE`, `MOVABLE`, `CONTIG`), `PCP` and `TRACKED`
+/// (freeing disarms: a free page has no holders left to track); adds
+/// `extra`.
+#[inline(always)]
+pub(crate) const fn free_head_word(old: u64, order: u8, extra: u64) -> u64 {
+    state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED), order) | HEAD | FREE | extra
 }
 
 impl FreeArea {
     pub(crate) fn new(max_order: u8) -> FreeArea {
-        FreeArea { lists: (0..=max_order).map(|_| Vec::new()).collect(), free_pages: 0, max_order }
+        FreeArea { lists: (0..=max_order).map(|_| Vec::new()).collect(), nonempty: 0, free_pages: 0, max_order }
+    }
+
+    /// Rewrites a state word the rule in the module docs reserves for the
+    /// zone lock holder: a load and a plain store.
+    #[inline(always)]
+    fn set(&mut self, d: &Descriptor, f: impl FnOnce(u64) -> u64) -> u64 {
+        let new = f(d.state.load(Relaxed));
+        d.state.store(new, Release);
+        new
+    }
+
+    /// Marks `d` as the head of a free block of `order` (see
+    /// [`free_head_word`]).
+    #[inline]
+    pub(crate) fn mark_free_head(&mut self, d: &Descriptor, order: u8, extra: u64) {
+        self.set(d, |old| {
+            debug_assert_eq!(old & COUNTS, 0, "freeing a page with counts");
+            free_head_word(old, order, extra)
+        });
+    }
+
+    /// Clears `ISOLATED` on a free page.
+    pub(crate) fn clear_isolated(&mut self, d: &Descriptor) {
+        self.set(d, |old| old & !state::ISOLATED);
+    }
+
+    /// Clears the head bits of a page that became a tail of a larger free block.
+    #[inline]
+    fn mark_tail(&mut self, d: &Descriptor) {
+        self.set(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK | state::TRACKED));
+    }
+
+    /// Turns a free block head taken off the lists (or isolated) into an
+    /// allocated one of `order` with one reference and the given flags
+    /// (`MOVABLE`, `CONTIG`); returns the new state word. Done under the
+    /// lock: a free-looking head in no list would be "coalesced" by a
+    /// concurrent free.
+    #[inline]
+    pub(crate) fn mark_allocated(&mut self, d: &Descriptor, order: u8, flags: u64) -> u64 {
+        self.set(d, |old| {
+            debug_assert_eq!(old & (HEAD | FREE | PCP), HEAD | FREE, "allocating a page that is not a free head");
+            state::with_order(old & !(FREE | PCP), order).wrapping_add(REF_ONE + GEN_ONE) | flags
+        })
     }
 
     /// Free blocks of `order`.
@@ -76,13 +130,16 @@ impl FreeArea {
         &self.lists[order as usize]
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         let list = &mut self.lists[order as usize];
         descs[pfn as usize].owner.store(slot::encode_index(list.len() as u32), Relaxed);
         list.push(pfn);
+        self.nonempty |= 1 << order;
         self.free_pages += 1 << order;
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         let idx = slot::decode_index(descs[pfn as usize].owner.load(Relaxed)) as usize;
         let list = &mut self.lists[order as usize];
@@ -91,6 +148,9 @@ impl FreeArea {
         if last != pfn {
             list[idx] = last;
             descs[last as usize].owner.store(slot::encode_index(idx as u32), Relaxed);
+        }
+        if list.is_empty() {
+            self.nonempty &= !(1 << order);
         }
         self.free_pages -= 1 << order;
     }
@@ -110,26 +170,35 @@ impl FreeArea {
             while p as u64 + (1u64 << o) > end as u64 {
                 o -= 1;
             }
-            mark_free_head(&descs[p as usize], o, 0);
+            self.mark_free_head(&descs[p as usize], o, 0);
             self.push(descs, p, o);
             p += 1 << o;
         }
     }
 
-    /// Takes a free block of exactly `order`, splitting a larger one if
-    /// needed. The returned block's head is still marked free; the caller
-    /// turns it into what it needs.
+    /// Takes a free block of exactly `order` off the lists, splitting a
+    /// larger one if needed. The returned head still reads as free, possibly
+    /// with the larger order it had: the caller marks it (allocated, or
+    /// cached) before releasing the lock.
+    #[inline]
     pub(crate) fn take(&mut self, descs: &[Descriptor], order: u8) -> Option<u32> {
-        let mut o = (order..=self.max_order).find(|&o| !self.lists[o as usize].is_empty())?;
-        let pfn = self.lists[o as usize].pop().expect("non-empty list");
+        let above = self.nonempty >> order;
+        if above == 0 {
+            return None;
+        }
+        let mut o = order + above.trailing_zeros() as u8;
+        let list = &mut self.lists[o as usize];
+        let pfn = list.pop().expect("non-empty list");
+        if list.is_empty() {
+            self.nonempty &= !(1 << o);
+        }
         self.free_pages -= 1 << o;
         while o > order {
             o -= 1;
             let buddy = pfn + (1 << o);
-            mark_free_head(&descs[buddy as usize], o, 0);
+            self.mark_free_head(&descs[buddy as usize], o, 0);
             self.push(descs, buddy, o);
         }
-        update(&descs[pfn as usize], |old| state::with_order(old, order));
         Some(pfn)
     }
 
@@ -139,12 +208,12 @@ impl FreeArea {
             // Inside a window a reservation isolated: the block stays out of
             // the lists (and un-merged) until the reservation commits or
             // rolls back.
-            mark_free_head(&descs[pfn as usize], order, 0);
+            self.mark_free_head(&descs[pfn as usize], order, 0);
             return;
         }
         while order < self.max_order {
             let buddy = pfn ^ (1 << order);
-            if !zone.contains(buddy) || (buddy as u64 + (1u64 << order)) > zone.end as u64 {
+            if buddy < zone.start || buddy as u64 + (1u64 << order) > zone.end as u64 {
                 break;
             }
             let b = descs[buddy as usize].state.load(Acquire);
@@ -153,11 +222,11 @@ impl FreeArea {
             }
             self.remove(descs, buddy, order);
             let (head, tail) = if buddy < pfn { (buddy, pfn) } else { (pfn, buddy) };
-            mark_tail(&descs[tail as usize]);
+            self.mark_tail(&descs[tail as usize]);
             pfn = head;
             order += 1;
         }
-        mark_free_head(&descs[pfn as usize], order, 0);
+        self.mark_free_head(&descs[pfn as usize], order, 0);
         self.push(descs, pfn, order);
     }
 }

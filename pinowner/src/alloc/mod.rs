@@ -12,12 +12,10 @@ mod buddy;
 mod frag;
 mod pcp;
 
-pub(crate) use buddy::{
-    mark_allocated as buddy_mark_allocated, mark_free_head as buddy_mark_free_head, update as buddy_update, FreeArea,
-};
+pub(crate) use buddy::{free_head_word, FreeArea};
 pub use frag::{FragStats, ZoneFrag};
-pub(crate) use pcp::Pcp;
 pub use pcp::ThreadCache;
+pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Pcp};
 
 use crate::sync::Mutex;
 

@@ -7,9 +7,33 @@
 //! (`FREE | PCP`) but not in the buddy lists: invisible to a contiguous
 //! reservation until drained, which is why a reservation drains them.
 //!
+//! The cache path touches no zone lock and makes three read-modify-writes
+//! per alloc+free: the release that frees the page, and the shard lock's
+//! swap on each side (unlocking is a store).
+//!
+//! - **free**: the last release itself turns the live word into a cached
+//!   free one (one compare-and-swap, which also checks `ISOLATED`
+//!   atomically: a page in an isolated window goes to the buddy lists,
+//!   where it stays unlisted). The page is then pushed under the shard
+//!   lock. Until it is, it reads `FREE | PCP` and is in no cache: coalescing
+//!   skips `PCP` pages, and a reservation that meets one drains and looks
+//!   again.
+//! - **alloc**: pop under the shard lock and, still under it, a load and a
+//!   plain store that make the word allocated ([`alloc_delta`]). Nothing
+//!   else writes a cached page's word meanwhile: the last release and
+//!   acquisitions by page number compare-and-swap from live words only;
+//!   arming writes a free word back unchanged; zone-lock code skips `PCP`
+//!   pages except when draining, which holds the shard lock; and a
+//!   reservation sets and clears `ISOLATED` with every shard lock of the
+//!   zone held ([`PageArena::lock_caches`]). That last rule is the price of
+//!   the store: a read-modify-write here would let `ISOLATED` be written
+//!   under the zone lock alone.
+//!
+//! [`PageArena::lock_caches`]: crate::PageArena
 //! [`thread_index`]: crate::sync::thread_index
 
-use crate::sync::{thread_index, Mutex};
+use crate::page::state::{FREE, GEN_ONE, PCP, REF_ONE};
+use crate::sync::{thread_index, SpinMutex};
 
 /// Settings for per-thread order-0 caches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +54,13 @@ impl Default for ThreadCache {
     }
 }
 
+/// One cache. Its lock is a spin lock: held for a push or a pop (or a batch
+/// against the buddy lists), almost never contended, and one
+/// read-modify-write plus a store per critical section where a parking
+/// mutex needs two read-modify-writes.
 #[repr(align(128))]
 #[derive(Debug)]
-pub(crate) struct Shard(pub(crate) Mutex<Vec<u32>>);
+pub(crate) struct Shard(pub(crate) SpinMutex<Vec<u32>>);
 
 /// The caches of one zone.
 #[derive(Debug)]
@@ -47,7 +75,7 @@ impl Pcp {
         let batch = config.batch.max(1);
         let high = config.high.max(batch);
         Pcp {
-            shards: (0..n).map(|_| Shard(Mutex::new(Vec::with_capacity(high + 1)))).collect(),
+            shards: (0..n).map(|_| Shard(SpinMutex::new(Vec::with_capacity(high + 1)))).collect(),
             config: ThreadCache { batch, high, shards: n },
         }
     }
@@ -57,4 +85,13 @@ impl Pcp {
     pub(crate) fn mine(&self) -> &Shard {
         &self.shards[thread_index() & (self.shards.len() - 1)]
     }
+}
+
+/// The delta that turns a cached free page's word into an allocated order-0
+/// head with one reference and `flags`: clears `FREE` and `PCP` (both set),
+/// adds a reference (none held) and a generation, sets `flags` (clear on
+/// every free word). Every other bit, `ISOLATED` included, is untouched.
+#[inline(always)]
+pub(crate) const fn alloc_delta(flags: u64) -> u64 {
+    REF_ONE.wrapping_add(GEN_ONE).wrapping_sub(FREE).wrapping_sub(PCP).wrapping_add(flags)
 }

@@ -5,7 +5,7 @@ mod raw;
 
 pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
 
-use crate::alloc::{FragStats, Zone, ZoneFrag, ZoneKind};
+use crate::alloc::{FragStats, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
 use crate::page::slot::{self, Acquirer};
@@ -13,7 +13,7 @@ use crate::page::state::{self, Count, ACQUIRE_SLOW, COUNTS, FREE, GEN_ONE, HEAD,
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use crate::sync::{fence, ShardedMap};
+use crate::sync::{fence, ShardedMap, SpinGuard};
 use crate::Pfn;
 
 pub(crate) use raw::RawCounts;
@@ -244,45 +244,43 @@ impl PageArena {
 
     /// Allocates and returns the block's head and the generation of its
     /// first reference.
+    #[inline]
     pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Acquirer) -> Result<(u32, u16), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
-        let eager = self.tracker.config.eager;
-        let flags = if movable { state::MOVABLE } else { 0 } | if eager { TRACKED } else { 0 };
-        let order_of_zones: &[&Zone] = if movable { &[&self.zones[1], &self.zones[0]] } else { &[&self.zones[0]] };
-        let mut last = order_of_zones[0];
-        for zone in order_of_zones {
-            if zone.pages() == 0 {
-                continue;
-            }
-            last = zone;
-            let got = if order == 0 && zone.pcp.is_some() {
-                // A cached page is marked PCP, which keeps coalescing away
-                // from it after it leaves the cache's lock.
-                self.alloc_pcp(zone).map(|pfn| {
-                    if eager {
-                        self.eager_arm(pfn);
-                    }
-                    (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), 0, flags))
-                })
-            } else {
-                // Marked allocated under the lock: a free-looking head that is
-                // in no list would be "coalesced" by a concurrent free.
-                let mut area = zone.area.lock();
-                area.take(&self.descs, order).map(|pfn| {
-                    if eager {
-                        self.eager_arm(pfn);
-                    }
-                    (pfn, crate::alloc::buddy_mark_allocated(self.desc(pfn), order, flags))
-                })
+        let flags = if movable { state::MOVABLE } else { 0 };
+        let first = if movable { &self.zones[1] } else { &self.zones[0] };
+        let got = match (&first.pcp, order) {
+            _ if first.pages() == 0 => None,
+            (Some(pcp), 0) => self.alloc_pcp(first, pcp, flags),
+            _ => self.alloc_buddy(first, order, flags),
+        };
+        let (pfn, word) = match got {
+            Some(got) => got,
+            None => self.alloc_fallback(order, movable, flags)?,
+        };
+        self.desc(pfn).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+        if self.tracker.config.eager {
+            self.eager_arm(pfn, word, who);
+        }
+        Ok((pfn, state::gen(word)))
+    }
+
+    /// The first zone had nothing: a movable allocation falls back to the
+    /// normal zone; otherwise (or if that fails too) out of memory.
+    #[cold]
+    #[inline(never)]
+    fn alloc_fallback(&self, order: u8, movable: bool, flags: u64) -> Result<(u32, u64), AllocError> {
+        let mut last = if movable { &self.zones[1] } else { &self.zones[0] };
+        if movable && self.zones[0].pages() != 0 {
+            last = &self.zones[0];
+            let got = match (&last.pcp, order) {
+                (Some(pcp), 0) => self.alloc_pcp(last, pcp, flags),
+                _ => self.alloc_buddy(last, order, flags),
             };
-            if let Some((pfn, word)) = got {
-                self.desc(pfn).owner.store(slot::encode(who, state::gen(word)), Relaxed);
-                if eager {
-                    self.eager_alloc_event(pfn, word, who);
-                }
-                return Ok((pfn, state::gen(word)));
+            if let Some(got) = got {
+                return Ok(got);
             }
         }
         let area = last.area.lock();
@@ -290,45 +288,93 @@ impl PageArena {
         Err(AllocError::OutOfMemory { order, zone: last.kind, free: area.free_pages, largest: Largest(largest) })
     }
 
-    fn alloc_pcp(&self, zone: &Zone) -> Option<u32> {
-        let pcp = zone.pcp.as_ref().expect("zone has caches");
+    /// A block from the buddy lists, marked allocated under the lock (a
+    /// free-looking head that is in no list would be "coalesced" by a
+    /// concurrent free). Returns its head and new state word.
+    #[inline]
+    fn alloc_buddy(&self, zone: &Zone, order: u8, flags: u64) -> Option<(u32, u64)> {
+        let mut area = zone.area.lock();
+        let pfn = area.take(&self.descs, order)?;
+        let word = area.mark_allocated(self.desc(pfn), order, flags);
+        Some((pfn, word))
+    }
+
+    /// An order-0 page from the calling thread's cache, refilled from the
+    /// buddy lists when empty. Returns the page and its new state word.
+    #[inline(always)]
+    fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, flags: u64) -> Option<(u32, u64)> {
         let mut cache = pcp.mine().0.lock();
-        if cache.is_empty() {
-            let mut area = zone.area.lock();
-            for _ in 0..pcp.config.batch {
-                match area.take(&self.descs, 0) {
-                    Some(p) => {
-                        crate::alloc::buddy_update(self.desc(p), |w| w | PCP);
-                        cache.push(p);
-                    }
-                    None => break,
-                }
-            }
+        let pfn = match cache.pop() {
+            Some(p) => p,
+            None => self.refill(zone, pcp, &mut cache)?,
+        };
+        // A plain store under the shard lock: see `alloc::pcp` for why
+        // nothing else writes the word meanwhile.
+        let d = self.desc(pfn);
+        let old = d.state.load(Relaxed);
+        debug_assert_eq!(
+            old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
+            HEAD | FREE | PCP,
+            "not a cached page"
+        );
+        debug_assert_eq!(old & flags, 0);
+        let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
+        d.state.store(word, Release);
+        drop(cache);
+        Some((pfn, word))
+    }
+
+    /// Moves a batch of order-0 pages from the buddy lists into an empty
+    /// cache (its shard lock held) and takes one of them.
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, zone: &Zone, pcp: &Pcp, cache: &mut Vec<u32>) -> Option<u32> {
+        let mut area = zone.area.lock();
+        for _ in 0..pcp.config.batch {
+            let Some(p) = area.take(&self.descs, 0) else { break };
+            // Cached pages are marked PCP, which keeps coalescing away
+            // from them, also after they leave the cache's lock.
+            area.mark_free_head(self.desc(p), 0, PCP);
+            cache.push(p);
         }
         cache.pop()
     }
 
-    /// Returns a block whose last count was just dropped.
+    /// Returns an order-0 page, already marked as a cached free page by the
+    /// release that freed it, to the calling thread's cache; a cache over
+    /// its high mark returns a batch to the buddy lists.
+    #[inline]
+    fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32) {
+        let mut cache = pcp.mine().0.lock();
+        cache.push(head);
+        if cache.len() > pcp.config.high {
+            self.flush(zone, pcp, &mut cache);
+        }
+    }
+
     #[cold]
     #[inline(never)]
+    fn flush(&self, zone: &Zone, pcp: &Pcp, cache: &mut Vec<u32>) {
+        let n = pcp.config.batch.min(cache.len());
+        let mut area = zone.area.lock();
+        for p in cache.drain(..n) {
+            area.give(&self.descs, zone, p, 0);
+        }
+    }
+
+    /// Returns a block whose last count was just dropped to the buddy lists.
+    #[inline]
     pub(crate) fn free_block(&self, head: u32, order: u8) {
         let zone = self.zone_for(head);
-        if order == 0 && self.desc(head).state.load(Relaxed) & state::ISOLATED == 0 {
-            if let Some(pcp) = &zone.pcp {
-                crate::alloc::buddy_mark_free_head(self.desc(head), 0, PCP);
-                let mut cache = pcp.mine().0.lock();
-                cache.push(head);
-                if cache.len() > pcp.config.high {
-                    let n = pcp.config.batch.min(cache.len());
-                    let mut area = zone.area.lock();
-                    for p in cache.drain(..n) {
-                        area.give(&self.descs, zone, p, 0);
-                    }
-                }
-                return;
-            }
-        }
         zone.area.lock().give(&self.descs, zone, head, order);
+    }
+
+    /// Locks every cache of `zone` (in shard order, before any zone lock:
+    /// the lock order everywhere is shard, then zone). Holding them all
+    /// keeps every cached page where it is and lets `ISOLATED` be written
+    /// on cached pages (see `alloc::pcp`).
+    pub(crate) fn lock_caches<'z>(&self, zone: &'z Zone) -> Vec<SpinGuard<'z, Vec<u32>>> {
+        zone.pcp.as_ref().map_or_else(Vec::new, |pcp| pcp.shards.iter().map(|s| s.0.lock()).collect())
     }
 
     /// Returns every page parked in per-thread caches to the buddy lists, so
@@ -550,50 +596,123 @@ impl PageArena {
     /// attributes a page to a departed holder, while releasing an older
     /// count leaves the latest acquirer attributed. The decision is made
     /// inside one compare-and-swap on the state word: one read-modify-write
-    /// when uncontended.
+    /// when uncontended. The last count and armed pages take the slow path,
+    /// which makes the same compare-and-swap.
     #[inline]
     pub(crate) fn release(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>) {
         let word = &self.desc(head).state;
         let mut old = word.load(Relaxed);
         loop {
-            match word.compare_exchange_weak(old, Self::released(old, count, mine), Release, Relaxed) {
-                Ok(_) => break,
+            if old & (COUNTS | TRACKED) == count.one() {
+                return self.release_last(head, pfn, count, mine, old);
+            }
+            if old & TRACKED != 0 {
+                return self.release_slow(head, pfn, count, mine, old);
+            }
+            match word.compare_exchange_weak(
+                old,
+                old.wrapping_add(Self::release_delta(count, mine, old)),
+                Release,
+                Relaxed,
+            ) {
+                Ok(_) => return,
                 Err(cur) => old = cur,
             }
         }
-        if old & TRACKED != 0 || old & COUNTS == count.one() {
-            self.release_slow(head, pfn, count, old, mine);
-        }
     }
 
-    /// The state word after releasing one `count` from `old`: the generation
-    /// moves only if the release is of the latest acquisition (or cannot
-    /// tell, `mine == None`).
+    /// What a release adds to the word: one count off, and the generation
+    /// moved if the caller's acquisition is the latest (or it cannot tell).
     #[inline(always)]
-    fn released(old: u64, count: Count, mine: Option<u16>) -> u64 {
+    fn release_delta(count: Count, mine: Option<u16>, old: u64) -> u64 {
         let latest = match mine {
             Some(g) => g == state::gen(old),
             None => true,
         };
-        old.wrapping_add(if latest { count.release_delta() } else { count.one().wrapping_neg() })
+        if latest {
+            count.release_delta()
+        } else {
+            count.one().wrapping_neg()
+        }
     }
 
+    /// The release of the last count of a block that is not armed, which
+    /// frees it: the common end of a `Block`. `old` is the word last read;
+    /// if the compare-and-swap finds it changed, the general slow path
+    /// takes over.
+    ///
+    /// An order-0 page of a zone with caches, outside any isolated window,
+    /// becomes a cached free page in this same compare-and-swap (so
+    /// `ISOLATED` is checked atomically with it) and goes to the thread's
+    /// cache; any other block goes to the buddy lists under the zone lock.
+    #[inline(never)]
+    fn release_last(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
+        let word = &self.desc(head).state;
+        let new = old.wrapping_add(Self::release_delta(count, mine, old));
+        let zone = self.zone_for(head);
+        match &zone.pcp {
+            Some(pcp) if old & (state::ORDER_MASK | state::ISOLATED) == 0 => {
+                let cached = crate::alloc::free_head_word(new, 0, PCP);
+                if let Err(cur) = word.compare_exchange(old, cached, Release, Relaxed) {
+                    return self.release_slow(head, pfn, count, mine, cur);
+                }
+                // Like `Arc`: every holder's release was `Release`; this
+                // acquire makes all their accesses happen before the page is
+                // reused.
+                fence(Acquire);
+                self.free_to_cache(zone, pcp, head);
+            }
+            _ => {
+                if let Err(cur) = word.compare_exchange(old, new, Release, Relaxed) {
+                    return self.release_slow(head, pfn, count, mine, cur);
+                }
+                // As above.
+                fence(Acquire);
+                self.free_block(head, state::order(old));
+            }
+        }
+    }
+
+    /// A release of a count on an armed page, or one whose first attempt
+    /// lost a race. `old` is the word last read.
+    ///
+    /// The last release of an order-0 page in a zone with caches, outside
+    /// any isolated window, makes the page a cached free page in the same
+    /// compare-and-swap (so `ISOLATED` is checked atomically with it); any
+    /// other block is freed into the buddy lists under the zone lock.
     #[cold]
     #[inline(never)]
-    fn release_slow(&self, head: u32, pfn: u32, count: Count, old: u64, mine: Option<u16>) {
+    fn release_slow(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, mut old: u64) {
+        let zone = self.zone_for(head);
+        let word = &self.desc(head).state;
+        let (last, cached) = loop {
+            let mut new = old.wrapping_add(Self::release_delta(count, mine, old));
+            let last = old & COUNTS == count.one();
+            let cached = last && state::order(old) == 0 && old & state::ISOLATED == 0 && zone.pcp.is_some();
+            if cached {
+                new = crate::alloc::free_head_word(new, 0, PCP);
+            }
+            match word.compare_exchange_weak(old, new, Release, Relaxed) {
+                Ok(_) => break (last, cached),
+                Err(cur) => old = cur,
+            }
+        };
         if old & TRACKED != 0 {
-            let new = Self::released(old, count, mine);
+            let new = old.wrapping_add(Self::release_delta(count, mine, old));
             let site = crate::site::current().map(Acquirer::Site);
             self.record_armed(count.release_kind(), pfn, head, old, new, site, mine, mine.is_none());
             if old & COUNTS == count.one() {
                 self.record_freed(head, old, new);
             }
         }
-        if old & COUNTS == count.one() {
+        if last {
             // Like `Arc`: every holder's release was `Release`; this acquire
             // makes all their accesses happen before the block is reused.
             fence(Acquire);
-            self.free_block(head, state::order(old));
+            match &zone.pcp {
+                Some(pcp) if cached => self.free_to_cache(zone, pcp, head),
+                _ => self.free_block(head, state::order(old)),
+            }
         }
     }
 

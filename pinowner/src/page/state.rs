@@ -22,6 +22,16 @@
 //! block keeps the whole block alive (the kernel's folio rule). A block is
 //! freed when its head has no refs and no pins.
 //!
+//! Who may write the word depends on the page's state. A live block's head
+//! is changed by read-modify-writes of its holders (and acquisitions by page
+//! number, which compare-and-swap from a live word only). A free page's
+//! word, a free block's tails, and a head whose last count is gone change
+//! only under the zone lock (where the allocator uses plain stores) or by
+//! operations that cannot overlap that code; a cached page's word is
+//! written by its cache's allocation under the shard lock, and `ISOLATED`
+//! only with the zone lock and every cache lock of the zone held. The
+//! allocator's module docs list every writer.
+//!
 //! Overflow never spills into a neighbour: the top bit of each count field is
 //! a guard. An increment that returns a value at or above the guard is undone
 //! and reported; concurrent increments can overshoot the guard by at most the

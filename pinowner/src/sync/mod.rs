@@ -124,6 +124,119 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A spin lock whose `lock()` returns the guard: one swap to lock, one
+/// store to unlock (a parking mutex pays a second read-modify-write to
+/// unlock, to see whether anyone sleeps). For short critical sections that
+/// are almost never contended, like a thread's own page cache; a waiter
+/// spins briefly, then yields. Under loom it is the loom mutex.
+#[cfg(not(loom))]
+pub(crate) struct SpinMutex<T> {
+    locked: std::sync::atomic::AtomicBool,
+    value: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to the value to one thread at a time
+// (the swap that takes it is `Acquire`, the store that gives it back is
+// `Release`), so sharing the lock only ever moves the value between threads:
+// `T: Send` suffices, as for `std::sync::Mutex`.
+#[cfg(not(loom))]
+unsafe impl<T: Send> Sync for SpinMutex<T> {}
+
+#[cfg(not(loom))]
+impl<T> SpinMutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self { locked: std::sync::atomic::AtomicBool::new(false), value: core::cell::UnsafeCell::new(value) }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self, _marker: core::marker::PhantomData }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 100 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> core::fmt::Debug for SpinMutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SpinMutex").field("locked", &self.locked.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+/// The guard of a [`SpinMutex`]: the value while it lives, unlocked on drop.
+#[cfg(not(loom))]
+pub(crate) struct SpinGuard<'a, T> {
+    lock: &'a SpinMutex<T>,
+    /// Not `Send`, and `Sync` only for `T: Sync` (below), like std's guard:
+    /// without this a shared guard would hand `&T` to several threads for
+    /// any `T: Send`.
+    _marker: core::marker::PhantomData<*mut T>,
+}
+
+// SAFETY: a `&SpinGuard` gives only `&T`, so sharing one across threads is
+// sharing `&T`: sound exactly when `T: Sync`.
+#[cfg(not(loom))]
+unsafe impl<T: Sync> Sync for SpinGuard<'_, T> {}
+
+#[cfg(not(loom))]
+impl<T> core::ops::Deref for SpinGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock, so
+        // no other reference to the value is live; the `&self` borrow keeps
+        // the returned one from outliving the guard.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> core::ops::DerefMut for SpinGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference
+        // derived from the guard.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Under loom the spin lock is the loom mutex (loom explores its
+/// interleavings the same way).
+#[cfg(loom)]
+pub(crate) type SpinMutex<T> = Mutex<T>;
+
+/// The guard of a [`SpinMutex`] (a loom mutex guard under loom).
+#[cfg(loom)]
+pub(crate) type SpinGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A concurrent map from page numbers to small counters.
 ///
 /// `dashmap` normally; a `Mutex<HashMap>` under loom. Callers never hold an
@@ -207,28 +320,52 @@ impl<V: Default + Clone> ShardedMap<V> {
     }
 }
 
+thread_local_const! {
+    /// This thread's index, `usize::MAX` until first asked for.
+    static INDEX: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
+}
+
 /// A small per-thread number, stable for the thread's life: used to pick a
-/// cache shard so that two threads rarely share one.
+/// cache shard so that two threads rarely share one. A `const`
+/// thread-local, so asking is one load from the thread block.
+#[inline]
 pub(crate) fn thread_index() -> usize {
-    #[cfg(not(loom))]
-    {
-        use std::sync::atomic::AtomicUsize as StdAtomic;
-        static NEXT: StdAtomic = StdAtomic::new(0);
-        std::thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        INDEX.with(|i| *i)
+    let i = INDEX.with(|i| i.get());
+    if i != usize::MAX {
+        i
+    } else {
+        assign_thread_index()
     }
+}
+
+#[cold]
+#[inline(never)]
+fn assign_thread_index() -> usize {
+    #[cfg(not(loom))]
+    let i = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
     #[cfg(loom)]
-    {
+    let i = {
         loom::lazy_static! {
             static ref NEXT: AtomicUsize = AtomicUsize::new(0);
         }
-        loom::thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        INDEX.with(|i| *i)
-    }
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+    // Never `usize::MAX` in practice (that many threads cannot exist).
+    INDEX.with(|c| c.set(i));
+    i
+}
+
+/// Lets other threads run while waiting for one of them (a loom yield
+/// under loom, so the model can make progress).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
 }
 
 /// A hint to the processor inside a retry loop; a yield under loom so the
@@ -241,12 +378,26 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
-/// Lets another thread run (loom's yield under the models, so a waiting
-/// thread lets the model schedule the one it waits for).
-#[inline]
-pub(crate) fn yield_now() {
-    #[cfg(not(loom))]
-    std::thread::yield_now();
-    #[cfg(loom)]
-    loom::thread::yield_now();
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::SpinMutex;
+
+    #[test]
+    fn spin_mutex_excludes_concurrent_critical_sections() {
+        let m = SpinMutex::new(0u64);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        // A read and a write apart: a lost update if two
+                        // threads were inside at once.
+                        let mut g = m.lock();
+                        let v = *g;
+                        *g = v + 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(*m.lock(), 40_000);
+    }
 }

@@ -573,21 +573,21 @@ impl PageArena {
         }
     }
 
-    /// Eager mode: names the eager arming in the side table of a block about
-    /// to be marked allocated and `TRACKED`.
-    #[cold]
-    pub(crate) fn eager_arm(&self, head: u32) {
-        self.tracker().ext[head as usize].arming.store(EAGER_ARMING, Relaxed);
-    }
-
-    /// Eager mode: records the allocation of `head` with its stack.
+    /// Eager mode: arms a block just allocated (the caller holds its only
+    /// count) and records the allocation with its stack.
     #[cold]
     #[inline(never)]
-    pub(crate) fn eager_alloc_event(&self, head: u32, word: u64, who: Acquirer) {
+    pub(crate) fn eager_arm(&self, head: u32, word: u64, who: Acquirer) {
         let t = self.tracker();
+        t.ext[head as usize].arming.store(EAGER_ARMING, Relaxed);
+        // Released like any arming, so a recorder's fence sees the side table.
+        let old = self.desc(head).state.fetch_or(TRACKED, Release);
+        if old & TRACKED != 0 {
+            return;
+        }
         t.armed_blocks.fetch_add(1, Relaxed);
-        let old = word & !(COUNTS | TRACKED);
-        t.record(EventKind::Alloc, head, head, old, word, Some(who), Some(state::gen(word)), false, true);
+        let before = word & !(COUNTS | TRACKED);
+        t.record(EventKind::Alloc, head, head, before, word | TRACKED, Some(who), Some(state::gen(word)), false, true);
     }
 
     /// Records the disarm of a block whose last count the caller dropped.
