@@ -49,7 +49,7 @@ fn timed_in_chunks(arena: &PageArena, iters: u64, events_per_iter: u64, mut f: i
 
 fn armed_event(c: &mut Criterion) {
     let mut g = c.benchmark_group("armed_get_put");
-    for (name, depth) in [("16-frame backtrace", 16), ("no backtrace", 0)] {
+    for (name, depth) in [("16-frame backtrace", 16), ("8-frame backtrace", 8), ("no backtrace", 0)] {
         let a = arena(depth, false);
         let block = a.alloc(0).unwrap();
         let plain = a.alloc(0).unwrap();
@@ -57,6 +57,11 @@ fn armed_event(c: &mut Criterion) {
         if depth == 16 {
             let r = plain.page_ref(0);
             g.bench_function("baseline: PageRef clone+drop, not armed", |b| b.iter(|| drop(black_box(r.clone()))));
+        }
+        if depth == 16 {
+            g.bench_function("baseline: depot::capture(0, 16) alone", |b| {
+                b.iter(|| black_box(pinowner::depot::capture(0, 16)))
+            });
         }
         let r = block.page_ref(0);
         g.bench_function(format!("armed, {name} (2 events)"), |b| {
