@@ -14,6 +14,7 @@ use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::sync::{fence, ShardedMap, SpinGuard};
+use crate::tracker::Change;
 use crate::Pfn;
 
 pub(crate) use raw::RawCounts;
@@ -482,7 +483,8 @@ impl PageArena {
         }
         if old & TRACKED != 0 {
             let new = old.wrapping_add(count.acquire_delta());
-            self.record_armed(count.acquire_kind(), pfn, head, old, new, Some(who), Some(gen), false);
+            let kind = count.acquire_kind();
+            self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw: false });
         }
         Ok(())
     }
@@ -557,7 +559,8 @@ impl PageArena {
                         self.desc(pfn).owner.store(slot::encode(who, state::gen(new)), Relaxed);
                         if old & TRACKED != 0 {
                             let gen = Some(state::gen(new));
-                            self.record_armed(count.acquire_kind(), pfn, head, old, new, Some(who), gen, raw);
+                            let kind = count.acquire_kind();
+                            self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen, raw });
                         }
                         return Ok((head, state::gen(new)));
                     }
@@ -700,7 +703,8 @@ impl PageArena {
         if old & TRACKED != 0 {
             let new = old.wrapping_add(Self::release_delta(count, mine, old));
             let site = crate::site::current().map(Acquirer::Site);
-            self.record_armed(count.release_kind(), pfn, head, old, new, site, mine, mine.is_none());
+            let kind = count.release_kind();
+            self.record_armed(Change { kind, pfn, head, old, new, who: site, gen: mine, raw: mine.is_none() });
             if old & COUNTS == count.one() {
                 self.record_freed(head, old, new);
             }

@@ -263,6 +263,32 @@ fn this_thread() -> u32 {
     index
 }
 
+/// One count or state change to record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Change {
+    pub(crate) kind: EventKind,
+    /// The page the count went through.
+    pub(crate) pfn: u32,
+    /// Its block's head.
+    pub(crate) head: u32,
+    /// The head's state word before and after.
+    pub(crate) old: u64,
+    pub(crate) new: u64,
+    /// Acquirer, releasing site or arming caller.
+    pub(crate) who: Option<Acquirer>,
+    /// The acquisition's generation (the pairing key).
+    pub(crate) gen: Option<u16>,
+    /// Through the raw API.
+    pub(crate) raw: bool,
+}
+
+impl Change {
+    /// A change of a whole block, not through the raw API.
+    fn block(kind: EventKind, head: u32, old: u64, new: u64, who: Option<Acquirer>, gen: Option<u16>) -> Change {
+        Change { kind, pfn: head, head, old, new, who, gen, raw: false }
+    }
+}
+
 /// Per-page side data, allocated with the tracker (`page_ext`).
 #[derive(Debug)]
 pub(crate) struct PageExt {
@@ -337,19 +363,8 @@ impl Tracker {
     }
 
     /// Records one event: never blocks on a reader, never panics.
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        kind: EventKind,
-        pfn: u32,
-        head: u32,
-        old: u64,
-        new: u64,
-        who: Option<Acquirer>,
-        gen: Option<u16>,
-        raw: bool,
-        with_stack: bool,
-    ) {
+    fn record(&self, c: Change, with_stack: bool) {
+        let Change { kind, pfn, head, old, new, who, gen, raw } = c;
         let stack = if with_stack && self.config.depth > 0 {
             // The depth includes the arena's own few frames (trimmed when a
             // report renders), as the kernel's page pinner counts its own:
@@ -552,24 +567,13 @@ impl PageArena {
     /// Records a count change on an armed block (the hot paths' slow branch).
     #[cold]
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn record_armed(
-        &self,
-        kind: EventKind,
-        pfn: u32,
-        head: u32,
-        old: u64,
-        new: u64,
-        who: Option<Acquirer>,
-        gen: Option<u16>,
-        raw: bool,
-    ) {
+    pub(crate) fn record_armed(&self, c: Change) {
         // The word's TRACKED bit was read by a relaxed read-modify-write in a
         // release sequence headed by the arming's release swap: this fence
         // makes the arming's side-table writes visible.
         crate::sync::fence(Acquire);
         if let Some(t) = self.tracker.get() {
-            t.record(kind, pfn, head, old, new, who, gen, raw, true);
+            t.record(c, true);
         }
     }
 
@@ -587,7 +591,8 @@ impl PageArena {
         }
         t.armed_blocks.fetch_add(1, Relaxed);
         let before = word & !(COUNTS | TRACKED);
-        t.record(EventKind::Alloc, head, head, before, word | TRACKED, Some(who), Some(state::gen(word)), false, true);
+        let gen = Some(state::gen(word));
+        t.record(Change::block(EventKind::Alloc, head, before, word | TRACKED, Some(who), gen), true);
     }
 
     /// Records the disarm of a block whose last count the caller dropped.
@@ -595,7 +600,7 @@ impl PageArena {
     pub(crate) fn record_freed(&self, head: u32, old: u64, new: u64) {
         if let Some(t) = self.tracker.get() {
             t.armed_blocks.fetch_sub(1, Relaxed);
-            t.record(EventKind::Disarm(DisarmCause::Freed), head, head, old, new, None, None, false, false);
+            t.record(Change::block(EventKind::Disarm(DisarmCause::Freed), head, old, new, None, None), false);
         }
     }
 
@@ -619,7 +624,7 @@ impl PageArena {
             }
         }
         t.armed_blocks.fetch_add(1, Relaxed);
-        t.record(EventKind::Arm, head, head, old, old | TRACKED, by, None, false, false);
+        t.record(Change::block(EventKind::Arm, head, old, old | TRACKED, by, None), false);
         Some(true)
     }
 
@@ -639,7 +644,7 @@ impl PageArena {
             }
         }
         t.armed_blocks.fetch_sub(1, Relaxed);
-        t.record(EventKind::Disarm(cause), head, head, old, old & !TRACKED, None, None, false, false);
+        t.record(Change::block(EventKind::Disarm(cause), head, old, old & !TRACKED, None, None), false);
         true
     }
 
