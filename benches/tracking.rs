@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
+use pinowner::depot::Unwinder;
 use pinowner::{PageArena, Reason, ReportOptions, Tracking};
 
 const CAPACITY: usize = 1 << 14;
@@ -22,11 +23,20 @@ fn config() -> Criterion {
 }
 
 fn arena(depth: usize, eager: bool) -> PageArena {
+    arena_with(depth, eager, Unwinder::Dwarf)
+}
+
+fn arena_with(depth: usize, eager: bool, unwinder: Unwinder) -> PageArena {
     PageArena::builder()
         .pages(1024)
-        .tracking(Tracking { capacity: CAPACITY, depth, eager, ..Tracking::default() })
+        .tracking(Tracking { capacity: CAPACITY, depth, eager, unwinder, ..Tracking::default() })
         .build()
         .unwrap()
+}
+
+/// Test runners run each bench once without `--bench`.
+fn in_test_mode() -> bool {
+    !std::env::args().any(|a| a == "--bench")
 }
 
 /// Runs `f` `iters` times in chunks that fit the queue, timing only `f`.
@@ -49,18 +59,25 @@ fn timed_in_chunks(arena: &PageArena, iters: u64, events_per_iter: u64, mut f: i
 
 fn armed_event(c: &mut Criterion) {
     let mut g = c.benchmark_group("armed_get_put");
-    for (name, depth) in [("16-frame backtrace", 16), ("8-frame backtrace", 8), ("no backtrace", 0)] {
-        let a = arena(depth, false);
+    let cases = [
+        ("16-frame backtrace", 16, Unwinder::Dwarf),
+        ("8-frame backtrace", 8, Unwinder::Dwarf),
+        ("16-frame backtrace, frame pointers", 16, Unwinder::FramePointers),
+        ("no backtrace", 0, Unwinder::Dwarf),
+    ];
+    for (name, depth, unwinder) in cases {
+        let a = arena_with(depth, false, unwinder);
         let block = a.alloc(0).unwrap();
         let plain = a.alloc(0).unwrap();
         assert_eq!(a.arm(block.pfn()..block.pfn() + 1, Reason::Contig), 1);
-        if depth == 16 {
+        if depth == 16 && unwinder == Unwinder::Dwarf {
             let r = plain.page_ref(0);
             g.bench_function("baseline: PageRef clone+drop, not armed", |b| b.iter(|| drop(black_box(r.clone()))));
-        }
-        if depth == 16 {
             g.bench_function("baseline: depot::capture(0, 16) alone", |b| {
                 b.iter(|| black_box(pinowner::depot::capture(0, 16)))
+            });
+            g.bench_function("baseline: depot::capture_frame_pointers(0, 16) alone", |b| {
+                b.iter(|| black_box(pinowner::depot::capture_frame_pointers(0, 16)))
             });
         }
         let r = block.page_ref(0);
@@ -69,6 +86,14 @@ fn armed_event(c: &mut Criterion) {
         });
         let stats = a.tracker_stats();
         assert_eq!(stats.dropped, 0, "every timed event was stored");
+        if unwinder == Unwinder::FramePointers && !in_test_mode() {
+            // Frames kept by the last event: 16 only in a frame-pointer
+            // build (`RUSTFLAGS="-C force-frame-pointers=yes"`); otherwise
+            // the figure above timed a walk that stopped early.
+            drop(r.clone());
+            let kept = a.tracked_events().last().and_then(|e| e.stack).map_or(0, |h| a.resolve_stack(h).len());
+            eprintln!("frame-pointer walk: the last event kept {kept} frames (after trimming the arena's own)");
+        }
         drop(r);
     }
     g.finish();
