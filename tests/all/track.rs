@@ -217,6 +217,28 @@ fn a_full_history_drops_and_counts_per_page_and_in_total() {
 }
 
 #[test]
+fn an_overflowing_pin_on_an_armed_page_records_nothing_and_keeps_the_attribution() {
+    let arena = PageArena::builder()
+        .pages(64)
+        .movable_pages(32)
+        .tracking(Tracking { depth: 0, ..Tracking::default() })
+        .build()
+        .unwrap();
+    let b = arena.alloc_movable(0).unwrap();
+    let pins: Vec<_> = (0..32767).map(|_| b.pin(0).unwrap()).collect();
+    fail_over(&arena, b.pfn(), Reason::Contig);
+    let last = dma_pin(&arena, b.pfn()); // the 32768th: at the limit
+    let recorded = arena.tracker_stats().recorded;
+    assert!(matches!(b.pin(0), Err(pinowner::AcquireError::PinOverflow { .. })));
+    assert_eq!(arena.tracker_stats().recorded, recorded, "a refused pin is no event (nor a put)");
+    match arena.page_info(b.pfn()).unwrap().acquirer {
+        Some(Acquirer::Site(s)) => assert_eq!(s.subsystem(), Some("dma"), "the latest holder stays attributed"),
+        other => panic!("{other:?}"),
+    }
+    drop((last, pins, b));
+}
+
+#[test]
 fn eager_mode_records_every_allocation_with_its_stack_from_the_start() {
     let arena =
         PageArena::builder().pages(64).tracking(Tracking { eager: true, ..Tracking::default() }).build().unwrap();

@@ -471,7 +471,7 @@ impl PageArena {
         who: Acquirer,
     ) -> Result<(), AcquireError> {
         if old & count.mask() >= count.limit() {
-            self.release(head, pfn, count, Some(gen));
+            self.undo_acquire(head, count, gen);
             let state = PageState::from_word(self.desc(head).state.load(Relaxed));
             return Err(match count {
                 Count::Ref => AcquireError::RefOverflow { pfn: pfn as Pfn, state },
@@ -487,6 +487,23 @@ impl PageArena {
             self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw: false });
         }
         Ok(())
+    }
+
+    /// Takes back an add that overflowed, without a release: nothing is
+    /// recorded and nothing can be freed (the count is at its limit). If no
+    /// other change came since, the generation goes back too, so the latest
+    /// holder before the attempt stays attributed.
+    #[cold]
+    fn undo_acquire(&self, head: u32, count: Count, gen: u16) {
+        let word = &self.desc(head).state;
+        let mut old = word.load(Relaxed);
+        loop {
+            let delta = if state::gen(old) == gen { count.acquire_delta() } else { count.one() };
+            match word.compare_exchange_weak(old, old.wrapping_sub(delta), Release, Relaxed) {
+                Ok(_) => return,
+                Err(cur) => old = cur,
+            }
+        }
     }
 
     /// Adds a count on a page named only by its number: succeeds only if the
