@@ -239,6 +239,26 @@ fn an_overflowing_pin_on_an_armed_page_records_nothing_and_keeps_the_attribution
 }
 
 #[test]
+fn arming_records_are_bounded_and_the_forgotten_ones_counted() {
+    let max = pinowner::tracker::MAX_ARMINGS;
+    let arena =
+        PageArena::builder().pages(4 * max).tracking(Tracking { depth: 0, ..Tracking::default() }).build().unwrap();
+    let blocks: Vec<_> = (0..max + 3).map(|_| arena.alloc(0).unwrap()).collect();
+    for b in &blocks {
+        // A different window each time: a new arming record.
+        arena.arm(b.pfn()..b.pfn() + 1, Reason::Custom("watch"));
+    }
+    let stats = arena.tracker_stats();
+    assert_eq!((stats.armings, stats.armings_dropped, stats.armed_blocks), (max as u64 + 3, 3, max as u64 + 3));
+    assert_eq!(arena.armings().len(), max);
+    let report = arena.owner_report();
+    assert_eq!(report.armings_dropped, 3);
+    assert!(report.to_string().contains("(3 older ones forgotten)"), "{}", report.to_string().lines().next().unwrap());
+    // Every armed block can still be disarmed (disarming walks the pages).
+    assert_eq!(arena.disarm_all(), max + 3);
+}
+
+#[test]
 fn eager_mode_records_every_allocation_with_its_stack_from_the_start() {
     let arena =
         PageArena::builder().pages(64).tracking(Tracking { eager: true, ..Tracking::default() }).build().unwrap();

@@ -68,7 +68,8 @@ use ring::Ring;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tracking {
     /// Events kept until a report takes them (default 4096, as Android's
-    /// page pinner). Events past it are dropped and counted.
+    /// page pinner; at most [`MAX_CAPACITY`]). Events past it are dropped
+    /// and counted.
     pub capacity: usize,
     /// Frames of each event's backtrace, the arena's own (at most about 4,
     /// trimmed from reports) included (default [`depot::DEFAULT_DEPTH`], 16;
@@ -228,6 +229,13 @@ pub struct Arming {
     pub(crate) request: Option<RequestKey>,
 }
 
+/// Arming records kept; past this the oldest are forgotten and counted.
+pub const MAX_ARMINGS: usize = 1024;
+
+/// The largest event capacity honoured (16 Mi events); larger settings are
+/// capped.
+pub const MAX_CAPACITY: usize = 1 << 24;
+
 /// A reservation request: pages, alignment, fixed start.
 pub(crate) type RequestKey = (usize, usize, Option<Pfn>);
 
@@ -241,6 +249,9 @@ pub struct TrackerStats {
     pub armed_blocks: u64,
     /// Armings so far.
     pub armings: u64,
+    /// Arming records forgotten because more than [`MAX_ARMINGS`] were kept
+    /// (the oldest go first; their events lose their reason).
+    pub armings_dropped: u64,
     /// Events recorded (kept or dropped).
     pub recorded: u64,
     /// Events dropped because the queue or the history was full.
@@ -325,6 +336,9 @@ pub(crate) struct Tracker {
     ext: Box<[PageExt]>,
     history: Mutex<History>,
     armings: Mutex<Vec<Arming>>,
+    /// The next arming number (under the `armings` lock).
+    next_arming: AtomicU32,
+    armings_dropped: AtomicU64,
     pub(crate) depot: StackDepot,
     seq: AtomicU64,
     dropped: AtomicU64,
@@ -350,10 +364,12 @@ impl Tracker {
         Tracker {
             config,
             epoch: Instant::now(),
-            queue: Ring::new(config.capacity.max(1)),
+            queue: Ring::new(config.capacity.clamp(1, MAX_CAPACITY)),
             ext,
             history: Mutex::new(History::default()),
             armings: Mutex::new(Vec::new()),
+            next_arming: AtomicU32::new(EAGER_ARMING + 1),
+            armings_dropped: AtomicU64::new(0),
             depot: StackDepot::new(config.depot_bytes),
             seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -423,7 +439,7 @@ impl Tracker {
 
     /// Moves queued events into the history (report side).
     fn drain(&self, history: &mut History) {
-        let cap = self.config.capacity.max(1);
+        let cap = self.config.capacity.clamp(1, MAX_CAPACITY);
         while let Some(e) = self.queue.pop() {
             if history.events.len() < cap {
                 history.events.push(e);
@@ -454,7 +470,8 @@ impl Tracker {
     pub(crate) fn stats(&self) -> TrackerStats {
         TrackerStats {
             armed_blocks: self.armed_blocks.load(Relaxed),
-            armings: self.armings.lock().len() as u64,
+            armings: u64::from(self.next_arming.load(Relaxed) - EAGER_ARMING - 1),
+            armings_dropped: self.armings_dropped.load(Relaxed),
             recorded: self.seq.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             depot: self.depot.stats(),
@@ -680,7 +697,11 @@ impl PageArena {
             if let Some(a) = same {
                 a.id
             } else {
-                let id = armings.len() as u32 + 2;
+                let id = t.next_arming.fetch_add(1, Relaxed);
+                if armings.len() >= MAX_ARMINGS {
+                    armings.remove(0);
+                    t.armings_dropped.fetch_add(1, Relaxed);
+                }
                 armings.push(Arming {
                     id,
                     reason,
@@ -702,11 +723,9 @@ impl PageArena {
             }
         }
         if let Some(a) = t.armings.lock().iter_mut().find(|a| a.id == id) {
-            for h in armed {
-                if !a.blocks.contains(&h) {
-                    a.blocks.push(h);
-                }
-            }
+            a.blocks.extend(armed);
+            a.blocks.sort_unstable();
+            a.blocks.dedup();
         }
         #[cfg(not(loom))]
         tracing::info!(

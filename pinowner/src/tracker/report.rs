@@ -350,6 +350,9 @@ pub struct OwnerReport {
     pub events_recorded: u64,
     /// Events dropped in all because the queue or history was full.
     pub events_dropped: u64,
+    /// Arming records forgotten (oldest first, past
+    /// [`MAX_ARMINGS`](super::MAX_ARMINGS)); their pages' reasons are gone.
+    pub armings_dropped: u64,
     /// Distinct stacks in the depot.
     pub depot_stacks: u64,
     /// Stacks the depot could not store (bound reached).
@@ -476,6 +479,7 @@ impl PageArena {
             events_in_report: 0,
             events_recorded: 0,
             events_dropped: 0,
+            armings_dropped: 0,
             depot_stacks: 0,
             depot_failures: 0,
             events: Vec::new(),
@@ -757,6 +761,7 @@ impl PageArena {
             events_in_report: events.len() as u64,
             events_recorded: stats.recorded,
             events_dropped: stats.dropped,
+            armings_dropped: stats.armings_dropped,
             depot_stacks: stats.depot.unique_stacks,
             depot_failures: stats.depot.failures,
             events: event_records,
@@ -795,9 +800,14 @@ impl fmt::Display for OwnerReport {
         };
         writeln!(
             f,
-            "pinowner owner report v{}: {} armings, {} pages, {} events ({} recorded in all, {} dropped){}{}",
+            "pinowner owner report v{}: {} armings{}, {} pages, {} events ({} recorded in all, {} dropped){}{}",
             self.version,
             self.armings.len(),
+            if self.armings_dropped > 0 {
+                format!(" ({} older ones forgotten)", self.armings_dropped)
+            } else {
+                String::new()
+            },
             self.pages.len(),
             self.events_in_report,
             self.events_recorded,
