@@ -14,9 +14,9 @@
 use core::fmt;
 
 use crate::alloc::ZoneKind;
-use crate::page::slot::{self, Acquirer};
-use crate::page::state::{self, COUNTS, FREE, HEAD};
-use crate::sync::Ordering::Acquire;
+use crate::page::slot::Acquirer;
+use crate::page::state::{self, COUNTS, FREE};
+use crate::reservation::AcquirerGroup;
 use crate::{PageArena, Pfn};
 
 /// What dropping an arena with pages still held does.
@@ -54,26 +54,15 @@ pub struct HeldBlock {
     pub raw: (u32, u32),
 }
 
-/// Held blocks grouped by their latest acquirer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditSite {
-    /// The acquirer; `None` for blocks whose latest holder is not known.
-    pub owner: Option<Acquirer>,
-    /// Blocks whose latest acquirer this is.
-    pub blocks: usize,
-    /// References on those blocks.
-    pub refs: u32,
-    /// Pins on those blocks.
-    pub pins: u32,
-}
-
 /// The result of [`PageArena::audit`].
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Audit {
     /// Blocks still held, by page.
     pub blocks: Vec<HeldBlock>,
-    /// The same blocks grouped by latest acquirer, most counts first.
-    pub by_site: Vec<AuditSite>,
+    /// The same blocks grouped by latest acquirer, ranked as
+    /// [`ContigFailure::by_acquirer`](crate::ContigFailure::by_acquirer)
+    /// ranks the blocks in a reservation's way.
+    pub by_acquirer: Vec<AcquirerGroup>,
 }
 
 impl Audit {
@@ -121,10 +110,10 @@ impl fmt::Display for Audit {
                 None => write!(f, " latest=unattributed")?,
             }
         }
-        if !self.by_site.is_empty() {
+        if !self.by_acquirer.is_empty() {
             write!(f, "\nby site:")?;
-            for s in &self.by_site {
-                let who = s.owner.map_or_else(|| "(unattributed)".to_owned(), |a| a.to_string());
+            for s in &self.by_acquirer {
+                let who = s.acquirer.map_or_else(|| "(unattributed)".to_owned(), |a| a.to_string());
                 write!(f, "\n  {who}: {} blocks, {} refs, {} pins", s.blocks, s.refs, s.pins)?;
             }
         }
@@ -154,49 +143,29 @@ impl PageArena {
                 continue;
             }
             let _area = zone.area.lock();
-            let mut p = zone.start;
-            while p < zone.end {
-                let w = self.desc(p).state.load(Acquire);
-                if w & HEAD == 0 {
-                    p += 1;
-                    continue;
+            self.for_each_block(zone.start, zone.end, |head, w| {
+                if w & FREE != 0 || w & COUNTS == 0 {
+                    return;
                 }
-                let order = state::order(w);
-                let end = (p + (1u32 << order)).min(zone.end);
-                if w & FREE == 0 && w & COUNTS != 0 {
-                    let gen = state::gen(w);
-                    let latest = (p..end).find_map(|q| slot::decode_if_current(self.desc(q).owner.load(Acquire), gen));
-                    let raw = (p..end).fold((0, 0), |(r, n), q| {
-                        let (a, b) = self.raw_counts(q as Pfn);
-                        (r + a, n + b)
-                    });
-                    blocks.push(HeldBlock {
-                        head: p as Pfn,
-                        order,
-                        zone: zone.kind,
-                        refs: state::refs(w),
-                        pins: state::pins(w),
-                        contig: w & state::CONTIG != 0,
-                        latest,
-                        raw,
-                    });
-                }
-                p = end;
-            }
+                let pages = head..head + (1u32 << state::order(w));
+                let raw = pages.fold((0, 0), |(r, n), q| {
+                    let (a, b) = self.raw_counts(q as Pfn);
+                    (r + a, n + b)
+                });
+                blocks.push(HeldBlock {
+                    head: head as Pfn,
+                    order: state::order(w),
+                    zone: zone.kind,
+                    refs: state::refs(w),
+                    pins: state::pins(w),
+                    contig: w & state::CONTIG != 0,
+                    latest: self.latest_acquirer(head, w).map(|(_, a)| a),
+                    raw,
+                });
+            });
         }
-        let mut by_site: Vec<AuditSite> = Vec::new();
-        for b in &blocks {
-            match by_site.iter_mut().find(|s| s.owner == b.latest) {
-                Some(s) => {
-                    s.blocks += 1;
-                    s.refs += b.refs;
-                    s.pins += b.pins;
-                }
-                None => by_site.push(AuditSite { owner: b.latest, blocks: 1, refs: b.refs, pins: b.pins }),
-            }
-        }
-        by_site.sort_by_key(|s| core::cmp::Reverse((s.pins + s.refs, s.blocks)));
-        Audit { blocks, by_site }
+        let by_acquirer = AcquirerGroup::rank(blocks.iter().map(|b| (b.latest, b.refs, b.pins)));
+        Audit { blocks, by_acquirer }
     }
 }
 

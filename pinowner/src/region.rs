@@ -96,9 +96,9 @@ pub(crate) struct Region {
     pub(crate) fallback: Option<String>,
 }
 
-// SAFETY: `Region` owns (or, for external memory, was promised exclusive use
-// of) plain bytes; the arena hands out access only through its handles, which
-// enforce the aliasing rules.
+// `Region` owns (or, for external memory, was promised exclusive use of)
+// plain bytes; the arena hands out access only through its handles.
+// SAFETY: the handles enforce the aliasing rules, so moving it is sound.
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
@@ -209,9 +209,9 @@ impl Region {
     /// raw pointers whose users promised not to race with readers.
     #[inline]
     pub(crate) unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
-        // SAFETY: in bounds (checked by `ptr`), initialised (zeroed at birth
-        // or owned by the caller for external memory), and not mutated for
-        // the lifetime by the caller's promise.
+        // In bounds (checked by `ptr`) and initialised (zeroed at birth, or
+        // owned by the caller for external memory).
+        // SAFETY: not mutated for the lifetime, by the caller's promise.
         unsafe { self.ptr(offset, len).as_ref() }
     }
 

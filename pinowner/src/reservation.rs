@@ -26,7 +26,7 @@ use crate::handle::ArenaRef;
 use crate::page::slot::{self, Acquirer};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
-use crate::sync::Ordering::{Acquire, Relaxed};
+use crate::sync::Ordering::Relaxed;
 use crate::{PageArena, Pfn};
 
 /// Why a contiguous run is wanted. Recorded with everything a failure arms;
@@ -154,23 +154,9 @@ impl ContigFailure {
     /// blocks first, then most holders (a top-N of who is in the way). The
     /// group with no acquirer (`None`) gathers the unattributed blocks.
     pub fn by_acquirer(&self) -> Vec<AcquirerGroup> {
-        let mut groups: Vec<AcquirerGroup> = Vec::new();
-        for b in &self.busy {
-            let who = b.attributed.map(|(_, a)| a);
-            let i = match groups.iter().position(|g| g.acquirer == who) {
-                Some(i) => i,
-                None => {
-                    groups.push(AcquirerGroup { acquirer: who, blocks: 0, refs: 0, pins: 0 });
-                    groups.len() - 1
-                }
-            };
-            let g = &mut groups[i];
-            g.blocks += 1;
-            g.refs += b.state.refcount;
-            g.pins += b.state.pincount;
-        }
-        groups.sort_by_key(|g| (g.acquirer.is_none(), core::cmp::Reverse((g.blocks, g.refs + g.pins))));
-        groups
+        AcquirerGroup::rank(
+            self.busy.iter().map(|b| (b.attributed.map(|(_, a)| a), b.state.refcount, b.state.pincount)),
+        )
     }
 
     /// The busy blocks grouped by subsystem of their attributed acquirer
@@ -197,18 +183,41 @@ impl ContigFailure {
     }
 }
 
-/// Busy blocks of a failure that share an attributed acquirer.
+/// Blocks that share an attributed acquirer: the busy blocks of a failure
+/// ([`ContigFailure::by_acquirer`]) or the blocks still held at an audit
+/// ([`Audit::by_acquirer`](crate::Audit::by_acquirer)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcquirerGroup {
     /// The acquirer (`None`: unattributed). In [`ContigFailure::by_subsystem`],
     /// the one acquirer of the subsystem, or `None` if it has several.
     pub acquirer: Option<Acquirer>,
-    /// Busy blocks.
+    /// Blocks.
     pub blocks: usize,
     /// References on them.
     pub refs: u32,
     /// Pins on them.
     pub pins: u32,
+}
+
+impl AcquirerGroup {
+    /// Groups blocks, given as (acquirer, refs, pins), by acquirer and ranks
+    /// the groups: attributed before unattributed, then most blocks, then
+    /// most holders.
+    pub(crate) fn rank(blocks: impl IntoIterator<Item = (Option<Acquirer>, u32, u32)>) -> Vec<AcquirerGroup> {
+        let mut groups: Vec<AcquirerGroup> = Vec::new();
+        for (acquirer, refs, pins) in blocks {
+            match groups.iter_mut().find(|g| g.acquirer == acquirer) {
+                Some(g) => {
+                    g.blocks += 1;
+                    g.refs += refs;
+                    g.pins += pins;
+                }
+                None => groups.push(AcquirerGroup { acquirer, blocks: 1, refs, pins }),
+            }
+        }
+        groups.sort_by_key(|g| (g.acquirer.is_none(), core::cmp::Reverse((g.blocks, g.refs + g.pins))));
+        groups
+    }
 }
 
 impl core::fmt::Display for ContigFailure {
@@ -541,23 +550,6 @@ impl PageArena {
         (busy, holders)
     }
 
-    /// Walks the blocks covering `start..end`: `f(head, word)` for each, in
-    /// page order, the word read before `f` runs (so `f` may split or merge
-    /// the block). Under the zone lock the walk is exact; without it (only
-    /// `window_load`), a page caught mid-split is stepped over.
-    fn for_each_block(&self, start: u32, end: u32, mut f: impl FnMut(u32, u64)) {
-        let mut p = start;
-        while p < end {
-            let Some((head, _)) = self.head_of(p) else {
-                p += 1;
-                continue;
-            };
-            let w = self.desc(head).state.load(Acquire);
-            f(head, w);
-            p = (head + (1u32 << state::order(w))).max(p + 1);
-        }
-    }
-
     fn reserve_window(
         &self,
         zone: &Zone,
@@ -705,10 +697,7 @@ impl PageArena {
     fn busy_block(&self, head: u32, w: u64, start: u32, end: u32) -> BusyBlock {
         let order = state::order(w);
         let last = head + (1u32 << order);
-        // At most one page's slot carries the block's current generation.
-        let gen = state::gen(w);
-        let attributed = (head..last)
-            .find_map(|p| slot::decode_if_current(self.desc(p).owner.load(Acquire), gen).map(|a| (p as Pfn, a)));
+        let attributed = self.latest_acquirer(head, w);
         BusyBlock {
             head: head as Pfn,
             order,

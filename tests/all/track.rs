@@ -133,6 +133,21 @@ fn the_report_pairs_releases_with_acquires_and_counts_holders_from_before_arming
 }
 
 #[test]
+fn a_holder_from_before_arming_is_attributed_through_a_tail_page() {
+    let arena = arena();
+    let b = arena.alloc_movable(1).unwrap();
+    let pin = dma_pin(&arena, b.pfn() + 1); // through the tail, before arming
+    fail_over(&arena, b.pfn(), Reason::Contig);
+    let report = arena.owner_report();
+    let page = &report.pages[0];
+    assert_eq!((page.pfn, page.unrecorded_pins), (b.pfn(), 1));
+    assert_eq!(page.attributed.as_ref().and_then(|o| o.subsystem.as_deref()), Some("dma"), "{page:#?}");
+    let top = report.top_holder().expect("the pin's site holds a count");
+    assert_eq!((top.owner.as_ref().and_then(|o| o.subsystem.as_deref()), top.pins), (Some("dma"), 1));
+    drop((pin, b));
+}
+
+#[test]
 fn the_last_put_disarms_exactly_once_and_the_history_stays() {
     let arena = arena();
     let b = arena.alloc_movable(0).unwrap();
@@ -400,8 +415,8 @@ fn the_audit_lists_held_blocks_by_site_and_a_leaky_drop_warns_or_panics() {
     let audit = arena.audit();
     assert_eq!(audit.blocks.len(), 1);
     assert_eq!((audit.blocks[0].refs, audit.blocks[0].pins), (1, 1));
-    assert_eq!(audit.by_site.len(), 1);
-    assert!(matches!(audit.by_site[0].owner, Some(Acquirer::Site(s)) if s.name() == "all::track::dma_pin"));
+    assert_eq!(audit.by_acquirer.len(), 1);
+    assert!(matches!(audit.by_acquirer[0].acquirer, Some(Acquirer::Site(s)) if s.name() == "all::track::dma_pin"));
     assert!(audit.to_string().contains("dma_pin"), "{audit}");
     drop((p, b));
     assert!(arena.audit().is_clean());

@@ -607,6 +607,33 @@ impl PageArena {
         None
     }
 
+    /// Walks the blocks covering `start..end`: `f(head, word)` for each, in
+    /// page order, the word read before `f` runs (so `f` may split or merge
+    /// the block). Under the zone lock the walk is exact; without it (a
+    /// reservation ranking windows, the tracker finding blocks to arm or
+    /// disarm), a page caught mid-split is stepped over.
+    pub(crate) fn for_each_block(&self, start: u32, end: u32, mut f: impl FnMut(u32, u64)) {
+        let mut p = start;
+        while p < end {
+            let Some((head, _)) = self.head_of(p) else {
+                p += 1;
+                continue;
+            };
+            let w = self.desc(head).state.load(Acquire);
+            f(head, w);
+            p = (head + (1u32 << state::order(w))).max(p + 1);
+        }
+    }
+
+    /// The page and acquirer of a live block's latest acquisition, if that
+    /// holder still holds it: the one page whose owner slot carries the
+    /// generation of the block's word `w` (never a guess).
+    pub(crate) fn latest_acquirer(&self, head: u32, w: u64) -> Option<(Pfn, Acquirer)> {
+        let gen = state::gen(w);
+        (head..head + (1u32 << state::order(w)))
+            .find_map(|p| slot::decode_if_current(self.desc(p).owner.load(Acquire), gen).map(|a| (p as Pfn, a)))
+    }
+
     /// Drops a count the caller holds on the block headed by `head`, taken
     /// through page `pfn`. `mine` is the generation the caller's acquisition
     /// produced, if it knows it (handles do; the raw API does not).

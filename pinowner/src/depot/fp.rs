@@ -60,21 +60,32 @@ fn query_stack_top() -> usize {
 }
 
 /// Loads the frame record at `fp`: the caller's frame pointer and the
-/// return address.
+/// return address (x86-64 and AArch64 lay frame records out alike: the
+/// caller's frame pointer, then the return address).
 ///
 /// # Safety
 ///
 /// `fp` and `fp + 8` must be readable, 8-byte-aligned addresses.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 unsafe fn frame_record(fp: usize) -> (usize, usize) {
     let (next, ret): (usize, usize);
-    // SAFETY: the caller guarantees both words are readable; the asm only
-    // loads them.
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! load_pair {
+        () => {
+            "mov {next}, qword ptr [{fp}]\nmov {ret}, qword ptr [{fp} + 8]"
+        };
+    }
+    #[cfg(target_arch = "aarch64")]
+    macro_rules! load_pair {
+        () => {
+            "ldp {next}, {ret}, [{fp}]"
+        };
+    }
+    // SAFETY: the caller guarantees both words are readable; the asm only loads them.
     unsafe {
         core::arch::asm!(
-            "mov {next}, qword ptr [{fp}]",
-            "mov {ret}, qword ptr [{fp} + 8]",
+            load_pair!(),
             fp = in(reg) fp,
             next = out(reg) next,
             ret = out(reg) ret,
@@ -84,45 +95,25 @@ unsafe fn frame_record(fp: usize) -> (usize, usize) {
     (next, ret)
 }
 
-/// As above, for AArch64 (frame records are `[x29] = caller's x29`,
-/// `[x29 + 8] = x30`).
-///
-/// # Safety
-///
-/// `fp` and `fp + 8` must be readable, 8-byte-aligned addresses.
-#[cfg(target_arch = "aarch64")]
+/// The frame-pointer register (`rbp` on x86-64, `x29` on AArch64).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
-unsafe fn frame_record(fp: usize) -> (usize, usize) {
-    let (next, ret): (usize, usize);
-    // SAFETY: the caller guarantees both words are readable; the asm only
-    // loads them.
-    unsafe {
-        core::arch::asm!(
-            "ldp {next}, {ret}, [{fp}]",
-            fp = in(reg) fp,
-            next = out(reg) next,
-            ret = out(reg) ret,
-            options(nostack, readonly, preserves_flags),
-        );
+fn frame_pointer() -> usize {
+    let fp: usize;
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! read_fp {
+        () => {
+            "mov {}, rbp"
+        };
     }
-    (next, ret)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn frame_pointer() -> usize {
-    let fp: usize;
+    #[cfg(target_arch = "aarch64")]
+    macro_rules! read_fp {
+        () => {
+            "mov {}, x29"
+        };
+    }
     // SAFETY: reads a register.
-    unsafe { core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags)) };
-    fp
-}
-
-#[cfg(target_arch = "aarch64")]
-#[inline(always)]
-fn frame_pointer() -> usize {
-    let fp: usize;
-    // SAFETY: reads a register.
-    unsafe { core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    unsafe { core::arch::asm!(read_fp!(), out(reg) fp, options(nomem, nostack, preserves_flags)) };
     fp
 }
 
@@ -152,9 +143,9 @@ pub(crate) fn capture(skip: usize, depth: usize) -> StackTrace {
             if top == 0 || fp < low || !fp.is_multiple_of(8) || fp.checked_add(16).is_none_or(|e| e > top) {
                 break;
             }
-            // SAFETY: `low..top` is this thread's stack from a live local
-            // up to its top: mapped, readable, and ours; `fp` and `fp + 8`
-            // lie in it and are aligned.
+            // `low..top` is this thread's stack from a live local up to its
+            // top: mapped, readable, and ours.
+            // SAFETY: `fp` and `fp + 8` lie in `low..top` and are aligned.
             let (next, ret) = unsafe { frame_record(fp) };
             if ret == 0 {
                 break;

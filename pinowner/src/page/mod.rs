@@ -34,9 +34,9 @@ impl Descriptor {
         #[cfg(not(loom))]
         {
             let table = Box::<[Descriptor]>::new_zeroed_slice(n);
-            // SAFETY: `Descriptor` is two `AtomicU64`s, for which the all-zero
-            // bit pattern is a valid value (0), and `new_zeroed_slice` zeroed
-            // every byte of all `n` elements.
+            // `Descriptor` is two `AtomicU64`s, for which the all-zero bit
+            // pattern is a valid value (0).
+            // SAFETY: `new_zeroed_slice` zeroed every byte of all `n` elements.
             unsafe { table.assume_init() }
         }
         #[cfg(loom)]

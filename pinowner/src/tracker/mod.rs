@@ -786,19 +786,11 @@ impl PageArena {
     /// again).
     fn live_heads(&self, range: Range<Pfn>, flags: u64) -> Vec<u32> {
         let mut heads = Vec::new();
-        let mut p = range.start as u32;
-        while (p as usize) < range.end {
-            match self.head_of(p) {
-                Some((h, _)) => {
-                    let w = self.desc(h).state.load(Acquire);
-                    if live(w) && w & flags == flags && heads.last() != Some(&h) {
-                        heads.push(h);
-                    }
-                    p = (h + (1u32 << state::order(w))).max(p + 1);
-                }
-                None => p += 1,
+        self.for_each_block(range.start as u32, range.end as u32, |h, w| {
+            if live(w) && w & flags == flags {
+                heads.push(h);
             }
-        }
+        });
         heads
     }
 

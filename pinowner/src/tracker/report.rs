@@ -426,11 +426,6 @@ pub(crate) fn trimmed(t: &Tracker, stack: StackHandle) -> Vec<Frame> {
     v
 }
 
-#[derive(Clone, Copy)]
-struct Open {
-    event: Event,
-}
-
 impl PageArena {
     /// The owner report of everything recorded so far (kept for later
     /// reports). See [`OwnerReport`].
@@ -537,24 +532,24 @@ impl PageArena {
             };
             // The owner slot speaks for the block only while it is armed.
             let info = info.filter(|_| armed);
-            let mut open: Vec<Open> = Vec::new();
+            let mut open: Vec<Event> = Vec::new();
             let mut releases = Vec::new();
             let mut disarmed = None;
             for e in &evs {
                 if e.kind.is_acquire() {
-                    open.push(Open { event: **e });
+                    open.push(**e);
                     if let Some(s) = e.stack {
                         let g = stacks.entry((StackGroupKind::Acquire, s)).or_default();
                         g.0 += 1;
                         g.1.insert(e.pfn);
                     }
                     let owner = e.who.map(Owner::of);
-                    sites.entry(owner.clone()).or_insert_with(|| new_group(owner)).acquires += 1;
+                    site_group(&mut sites, &owner).acquires += 1;
                 } else if e.kind.is_release() {
                     let pin = e.kind.is_pin();
                     let found = match e.gen {
-                        Some(g) => open.iter().position(|x| x.event.gen == Some(g) && x.event.kind.is_pin() == pin),
-                        None => open.iter().position(|x| x.event.raw && x.event.kind.is_pin() == pin),
+                        Some(g) => open.iter().position(|x| x.gen == Some(g) && x.kind.is_pin() == pin),
+                        None => open.iter().position(|x| x.raw && x.kind.is_pin() == pin),
                     };
                     let closed = found.map(|i| open.remove(i));
                     if let Some(s) = e.stack {
@@ -563,26 +558,24 @@ impl PageArena {
                         g.1.insert(e.pfn);
                     }
                     let site = e.who.map(Owner::of);
-                    let held = match closed {
-                        Some(c) => Some(ns(e.at.saturating_sub(c.event.at))),
+                    let held_ns = closed.map(|c| ns(e.at.saturating_sub(c.at)));
+                    let held_at_least_ns = match closed {
+                        Some(_) => None,
                         None => first_armed(head).map(|a| ns(e.at.saturating_sub(a))),
                     };
-                    let g = sites.entry(site.clone()).or_insert_with(|| new_group(site.clone()));
+                    let g = site_group(&mut sites, &site);
                     g.releases += 1;
-                    g.longest_hold_ns = g.longest_hold_ns.max(held.unwrap_or(0));
+                    g.longest_hold_ns = g.longest_hold_ns.max(held_ns.or(held_at_least_ns).unwrap_or(0));
                     releases.push(ReleaseRecord {
                         kind: e.kind,
                         pfn: e.pfn,
                         site,
                         thread: thread_ref(e.thread, &mut names),
                         at_ns: ns(e.at),
-                        held_ns: closed.map(|c| ns(e.at.saturating_sub(c.event.at))),
-                        held_at_least_ns: match closed {
-                            Some(_) => None,
-                            None => first_armed(head).map(|a| ns(e.at.saturating_sub(a))),
-                        },
+                        held_ns,
+                        held_at_least_ns,
                         left: (e.refs.1, e.pins.1),
-                        acquired_by: closed.and_then(|c| c.event.who.map(Owner::of)),
+                        acquired_by: closed.and_then(|c| c.who.map(Owner::of)),
                         stack: e.stack.map(|s| s.get()),
                     });
                 } else if let EventKind::Disarm(cause) = e.kind {
@@ -598,24 +591,29 @@ impl PageArena {
             if armed {
                 disarmed = None;
             }
-            let recorded_refs = open.iter().filter(|x| !x.event.kind.is_pin()).count() as u32;
-            let recorded_pins = open.iter().filter(|x| x.event.kind.is_pin()).count() as u32;
+            let recorded_refs = open.iter().filter(|x| !x.kind.is_pin()).count() as u32;
+            let recorded_pins = open.iter().filter(|x| x.kind.is_pin()).count() as u32;
             let unrecorded_refs = count.saturating_sub(recorded_refs);
             let unrecorded_pins = pincount.saturating_sub(recorded_pins);
-            let attributed = info.and_then(|i| i.acquirer);
+            // The block's latest acquirer, whichever of its pages it came
+            // through (the head's own slot alone would miss a tail's).
+            let attributed = info.and_then(|_| {
+                let w = self.desc(head as u32).state.load(crate::sync::Ordering::Acquire);
+                self.latest_acquirer(head as u32, w).map(|(_, a)| a)
+            });
             // The slot's attribution names one holder; skip it when that
             // holder's acquire is among the recorded ones.
             // Every acquire since arming is recorded, so the latest
             // acquisition is the latest recorded acquire if there is one.
             let latest = evs.iter().filter(|e| e.kind.is_acquire()).map(|e| e.seq).max();
             let attributed_is_recorded =
-                attributed.is_some() && open.iter().any(|x| Some(x.event.seq) == latest && x.event.who == attributed);
+                attributed.is_some() && open.iter().any(|x| Some(x.seq) == latest && x.who == attributed);
             let mut holders = Vec::new();
             for x in &open {
-                let e = x.event;
+                let e = *x;
                 let owner = e.who.map(Owner::of);
                 let held = ns(now.saturating_sub(e.at));
-                let g = sites.entry(owner.clone()).or_insert_with(|| new_group(owner.clone()));
+                let g = site_group(&mut sites, &owner);
                 if e.kind.is_pin() {
                     g.pins += 1;
                 } else {
@@ -639,7 +637,7 @@ impl PageArena {
             if let (Some(a), false) = (attributed, attributed_is_recorded) {
                 if unrecorded_refs + unrecorded_pins > 0 {
                     let owner = Some(Owner::of(a));
-                    let g = sites.entry(owner.clone()).or_insert_with(|| new_group(owner.clone()));
+                    let g = site_group(&mut sites, &owner);
                     if unrecorded_pins > 0 {
                         g.pins += 1;
                     } else {
@@ -770,8 +768,17 @@ impl PageArena {
     }
 }
 
-fn new_group(owner: Option<Owner>) -> SiteGroup {
-    SiteGroup { owner, refs: 0, pins: 0, pages: 0, acquires: 0, releases: 0, longest_hold_ns: 0 }
+/// The site group of `owner`, created empty on first use.
+fn site_group<'a>(sites: &'a mut HashMap<Option<Owner>, SiteGroup>, owner: &Option<Owner>) -> &'a mut SiteGroup {
+    sites.entry(owner.clone()).or_insert_with(|| SiteGroup {
+        owner: owner.clone(),
+        refs: 0,
+        pins: 0,
+        pages: 0,
+        acquires: 0,
+        releases: 0,
+        longest_hold_ns: 0,
+    })
 }
 
 fn secs(ns: u64) -> String {

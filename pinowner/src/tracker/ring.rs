@@ -31,10 +31,10 @@ pub(crate) struct Ring<T> {
     tail: AtomicUsize,
 }
 
-// SAFETY: a value is written by exactly one producer (the one whose claim of
-// the position succeeded) and read by exactly one consumer, and the slot's
-// sequence number (release store, acquire load) orders the two; values move
-// between threads, so `T: Send` suffices.
+// A value is written by exactly one producer (the one whose claim of the
+// position succeeded) and read by exactly one consumer; the slot's sequence
+// number (release store, acquire load) orders the two.
+// SAFETY: values only move between threads, so `T: Send` suffices.
 unsafe impl<T: Send> Sync for Ring<T> {}
 // SAFETY: as above; the ring owns its values.
 unsafe impl<T: Send> Send for Ring<T> {}
