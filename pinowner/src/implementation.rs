@@ -65,23 +65,30 @@
 //! store, not a compare-and-swap loop: while a page is free (or a head whose
 //! last count is gone), its word changes only under the zone lock, or by
 //! operations that cannot overlap that code (compare-and-swaps from live
-//! words — arming and disarming among them — and a cache's own allocation
-//! under its shard lock). `alloc::buddy` lists every writer.
+//! words — arming and disarming among them — and a cache owner's own
+//! allocation inside its cache). `alloc::buddy` lists every writer.
 //!
 //! # The per-thread cache path
 //!
-//! An order-0 alloc+free through a cache makes three read-modify-writes:
-//! the shard lock's swap on each side (a spin lock: unlocking is a store)
-//! and the release. The last release of a cached-zone order-0 page outside
-//! an isolated window makes the word `FREE | PCP` in the release's own
-//! compare-and-swap, so isolation is checked atomically with the free; the
-//! page is then pushed. Allocation pops and marks the word with a plain
-//! store under the shard lock, which is why a reservation writes `ISOLATED`
-//! only with every cache lock of the zone held (lock order: shard, then
-//! zone). The `loom` models `a_page_freed_into_a_cache_never_coalesces_with_a_concurrent_drain`
-//! and `cache_alloc_and_free_against_a_reservation_keep_isolation_exact`
-//! fail if the free leaves out `PCP`, or if a reservation writes `ISOLATED`
-//! without the cache locks (a page leaks).
+//! An order-0 alloc+free through a cache makes one read-modify-write: the
+//! release. Each thread owns the shard of its cache slot (slots are unique
+//! among live threads and recycled), like a kernel per-CPU list its CPU,
+//! and enters it through a `sync::BiasedLock`: two plain stores and a load,
+//! with a compiler fence where the remote side pays with
+//! `membarrier(PRIVATE_EXPEDITED)` (the kernel's `drain_all_pages` sends
+//! IPIs for the same reason). The last release of a cached-zone order-0
+//! page outside an isolated window makes the word `FREE | PCP` in the
+//! release's own compare-and-swap, so isolation is checked atomically with
+//! the free; the owner then pushes the page. Allocation pops and marks the
+//! word with a plain store inside the cache, which is why a reservation
+//! writes `ISOLATED` only holding the remote side of every cache of the
+//! zone (lock order: caches, then zone). The `loom` models
+//! `a_page_freed_into_a_cache_never_coalesces_with_a_concurrent_drain` and
+//! `cache_alloc_and_free_against_a_reservation_keep_isolation_exact` fail
+//! if the free leaves out `PCP`, if a reservation writes `ISOLATED` without
+//! the caches (a page leaks), or if the owner's fence is left out (loom
+//! sees the owner and a drain inside one cache at once; under loom both
+//! sides use `fence(SeqCst)`, which is what `membarrier` stands for).
 //!
 //! # Tracking armed pages
 //!

@@ -561,9 +561,9 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let reason = request.reason;
         let end = start + pages;
-        // 1. isolate. `ISOLATED` is written with the zone's cache locks held
+        // 1. isolate. `ISOLATED` is written with the zone's caches held
         // too: allocating from a cache marks the page with a plain store
-        // under its shard lock (see `alloc::pcp`).
+        // inside it (see `alloc::pcp`).
         {
             let caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
@@ -597,9 +597,11 @@ impl PageArena {
             let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
             for cache in caches.iter_mut() {
-                for p in cache.drain(..) {
-                    area.give(&self.descs, zone, p, 0);
-                }
+                cache.with(|cache| {
+                    for p in cache.drain(..) {
+                        area.give(&self.descs, zone, p, 0);
+                    }
+                });
             }
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.

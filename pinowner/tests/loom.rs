@@ -197,9 +197,9 @@ fn a_page_freed_into_a_cache_never_coalesces_with_a_concurrent_drain() {
     });
 }
 
-/// Allocating from a cache (a plain store under the shard lock) and freeing
+/// Allocating from a cache (a plain store inside its owner's side) and freeing
 /// into it, racing a reservation of the whole zone (which sets and clears
-/// `ISOLATED` with the cache locks held and drains the caches): the
+/// `ISOLATED` holding every cache's remote side and drains the caches): the
 /// reservation succeeds only if the page is free, a failure names it, and
 /// afterwards nothing stays isolated, cached or uncoalesced.
 #[test]

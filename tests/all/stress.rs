@@ -86,8 +86,8 @@ fn concurrent_owners_never_share_a_page_with_thread_caches() {
 }
 
 /// Reservations racing cache allocations and frees: cached pages are marked
-/// allocated with a plain store under their shard lock, so reservations
-/// write `ISOLATED` with the cache locks held. Whatever interleaves, no page
+/// allocated with a plain store inside their owner's cache, so reservations
+/// write `ISOLATED` holding every cache. Whatever interleaves, no page
 /// is handed to two owners, and once all is freed nothing stays isolated,
 /// cached or uncoalesced.
 #[test]

@@ -19,7 +19,7 @@
 //! The writers, one by one:
 //!
 //! - reservations set and clear `ISOLATED` (`fetch_or`/`fetch_and`) under the
-//!   zone lock (and every cache lock of the zone);
+//!   zone lock (and the remote side of every cache of the zone);
 //! - adds on a held block (`acquire_held`), the `IDLE` clear after one, and
 //!   `BytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
 //!   free one;
@@ -34,8 +34,8 @@
 //!   word only, and eager arming sets `TRACKED` on a block its allocator
 //!   holds; none writes a free word;
 //! - allocating from a thread cache (a store, see [`super::pcp`]) runs on
-//!   a page just popped from a cache under its shard lock. Code here writes
-//!   a cached page only while draining (which holds that shard lock and
+//!   a page its owner just popped inside its cache. Code here writes a
+//!   cached page only while draining (which holds the cache's remote side and
 //!   finds the page in the cache, so it was not popped) and otherwise skips
 //!   `PCP` pages: it never merges with, isolates or commits one.
 //!

@@ -13,7 +13,7 @@ use crate::page::state::{self, Count, ACQUIRE_SLOW, COUNTS, FREE, GEN_ONE, HEAD,
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use crate::sync::{fence, ShardedMap, SpinGuard};
+use crate::sync::{fence, RemoteGuard, ShardedMap};
 use crate::tracker::Change;
 use crate::Pfn;
 
@@ -245,7 +245,7 @@ impl PageArena {
 
     /// Allocates and returns the block's head and the generation of its
     /// first reference.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Acquirer) -> Result<(u32, u16), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
@@ -301,32 +301,39 @@ impl PageArena {
     }
 
     /// An order-0 page from the calling thread's cache, refilled from the
-    /// buddy lists when empty. Returns the page and its new state word.
+    /// buddy lists when empty; from the buddy lists directly for a thread
+    /// without a cache. Returns the page and its new state word.
     #[inline(always)]
     fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, flags: u64) -> Option<(u32, u64)> {
-        let mut cache = pcp.mine().0.lock();
-        let pfn = match cache.pop() {
-            Some(p) => p,
-            None => self.refill(zone, pcp, &mut cache)?,
+        let Some(shard) = pcp.mine() else {
+            return self.alloc_buddy(zone, 0, flags);
         };
-        // A plain store under the shard lock: see `alloc::pcp` for why
-        // nothing else writes the word meanwhile.
-        let d = self.desc(pfn);
-        let old = d.state.load(Relaxed);
-        debug_assert_eq!(
-            old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
-            HEAD | FREE | PCP,
-            "not a cached page"
-        );
-        debug_assert_eq!(old & flags, 0);
-        let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
-        d.state.store(word, Release);
-        drop(cache);
-        Some((pfn, word))
+        let take = |cache: &mut Vec<u32>| {
+            let pfn = match cache.pop() {
+                Some(p) => p,
+                None => self.refill(zone, pcp, cache)?,
+            };
+            // A plain store inside the cache: see `alloc::pcp` for why
+            // nothing else writes the word meanwhile.
+            let d = self.desc(pfn);
+            let old = d.state.load(Relaxed);
+            debug_assert_eq!(
+                old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
+                HEAD | FREE | PCP,
+                "not a cached page"
+            );
+            debug_assert_eq!(old & flags, 0);
+            let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
+            d.state.store(word, Release);
+            Some((pfn, word))
+        };
+        // SAFETY: `mine` is the shard of this thread's cache slot, which no
+        // other live thread has; `take` enters no cache.
+        unsafe { shard.0.with_owner(pcp.barrier, take) }
     }
 
     /// Moves a batch of order-0 pages from the buddy lists into an empty
-    /// cache (its shard lock held) and takes one of them.
+    /// cache (its owner inside it) and takes one of them.
     #[cold]
     #[inline(never)]
     fn refill(&self, zone: &Zone, pcp: &Pcp, cache: &mut Vec<u32>) -> Option<u32> {
@@ -334,7 +341,7 @@ impl PageArena {
         for _ in 0..pcp.config.batch {
             let Some(p) = area.take(&self.descs, 0) else { break };
             // Cached pages are marked PCP, which keeps coalescing away
-            // from them, also after they leave the cache's lock.
+            // from them, also after they leave the cache.
             area.mark_free_head(self.desc(p), 0, PCP);
             cache.push(p);
         }
@@ -342,15 +349,27 @@ impl PageArena {
     }
 
     /// Returns an order-0 page, already marked as a cached free page by the
-    /// release that freed it, to the calling thread's cache; a cache over
-    /// its high mark returns a batch to the buddy lists.
+    /// release that freed it, to the calling thread's cache (a cache over
+    /// its high mark returns a batch to the buddy lists), or to the buddy
+    /// lists if the thread has no cache.
     #[inline]
     fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32) {
-        let mut cache = pcp.mine().0.lock();
-        cache.push(head);
-        if cache.len() > pcp.config.high {
-            self.flush(zone, pcp, &mut cache);
+        let cached = pcp.with_mine(|cache| {
+            cache.push(head);
+            if cache.len() > pcp.config.high {
+                self.flush(zone, pcp, cache);
+            }
+        });
+        if cached.is_none() {
+            self.free_uncached(zone, head);
         }
+    }
+
+    /// A cached free page of a thread without a cache goes to the buddy lists.
+    #[cold]
+    #[inline(never)]
+    fn free_uncached(&self, zone: &Zone, head: u32) {
+        zone.area.lock().give(&self.descs, zone, head, 0);
     }
 
     #[cold]
@@ -370,12 +389,12 @@ impl PageArena {
         zone.area.lock().give(&self.descs, zone, head, order);
     }
 
-    /// Locks every cache of `zone` (in shard order, before any zone lock:
-    /// the lock order everywhere is shard, then zone). Holding them all
+    /// Takes the remote side of every cache of `zone` (before any zone lock:
+    /// the lock order everywhere is cache, then zone). Holding them all
     /// keeps every cached page where it is and lets `ISOLATED` be written
-    /// on cached pages (see `alloc::pcp`).
-    pub(crate) fn lock_caches<'z>(&self, zone: &'z Zone) -> Vec<SpinGuard<'z, Vec<u32>>> {
-        zone.pcp.as_ref().map_or_else(Vec::new, |pcp| pcp.shards.iter().map(|s| s.0.lock()).collect())
+    /// on cached pages (see `alloc::pcp`). Costs one `membarrier`.
+    pub(crate) fn lock_caches<'z>(&self, zone: &'z Zone) -> Vec<RemoteGuard<'z, Vec<u32>>> {
+        zone.pcp.as_ref().map_or_else(Vec::new, |pcp| pcp.lock_all())
     }
 
     /// Returns every page parked in per-thread caches to the buddy lists, so
@@ -385,16 +404,17 @@ impl PageArena {
         let mut drained = 0;
         for zone in &self.zones {
             let Some(pcp) = &zone.pcp else { continue };
-            for shard in pcp.shards.iter() {
-                let mut cache = shard.0.lock();
-                if cache.is_empty() {
-                    continue;
-                }
-                let mut area = zone.area.lock();
-                drained += cache.len();
-                for p in cache.drain(..) {
-                    area.give(&self.descs, zone, p, 0);
-                }
+            for mut cache in pcp.lock_all() {
+                cache.with(|cache| {
+                    if cache.is_empty() {
+                        return;
+                    }
+                    let mut area = zone.area.lock();
+                    drained += cache.len();
+                    for p in cache.drain(..) {
+                        area.give(&self.descs, zone, p, 0);
+                    }
+                });
             }
         }
         drained
@@ -413,7 +433,7 @@ impl PageArena {
             if zone.pages() == 0 {
                 continue;
             }
-            let cached = zone.pcp.as_ref().map_or(0, |p| p.shards.iter().map(|s| s.0.lock().len()).sum());
+            let cached = zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.len())).sum());
             let area = zone.area.lock();
             let mut runs: Vec<(u32, u32)> =
                 (0..=area.max_order).flat_map(|o| area.heads(o).iter().map(move |&p| (p, 1u32 << o))).collect();

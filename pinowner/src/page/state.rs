@@ -28,8 +28,8 @@
 //! word, a free block's tails, and a head whose last count is gone change
 //! only under the zone lock (where the allocator uses plain stores) or by
 //! operations that cannot overlap that code; a cached page's word is
-//! written by its cache's allocation under the shard lock, and `ISOLATED`
-//! only with the zone lock and every cache lock of the zone held. The
+//! written by its cache owner's allocation inside the cache, and `ISOLATED`
+//! only with the zone lock and every cache of the zone held. The
 //! allocator's module docs list every writer.
 //!
 //! Overflow never spills into a neighbour: the top bit of each count field is

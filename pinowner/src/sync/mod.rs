@@ -6,15 +6,17 @@
 //! parking_lot and dashmap do not run under loom; their stand-ins keep the
 //! same API.
 
+mod biased;
 mod local;
+pub(crate) use biased::{Barrier, BiasedLock, RemoteGuard};
 #[allow(unused_imports)]
 pub(crate) use local::*;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A condition variable paired with [`Mutex`]: parking_lot's normally,
 /// loom's under the models.
@@ -325,9 +327,9 @@ thread_local_const! {
     static INDEX: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
 }
 
-/// A small per-thread number, stable for the thread's life: used to pick a
-/// cache shard so that two threads rarely share one. A `const`
-/// thread-local, so asking is one load from the thread block.
+/// A small per-thread number, stable for the thread's life and never
+/// reused: names the thread in tracker events. A `const` thread-local, so
+/// asking is one load from the thread block.
 #[inline]
 pub(crate) fn thread_index() -> usize {
     let i = INDEX.with(|i| i.get());
@@ -358,6 +360,90 @@ fn assign_thread_index() -> usize {
     i
 }
 
+/// A thread's cache slot: unique among live threads, handed back when the
+/// thread exits and reused lowest first, so slots stay dense. Slot `i` owns
+/// shard `i` of every zone's cache (when there is one); a thread owns its
+/// shard alone, which is what lets it use the shard without a
+/// read-modify-write ([`BiasedLock`]). A thread that is exiting (its slot
+/// already handed back) gets [`NO_SLOT`]. Under loom, model threads never
+/// exit mid-model and the slot is the thread index.
+#[inline]
+pub(crate) fn cache_slot() -> usize {
+    #[cfg(not(loom))]
+    {
+        let s = SLOT.with(|s| s.get());
+        if s < NO_SLOT {
+            s
+        } else if s == NO_SLOT {
+            NO_SLOT
+        } else {
+            assign_cache_slot()
+        }
+    }
+    #[cfg(loom)]
+    thread_index()
+}
+
+/// The slot of a thread that has none (it is exiting): above any shard.
+pub(crate) const NO_SLOT: usize = usize::MAX - 1;
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// This thread's cache slot; `usize::MAX` until first asked for,
+    /// [`NO_SLOT`] once handed back.
+    static SLOT: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
+    /// Hands the slot back when the thread exits.
+    static SLOT_OWNER: SlotOwner = const { SlotOwner(core::cell::Cell::new(NO_SLOT)) };
+}
+
+/// Free slots below `next`, and the next never-used slot.
+#[cfg(not(loom))]
+static SLOTS: std::sync::Mutex<(std::collections::BinaryHeap<core::cmp::Reverse<usize>>, usize)> =
+    std::sync::Mutex::new((std::collections::BinaryHeap::new(), 0));
+
+#[cfg(not(loom))]
+struct SlotOwner(core::cell::Cell<usize>);
+
+#[cfg(not(loom))]
+impl Drop for SlotOwner {
+    fn drop(&mut self) {
+        let slot = self.0.get();
+        if slot == NO_SLOT {
+            return;
+        }
+        // Nothing on this thread uses the slot after this (a later
+        // destructor that allocates gets `NO_SLOT`); the mutex orders our
+        // last use before the next owner's first.
+        SLOT.with(|s| s.set(NO_SLOT));
+        SLOTS.lock().unwrap_or_else(|p| p.into_inner()).0.push(core::cmp::Reverse(slot));
+    }
+}
+
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn assign_cache_slot() -> usize {
+    let slot = {
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        match slots.0.pop() {
+            Some(core::cmp::Reverse(s)) => s,
+            None => {
+                slots.1 += 1;
+                slots.1 - 1
+            }
+        }
+    };
+    // Registering the destructor fails only while the thread's locals are
+    // being destroyed: then the thread goes without a slot.
+    if SLOT_OWNER.try_with(|o| o.0.set(slot)).is_err() {
+        SLOTS.lock().unwrap_or_else(|p| p.into_inner()).0.push(core::cmp::Reverse(slot));
+        SLOT.with(|s| s.set(NO_SLOT));
+        return NO_SLOT;
+    }
+    SLOT.with(|s| s.set(slot));
+    slot
+}
+
 /// Lets other threads run while waiting for one of them (a loom yield
 /// under loom, so the model can make progress).
 #[inline]
@@ -381,6 +467,32 @@ pub(crate) fn spin_hint() {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::SpinMutex;
+
+    #[test]
+    fn cache_slots_are_unique_among_live_threads_and_reused_after_exit() {
+        let barrier = std::sync::Barrier::new(4);
+        let live: Vec<usize> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let slot = super::cache_slot();
+                        barrier.wait(); // all four alive at once
+                        assert_eq!(super::cache_slot(), slot, "stable for the thread's life");
+                        slot
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = live.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4, "live threads share no slot: {live:?}");
+        // The four exited: a new thread gets one of their slots back (other
+        // tests' threads may take some, never a slot held by a live one).
+        let again = std::thread::spawn(super::cache_slot).join().unwrap();
+        assert!(again < super::NO_SLOT);
+    }
 
     #[test]
     fn spin_mutex_excludes_concurrent_critical_sections() {
