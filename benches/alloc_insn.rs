@@ -11,7 +11,7 @@
 //!
 //! The "Collected" total divided by `ITERS` (printed) is the count for one
 //! alloc+free. Cases: `alloc_insn::order0`, `alloc_insn::order0_cache`,
-//! `alloc_insn::order9`.
+//! `alloc_insn::order9`, `alloc_insn::order9_cache`.
 
 use std::hint::black_box;
 
@@ -41,6 +41,11 @@ fn order9(a: &PageArena) {
     drop(black_box(a.alloc(black_box(9)).unwrap()));
 }
 
+#[inline(never)]
+fn order9_cache(a: &PageArena) {
+    drop(black_box(a.alloc(black_box(9)).unwrap()));
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; test runners listing or running bench
     // targets do not, and get no output.
@@ -62,6 +67,10 @@ fn main() {
     let a = arena(false);
     for _ in 0..ITERS {
         order9(&a);
+    }
+    let a = arena(true);
+    for _ in 0..ITERS {
+        order9_cache(&a);
     }
     println!("alloc_insn: {ITERS} iterations per case");
 }

@@ -597,11 +597,7 @@ impl PageArena {
             let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
             for cache in caches.iter_mut() {
-                cache.with(|cache| {
-                    for p in cache.drain(..) {
-                        area.give(&self.descs, zone, p, 0);
-                    }
-                });
+                cache.with(|cache| cache.drain(|p, o| area.give(&self.descs, zone, p, o)));
             }
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.

@@ -17,7 +17,7 @@ fn arena(pages: usize) -> Arc<PageArena> {
 /// An arena with per-thread caches of one page (a batch of one, a high mark
 /// of one, one shard per model thread).
 fn cached_arena(pages: usize) -> Arc<PageArena> {
-    let cache = ThreadCache { batch: 1, high: 1, shards: 4 };
+    let cache = ThreadCache { batch: 1, high: 1, shards: 4, orders: ThreadCache::ORDER_0 };
     Arc::new(PageArena::builder().pages(pages).max_order(1).thread_cache(cache).build().unwrap())
 }
 
@@ -213,6 +213,32 @@ fn cache_alloc_and_free_against_a_reservation_keep_isolation_exact() {
             // (Either may find the zone reserved already.)
             drop(a2.alloc_owned(0).ok());
             drop(a2.alloc_owned(0).ok());
+        });
+        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
+        match &got {
+            Ok(run) => assert_eq!(run.pages(), 2),
+            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy.len(), 1),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        t.join().unwrap();
+        drop(got);
+        assert_all_free_and_coalesced(&arena);
+    });
+}
+
+/// The same race with an order-1 block cached (the kernel caches orders up
+/// to 3 and the pageblock order per CPU): the thread frees an order-1 block
+/// into its cache and allocates it again while a reservation of the whole
+/// zone isolates, drains and tests it.
+#[test]
+fn a_cached_order_1_block_against_a_reservation_keeps_isolation_exact() {
+    model("a_cached_order_1_block_against_a_reservation_keeps_isolation_exact", || {
+        let cache = ThreadCache { batch: 1, high: 2, shards: 4, orders: 0b11 };
+        let arena = Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).build().unwrap());
+        let a2 = arena.clone();
+        let t = thread::spawn(move || {
+            drop(a2.alloc_owned(1).ok());
+            drop(a2.alloc_owned(1).ok());
         });
         let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
         match &got {

@@ -87,7 +87,7 @@ fn alloc_zeroed_clears_bytes_a_previous_owner_wrote() {
 
 #[test]
 fn thread_cache_pages_are_invisible_until_drained() {
-    let cache = ThreadCache { batch: 8, high: 32, shards: 2 };
+    let cache = ThreadCache { batch: 8, high: 32, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(64).max_order(6).thread_cache(cache).build().unwrap();
     let b = arena.alloc(0).unwrap();
     drop(b);
@@ -103,7 +103,7 @@ fn thread_cache_pages_are_invisible_until_drained() {
 
 #[test]
 fn thread_cache_returns_a_batch_past_its_high_mark() {
-    let cache = ThreadCache { batch: 4, high: 8, shards: 1 };
+    let cache = ThreadCache { batch: 4, high: 8, shards: 1, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(64).thread_cache(cache).build().unwrap();
     let blocks: Vec<_> = (0..20).map(|_| arena.alloc(0).unwrap()).collect();
     drop(blocks);
@@ -136,7 +136,7 @@ fn frag_stats_show_why_a_high_order_request_fails() {
 #[test]
 fn threads_beyond_the_shard_count_use_the_buddy_lists_and_lose_no_page() {
     const PAGES: usize = 256;
-    let cache = ThreadCache { batch: 4, high: 8, shards: 1 };
+    let cache = ThreadCache { batch: 4, high: 8, shards: 1, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(PAGES).max_order(8).thread_cache(cache).build().unwrap();
     let start = std::sync::Barrier::new(4);
     std::thread::scope(|s| {
@@ -162,4 +162,32 @@ fn threads_beyond_the_shard_count_use_the_buddy_lists_and_lose_no_page() {
     let z = &arena.frag_stats().zones[0];
     assert_eq!(z.cached_pages, 0);
     assert_eq!(z.free_blocks[8], 1, "everything coalesced back: {:?}", z.free_blocks);
+}
+
+/// A freed block of a cached order (here 3) parks in the freeing thread's
+/// cache, uncoalesced, and serves that thread's next allocation of the
+/// order; a contiguous reservation over it drains it.
+#[test]
+fn a_cached_higher_order_block_is_reused_by_its_thread_and_drained_by_a_reservation() {
+    let cache = ThreadCache { batch: 8, high: 32, shards: 64, orders: ThreadCache::KERNEL_ORDERS };
+    let arena = PageArena::builder().pages(64).max_order(6).thread_cache(cache).build().unwrap();
+    let b = arena.alloc(3).unwrap();
+    let pfn = b.pfn();
+    drop(b);
+    let z = arena.frag_stats().zone(ZoneKind::Normal).unwrap().clone();
+    assert_eq!(z.cached_pages, 8, "the order-3 block is cached");
+    assert_eq!(z.free_pages, 56);
+    assert!(arena.page_state(pfn).unwrap().flags.contains(pinowner::PageFlags::PCP));
+    let again = arena.alloc(3).unwrap();
+    assert_eq!(again.pfn(), pfn, "served from the cache");
+    drop(again);
+    // Order 9 is in the kernel set but above this arena's largest order:
+    // ignored, not an error.
+    let run = arena.reserve_range(0, 64, pinowner::Reason::Contig).unwrap();
+    assert_eq!(run.pages(), 64);
+    drop(run);
+    // The run's pages were freed like any others: into this thread's cache
+    // where their order is cached.
+    arena.drain_thread_caches();
+    assert_eq!(arena.frag_stats().zone(ZoneKind::Normal).unwrap().free_blocks[6], 1);
 }

@@ -97,7 +97,7 @@ fn a_block_straddling_the_window_is_split_and_only_the_window_is_taken() {
 
 #[test]
 fn cached_pages_in_the_window_are_drained_not_counted_busy() {
-    let cache = ThreadCache { batch: 8, high: 64, shards: 2 };
+    let cache = ThreadCache { batch: 8, high: 64, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(64).movable_pages(64).max_order(6).thread_cache(cache).build().unwrap();
     drop(arena.alloc_movable(0).unwrap());
     assert!(arena.frag_stats().zones[0].cached_pages > 0);
@@ -171,7 +171,7 @@ fn a_failure_names_both_subsystems_that_pin_pages_with_correct_counts() {
 /// the lists (it used to `remove` it from a list that never held it).
 #[test]
 fn rollback_of_drained_buddies_coalesces_without_corrupting_the_lists() {
-    let cache = ThreadCache { batch: 4, high: 64, shards: 1 };
+    let cache = ThreadCache { batch: 4, high: 64, shards: 1, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(4).max_order(2).thread_cache(cache).build().unwrap();
     let blocks: Vec<_> = (0..4).map(|_| arena.alloc(0).unwrap()).collect();
     // Keep page 3; pages 0..3 go back to the cache, not the lists.

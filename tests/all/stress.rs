@@ -77,7 +77,7 @@ fn concurrent_owners_never_share_a_page() {
 
 #[test]
 fn concurrent_owners_never_share_a_page_with_thread_caches() {
-    let cache = ThreadCache { batch: 4, high: 16, shards: 2 };
+    let cache = ThreadCache { batch: 4, high: 16, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(256).max_order(4).thread_cache(cache).build().unwrap();
     hammer(&arena, 4, 20_000);
     arena.drain_thread_caches();
@@ -93,7 +93,7 @@ fn concurrent_owners_never_share_a_page_with_thread_caches() {
 #[test]
 fn reservations_racing_thread_caches_leave_no_page_isolated_or_lost() {
     use std::sync::atomic::AtomicBool;
-    let cache = ThreadCache { batch: 4, high: 16, shards: 2 };
+    let cache = ThreadCache { batch: 4, high: 16, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(256).movable_pages(128).max_order(4).thread_cache(cache).build().unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {

@@ -1,5 +1,5 @@
 //! The page allocator: zones, buddy free lists per order, per-thread caches
-//! for order 0, and fragmentation statistics.
+//! of free blocks, and fragmentation statistics.
 //!
 //! Each zone keeps its free blocks in one list per order, under one lock.
 //! Blocks are naturally aligned in page-number space, so a block's buddy is
@@ -15,7 +15,7 @@ mod pcp;
 pub(crate) use buddy::{free_head_word, FreeArea};
 pub use frag::{FragStats, ZoneFrag};
 pub use pcp::ThreadCache;
-pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Pcp};
+pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Lists, Pcp};
 
 use crate::sync::Mutex;
 
@@ -50,7 +50,13 @@ pub(crate) struct Zone {
 
 impl Zone {
     pub(crate) fn new(kind: ZoneKind, start: u32, end: u32, max_order: u8, cache: Option<ThreadCache>) -> Zone {
-        Zone { kind, start, end, area: Mutex::new(FreeArea::new(max_order)), pcp: cache.map(Pcp::new) }
+        Zone {
+            kind,
+            start,
+            end,
+            area: Mutex::new(FreeArea::new(max_order)),
+            pcp: cache.map(|c| Pcp::new(c, max_order)),
+        }
     }
 
     pub(crate) fn pages(&self) -> u32 {

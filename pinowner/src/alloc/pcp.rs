@@ -1,4 +1,7 @@
-//! Per-thread caches of order-0 pages (the kernel's per-CPU page lists).
+//! Per-thread caches of free blocks (the kernel's per-CPU page lists): of
+//! order 0, and by default of orders 1–3 and 9 too, as the kernel keeps
+//! `PAGE_ALLOC_COSTLY_ORDER` and pageblock-order (THP) blocks on its
+//! per-CPU lists since Linux 5.13.
 //!
 //! A zone with caches has a fixed number of shards. A thread owns the shard
 //! of its cache slot ([`cache_slot`]: unique among live threads, recycled
@@ -40,7 +43,7 @@
 use crate::page::state::{FREE, GEN_ONE, PCP, REF_ONE};
 use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
 
-/// Settings for per-thread order-0 caches.
+/// Settings for per-thread caches of free blocks.
 ///
 /// A thread allocates from and frees into its own cache without any
 /// read-modify-write; a reservation or [`drain_thread_caches`] reaching into
@@ -53,27 +56,75 @@ use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
 /// [`drain_thread_caches`]: crate::PageArena::drain_thread_caches
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadCache {
-    /// Pages moved between a cache and the buddy lists at a time.
+    /// Order-0 pages moved between a cache and the buddy lists at a time;
+    /// for order `o`, `batch >> o` blocks (at least one).
     pub batch: usize,
-    /// A cache holding more than this returns `batch` pages to the buddy lists.
+    /// A cache holding more than this many order-0 pages returns `batch` of
+    /// them to the buddy lists; for order `o`, more than `high >> o` blocks
+    /// (at least one).
     pub high: usize,
     /// Number of shards: threads with their own cache at once (threads
     /// beyond it use the buddy lists directly). Defaults to twice the
     /// available parallelism, at least 8.
     pub shards: usize,
+    /// Which orders are cached: bit `o` for order `o` (orders above the
+    /// arena's largest are ignored). Defaults to [`ThreadCache::KERNEL_ORDERS`].
+    /// Cached blocks do not coalesce until drained; a contiguous
+    /// reservation drains them.
+    pub orders: u32,
+}
+
+impl ThreadCache {
+    /// Order 0 only.
+    pub const ORDER_0: u32 = 1;
+    /// Orders 0–3 and 9: the kernel's per-CPU list orders for 4 KiB pages
+    /// (up to `PAGE_ALLOC_COSTLY_ORDER`, and the 2 MiB pageblock order).
+    pub const KERNEL_ORDERS: u32 = 0b1111 | 1 << 9;
 }
 
 impl Default for ThreadCache {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ThreadCache { batch: 31, high: 186, shards: (2 * cpus).max(8) }
+        ThreadCache { batch: 31, high: 186, shards: (2 * cpus).max(8), orders: ThreadCache::KERNEL_ORDERS }
     }
 }
 
-/// One cache: the page numbers it holds, behind a lock biased to its owner.
+/// Orders a cache has a list for: every order the state word can hold.
+const LISTS: usize = crate::page::state::MAX_ORDER_LIMIT as usize + 1;
+const _: () = assert!(LISTS.is_power_of_two());
+
+/// The blocks one cache holds: a list of head page numbers per order
+/// (empty lists allocate nothing).
+#[derive(Debug)]
+pub(crate) struct Lists([Vec<u32>; LISTS]);
+
+impl Lists {
+    /// The list of `order`.
+    #[inline(always)]
+    pub(crate) fn of(&mut self, order: u8) -> &mut Vec<u32> {
+        // Masked, so no bounds check: every order is below `LISTS`.
+        &mut self.0[order as usize & (LISTS - 1)]
+    }
+
+    /// Pages held, all orders.
+    pub(crate) fn pages(&self) -> usize {
+        self.0.iter().enumerate().map(|(o, l)| l.len() << o).sum()
+    }
+
+    /// Empties every list: `f(head, order)` for each block.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(u32, u8)) {
+        for (o, l) in self.0.iter_mut().enumerate() {
+            for p in l.drain(..) {
+                f(p, o as u8);
+            }
+        }
+    }
+}
+
+/// One cache: the blocks it holds, behind a lock biased to its owner.
 #[repr(align(128))]
 #[derive(Debug)]
-pub(crate) struct Shard(pub(crate) BiasedLock<Vec<u32>>);
+pub(crate) struct Shard(pub(crate) BiasedLock<Lists>);
 
 /// The caches of one zone.
 #[derive(Debug)]
@@ -85,15 +136,38 @@ pub(crate) struct Pcp {
 }
 
 impl Pcp {
-    pub(crate) fn new(config: ThreadCache) -> Pcp {
+    pub(crate) fn new(config: ThreadCache, max_order: u8) -> Pcp {
         let n = config.shards.max(1);
         let batch = config.batch.max(1);
         let high = config.high.max(batch);
+        let orders = config.orders & (((1u64 << (max_order as u32 + 1)) - 1) as u32);
+        let lists = || {
+            let cap = |o: u32| if orders >> o & 1 != 0 { (high >> o).max(1) + 1 } else { 0 };
+            Lists(core::array::from_fn(|o| Vec::with_capacity(cap(o as u32))))
+        };
         Pcp {
-            shards: (0..n).map(|_| Shard(BiasedLock::new(Vec::with_capacity(high + 1)))).collect(),
-            config: ThreadCache { batch, high, shards: n },
+            shards: (0..n).map(|_| Shard(BiasedLock::new(lists()))).collect(),
+            config: ThreadCache { batch, high, shards: n, orders },
             barrier: Barrier::best(),
         }
+    }
+
+    /// True if blocks of `order` are cached.
+    #[inline(always)]
+    pub(crate) fn caches(&self, order: u8) -> bool {
+        (self.config.orders >> order) & 1 != 0
+    }
+
+    /// Blocks of `order` moved to or from the buddy lists at a time.
+    #[inline]
+    pub(crate) fn batch(&self, order: u8) -> usize {
+        (self.config.batch >> order).max(1)
+    }
+
+    /// Blocks of `order` a cache may hold.
+    #[inline(always)]
+    pub(crate) fn high(&self, order: u8) -> usize {
+        (self.config.high >> order).max(1)
     }
 
     /// The shard the calling thread owns, if its slot has one.
@@ -104,7 +178,7 @@ impl Pcp {
 
     /// Runs `f` on the calling thread's own cache, if it has one.
     #[inline(always)]
-    pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Vec<u32>) -> R) -> Option<R> {
+    pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Lists) -> R) -> Option<R> {
         let shard = self.mine()?;
         // SAFETY: the shard is the one of this thread's cache slot, which no
         // other live thread has, so no other thread is its owner; callers
@@ -114,15 +188,16 @@ impl Pcp {
 
     /// Takes every shard's remote side (the owners stay out until the
     /// guards drop), with one barrier for all.
-    pub(crate) fn lock_all(&self) -> Vec<RemoteGuard<'_, Vec<u32>>> {
+    pub(crate) fn lock_all(&self) -> Vec<RemoteGuard<'_, Lists>> {
         BiasedLock::lock_all(self.shards.iter().map(|s| &s.0), self.barrier)
     }
 }
 
-/// The delta that turns a cached free page's word into an allocated order-0
+/// The delta that turns a cached free block head's word into an allocated
 /// head with one reference and `flags`: clears `FREE` and `PCP` (both set),
 /// adds a reference (none held) and a generation, sets `flags` (clear on
-/// every free word). Every other bit, `ISOLATED` included, is untouched.
+/// every free word). Every other bit, the order and `ISOLATED` included, is
+/// untouched.
 #[inline(always)]
 pub(crate) const fn alloc_delta(flags: u64) -> u64 {
     REF_ONE.wrapping_add(GEN_ONE).wrapping_sub(FREE).wrapping_sub(PCP).wrapping_add(flags)

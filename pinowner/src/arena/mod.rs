@@ -5,7 +5,7 @@ mod raw;
 
 pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
 
-use crate::alloc::{FragStats, Pcp, Zone, ZoneFrag, ZoneKind};
+use crate::alloc::{FragStats, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
 use crate::page::slot::{self, Acquirer};
@@ -254,7 +254,7 @@ impl PageArena {
         let first = if movable { &self.zones[1] } else { &self.zones[0] };
         let got = match (&first.pcp, order) {
             _ if first.pages() == 0 => None,
-            (Some(pcp), 0) => self.alloc_pcp(first, pcp, flags),
+            (Some(pcp), o) if pcp.caches(o) => self.alloc_pcp(first, pcp, o, flags),
             _ => self.alloc_buddy(first, order, flags),
         };
         let (pfn, word) = match got {
@@ -277,7 +277,7 @@ impl PageArena {
         if movable && self.zones[0].pages() != 0 {
             last = &self.zones[0];
             let got = match (&last.pcp, order) {
-                (Some(pcp), 0) => self.alloc_pcp(last, pcp, flags),
+                (Some(pcp), o) if pcp.caches(o) => self.alloc_pcp(last, pcp, o, flags),
                 _ => self.alloc_buddy(last, order, flags),
             };
             if let Some(got) = got {
@@ -300,18 +300,18 @@ impl PageArena {
         Some((pfn, word))
     }
 
-    /// An order-0 page from the calling thread's cache, refilled from the
-    /// buddy lists when empty; from the buddy lists directly for a thread
-    /// without a cache. Returns the page and its new state word.
+    /// A block of a cached order from the calling thread's cache, refilled
+    /// from the buddy lists when empty; from the buddy lists directly for a
+    /// thread without a cache. Returns the head and its new state word.
     #[inline(always)]
-    fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, flags: u64) -> Option<(u32, u64)> {
+    fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, order: u8, flags: u64) -> Option<(u32, u64)> {
         let Some(shard) = pcp.mine() else {
-            return self.alloc_buddy(zone, 0, flags);
+            return self.alloc_buddy(zone, order, flags);
         };
-        let take = |cache: &mut Vec<u32>| {
-            let pfn = match cache.pop() {
+        let take = |cache: &mut Lists| {
+            let pfn = match cache.of(order).pop() {
                 Some(p) => p,
-                None => self.refill(zone, pcp, cache)?,
+                None => self.refill(zone, pcp, order, cache)?,
             };
             // A plain store inside the cache: see `alloc::pcp` for why
             // nothing else writes the word meanwhile.
@@ -319,8 +319,8 @@ impl PageArena {
             let old = d.state.load(Relaxed);
             debug_assert_eq!(
                 old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
-                HEAD | FREE | PCP,
-                "not a cached page"
+                HEAD | FREE | PCP | state::with_order(0, order),
+                "not a cached block of order {order}"
             );
             debug_assert_eq!(old & flags, 0);
             let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
@@ -332,53 +332,55 @@ impl PageArena {
         unsafe { shard.0.with_owner(pcp.barrier, take) }
     }
 
-    /// Moves a batch of order-0 pages from the buddy lists into an empty
-    /// cache (its owner inside it) and takes one of them.
+    /// Moves a batch of blocks of `order` from the buddy lists into an
+    /// empty cache list (its owner inside the cache) and takes one of them.
     #[cold]
     #[inline(never)]
-    fn refill(&self, zone: &Zone, pcp: &Pcp, cache: &mut Vec<u32>) -> Option<u32> {
+    fn refill(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists) -> Option<u32> {
         let mut area = zone.area.lock();
-        for _ in 0..pcp.config.batch {
-            let Some(p) = area.take(&self.descs, 0) else { break };
-            // Cached pages are marked PCP, which keeps coalescing away
+        let list = cache.of(order);
+        for _ in 0..pcp.batch(order) {
+            let Some(p) = area.take(&self.descs, order) else { break };
+            // Cached blocks are marked PCP, which keeps coalescing away
             // from them, also after they leave the cache.
-            area.mark_free_head(self.desc(p), 0, PCP);
-            cache.push(p);
+            area.mark_free_head(self.desc(p), order, PCP);
+            list.push(p);
         }
-        cache.pop()
+        list.pop()
     }
 
-    /// Returns an order-0 page, already marked as a cached free page by the
-    /// release that freed it, to the calling thread's cache (a cache over
-    /// its high mark returns a batch to the buddy lists), or to the buddy
-    /// lists if the thread has no cache.
+    /// Returns a block of a cached order, already marked as a cached free
+    /// block by the release that freed it, to the calling thread's cache (a
+    /// list over its high mark returns a batch to the buddy lists), or to
+    /// the buddy lists if the thread has no cache.
     #[inline]
-    fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32) {
+    fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32, order: u8) {
         let cached = pcp.with_mine(|cache| {
-            cache.push(head);
-            if cache.len() > pcp.config.high {
-                self.flush(zone, pcp, cache);
+            let list = cache.of(order);
+            list.push(head);
+            if list.len() > pcp.high(order) {
+                self.flush(zone, pcp, order, list);
             }
         });
         if cached.is_none() {
-            self.free_uncached(zone, head);
+            self.free_uncached(zone, head, order);
         }
     }
 
-    /// A cached free page of a thread without a cache goes to the buddy lists.
+    /// A cached free block of a thread without a cache goes to the buddy lists.
     #[cold]
     #[inline(never)]
-    fn free_uncached(&self, zone: &Zone, head: u32) {
-        zone.area.lock().give(&self.descs, zone, head, 0);
+    fn free_uncached(&self, zone: &Zone, head: u32, order: u8) {
+        zone.area.lock().give(&self.descs, zone, head, order);
     }
 
     #[cold]
     #[inline(never)]
-    fn flush(&self, zone: &Zone, pcp: &Pcp, cache: &mut Vec<u32>) {
-        let n = pcp.config.batch.min(cache.len());
+    fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, list: &mut Vec<u32>) {
+        let n = pcp.batch(order).min(list.len());
         let mut area = zone.area.lock();
-        for p in cache.drain(..n) {
-            area.give(&self.descs, zone, p, 0);
+        for p in list.drain(..n) {
+            area.give(&self.descs, zone, p, order);
         }
     }
 
@@ -393,7 +395,7 @@ impl PageArena {
     /// the lock order everywhere is cache, then zone). Holding them all
     /// keeps every cached page where it is and lets `ISOLATED` be written
     /// on cached pages (see `alloc::pcp`). Costs one `membarrier`.
-    pub(crate) fn lock_caches<'z>(&self, zone: &'z Zone) -> Vec<RemoteGuard<'z, Vec<u32>>> {
+    pub(crate) fn lock_caches<'z>(&self, zone: &'z Zone) -> Vec<RemoteGuard<'z, Lists>> {
         zone.pcp.as_ref().map_or_else(Vec::new, |pcp| pcp.lock_all())
     }
 
@@ -406,14 +408,13 @@ impl PageArena {
             let Some(pcp) = &zone.pcp else { continue };
             for mut cache in pcp.lock_all() {
                 cache.with(|cache| {
-                    if cache.is_empty() {
+                    let pages = cache.pages();
+                    if pages == 0 {
                         return;
                     }
                     let mut area = zone.area.lock();
-                    drained += cache.len();
-                    for p in cache.drain(..) {
-                        area.give(&self.descs, zone, p, 0);
-                    }
+                    drained += pages;
+                    cache.drain(|p, o| area.give(&self.descs, zone, p, o));
                 });
             }
         }
@@ -433,7 +434,7 @@ impl PageArena {
             if zone.pages() == 0 {
                 continue;
             }
-            let cached = zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.len())).sum());
+            let cached = zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.pages())).sum());
             let area = zone.area.lock();
             let mut runs: Vec<(u32, u32)> =
                 (0..=area.max_order).flat_map(|o| area.heads(o).iter().map(move |&p| (p, 1u32 << o))).collect();
@@ -708,18 +709,19 @@ impl PageArena {
     /// if the compare-and-swap finds it changed, the general slow path
     /// takes over.
     ///
-    /// An order-0 page of a zone with caches, outside any isolated window,
-    /// becomes a cached free page in this same compare-and-swap (so
-    /// `ISOLATED` is checked atomically with it) and goes to the thread's
-    /// cache; any other block goes to the buddy lists under the zone lock.
+    /// A block of a cached order in a zone with caches, outside any
+    /// isolated window, becomes a cached free block in this same
+    /// compare-and-swap (so `ISOLATED` is checked atomically with it) and
+    /// goes to the thread's cache; any other block goes to the buddy lists
+    /// under the zone lock.
     #[inline(never)]
     fn release_last(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
         let word = &self.desc(head).state;
         let new = old.wrapping_add(Self::release_delta(count, mine, old));
         let zone = self.zone_for(head);
         match &zone.pcp {
-            Some(pcp) if old & (state::ORDER_MASK | state::ISOLATED) == 0 => {
-                let cached = crate::alloc::free_head_word(new, 0, PCP);
+            Some(pcp) if pcp.caches(state::order(old)) && old & state::ISOLATED == 0 => {
+                let cached = crate::alloc::free_head_word(new, state::order(old), PCP);
                 if let Err(cur) = word.compare_exchange(old, cached, Release, Relaxed) {
                     return self.release_slow(head, pfn, count, mine, cur);
                 }
@@ -727,7 +729,7 @@ impl PageArena {
                 // acquire makes all their accesses happen before the page is
                 // reused.
                 fence(Acquire);
-                self.free_to_cache(zone, pcp, head);
+                self.free_to_cache(zone, pcp, head, state::order(old));
             }
             _ => {
                 if let Err(cur) = word.compare_exchange(old, new, Release, Relaxed) {
@@ -743,8 +745,8 @@ impl PageArena {
     /// A release of a count on an armed page, or one whose first attempt
     /// lost a race. `old` is the word last read.
     ///
-    /// The last release of an order-0 page in a zone with caches, outside
-    /// any isolated window, makes the page a cached free page in the same
+    /// The last release of a block of a cached order in a zone with caches,
+    /// outside any isolated window, makes it a cached free block in the same
     /// compare-and-swap (so `ISOLATED` is checked atomically with it); any
     /// other block is freed into the buddy lists under the zone lock.
     #[cold]
@@ -755,9 +757,10 @@ impl PageArena {
         let (last, cached) = loop {
             let mut new = old.wrapping_add(Self::release_delta(count, mine, old));
             let last = old & COUNTS == count.one();
-            let cached = last && state::order(old) == 0 && old & state::ISOLATED == 0 && zone.pcp.is_some();
+            let cached =
+                last && old & state::ISOLATED == 0 && zone.pcp.as_ref().is_some_and(|p| p.caches(state::order(old)));
             if cached {
-                new = crate::alloc::free_head_word(new, 0, PCP);
+                new = crate::alloc::free_head_word(new, state::order(old), PCP);
             }
             match word.compare_exchange_weak(old, new, Release, Relaxed) {
                 Ok(_) => break (last, cached),
@@ -778,7 +781,7 @@ impl PageArena {
             // makes all their accesses happen before the block is reused.
             fence(Acquire);
             match &zone.pcp {
-                Some(pcp) if cached => self.free_to_cache(zone, pcp, head),
+                Some(pcp) if cached => self.free_to_cache(zone, pcp, head, state::order(old)),
                 _ => self.free_block(head, state::order(old)),
             }
         }
