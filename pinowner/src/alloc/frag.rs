@@ -13,7 +13,7 @@ pub struct ZoneFrag {
     pub free_blocks: Vec<usize>,
     /// Free pages in the buddy lists.
     pub free_pages: usize,
-    /// Free order-0 pages parked in per-thread caches.
+    /// Free pages parked in per-thread caches (blocks of every cached order).
     pub cached_pages: usize,
     /// The longest run of adjacent free pages in the buddy lists (it may span
     /// several maximal blocks).

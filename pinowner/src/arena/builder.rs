@@ -98,7 +98,7 @@ impl ArenaBuilder {
         self
     }
 
-    /// Per-thread caches of order-0 pages (off by default).
+    /// Per-thread caches of free blocks (off by default; see [`ThreadCache`]).
     pub fn thread_cache(mut self, cache: ThreadCache) -> Self {
         self.cache = Some(cache);
         self
