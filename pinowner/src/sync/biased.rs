@@ -16,7 +16,7 @@
 //! the owner takes the remote side's spin lock instead.
 //!
 //! Where `membarrier` is not available (not Linux, or an old or restricted
-//! kernel: registration fails), and under loom, both sides use
+//! kernel: registration fails), and under loom and Miri, both sides use
 //! `fence(SeqCst)`: the same protocol with a symmetric barrier, which is
 //! exactly what loom can check (`membarrier` is specified as a `SeqCst`
 //! fence run on every thread at once). The choice is made once per lock
@@ -72,7 +72,7 @@ impl Barrier {
     }
 }
 
-#[cfg(all(target_os = "linux", not(loom)))]
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
 mod membarrier {
     use std::sync::OnceLock;
 
@@ -111,7 +111,7 @@ mod membarrier {
     }
 }
 
-#[cfg(not(all(target_os = "linux", not(loom))))]
+#[cfg(not(all(target_os = "linux", not(loom), not(miri))))]
 mod membarrier {
     pub(super) fn registered() -> bool {
         false
@@ -327,7 +327,7 @@ mod tests {
         }
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(miri)))]
     #[test]
     fn membarrier_is_used_where_the_kernel_has_it() {
         // Every Linux since 4.14 has private expedited membarrier; a
