@@ -11,10 +11,12 @@
 //!
 //! The "Collected" total divided by `ITERS` (printed) is the count for one
 //! alloc+free. Cases: `alloc_insn::order0`, `alloc_insn::order0_cache`,
-//! `alloc_insn::order9`, `alloc_insn::order9_cache`.
+//! `alloc_insn::order9`, `alloc_insn::order9_cache`, and the peer's
+//! `alloc_insn::peer_order0`, `alloc_insn::peer_order9`.
 
 use std::hint::black_box;
 
+use buddy_system_allocator::FrameAllocator;
 use pinowner::{PageArena, ThreadCache};
 
 const PAGES: usize = 1 << 16;
@@ -24,6 +26,18 @@ fn arena(cache: bool) -> PageArena {
     let b = PageArena::builder().pages(PAGES).max_order(10);
     let b = if cache { b.thread_cache(ThreadCache::default()) } else { b };
     b.build().unwrap()
+}
+
+#[inline(never)]
+fn peer_order0(f: &mut FrameAllocator<32>) {
+    let p = f.alloc(black_box(1)).unwrap();
+    f.dealloc(black_box(p), 1);
+}
+
+#[inline(never)]
+fn peer_order9(f: &mut FrameAllocator<32>) {
+    let p = f.alloc(black_box(512)).unwrap();
+    f.dealloc(black_box(p), 512);
 }
 
 #[inline(never)]
@@ -51,6 +65,19 @@ fn main() {
     // targets do not, and get no output.
     if !std::env::args().any(|a| a == "--bench") {
         return;
+    }
+    // The peer, set up as in `benches/alloc.rs`.
+    let mut f = FrameAllocator::<32>::new();
+    f.add_frame(0, PAGES);
+    let held: Vec<_> = (0..1000).map(|_| f.alloc(1).unwrap()).collect();
+    for _ in 0..ITERS {
+        peer_order0(&mut f);
+    }
+    drop(held);
+    let mut f = FrameAllocator::<32>::new();
+    f.add_frame(0, PAGES);
+    for _ in 0..ITERS {
+        peer_order9(&mut f);
     }
     let a = arena(false);
     let keep: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
