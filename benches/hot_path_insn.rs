@@ -19,12 +19,17 @@
 //!
 //! Cases: `loop`, `bare` (the `AtomicU32` add+sub baseline), `ref_clone`
 //! (`PageRef` clone+drop), `pin_clone` (`PagePin` clone+drop), `get`
-//! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop). The functions
+//! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop), and floors on a
+//! bare `AtomicU64`: `floor_cas` (add, then load and compare-and-swap: the
+//! release the design requires), `floor_cas_store` (the same with the
+//! owner-slot store), `floor_pfn` (load and compare-and-swap twice: a
+//! by-number get and its release), `floor_load` (the bare pair with one
+//! unused load between). The functions
 //! are also the place to read the generated code:
 //! `objdump -d --no-show-raw-insn $B | grep -A60 '<hot_path_insn::ref_clone>:'`.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use pinowner::{PageArena, PagePin, PageRef, Pfn};
 
@@ -57,6 +62,45 @@ fn get(arena: &PageArena, pfn: Pfn) {
 #[inline(never)]
 fn pin(arena: &PageArena, pfn: Pfn) {
     drop(black_box(arena.pin(black_box(pfn)).unwrap()));
+}
+
+// Floors: what the operations the design requires cost by themselves, on
+// a bare `AtomicU64` (no arena, no handle, no attribution logic).
+
+/// The release as a compare-and-swap: add, then load and compare-and-swap.
+#[inline(never)]
+fn floor_cas(w: &AtomicU64) {
+    w.fetch_add(1, Ordering::Relaxed);
+    let old = w.load(Ordering::Relaxed);
+    let _ = w.compare_exchange(old, old - 1, Ordering::Release, Ordering::Relaxed);
+}
+
+/// `floor_cas` with the owner-slot store after the add.
+#[inline(never)]
+fn floor_cas_store(w: &[AtomicU64; 2]) {
+    let old = w[0].fetch_add(1, Ordering::Relaxed);
+    w[1].store(old << 48 | 0x1000, Ordering::Relaxed);
+    let old = w[0].load(Ordering::Relaxed);
+    let _ = w[0].compare_exchange(old, old - 1, Ordering::Release, Ordering::Relaxed);
+}
+
+/// A by-number get and its release: load and compare-and-swap, twice.
+#[inline(never)]
+fn floor_pfn(w: &AtomicU64) {
+    let old = w.load(Ordering::Relaxed);
+    let _ = w.compare_exchange(old, old + 1, Ordering::Acquire, Ordering::Relaxed);
+    let old = w.load(Ordering::Relaxed);
+    let _ = w.compare_exchange(old, old - 1, Ordering::Release, Ordering::Relaxed);
+}
+
+/// The bare pair with one load, whose value is not used, between the two.
+#[inline(never)]
+fn floor_load(w: &AtomicU64) {
+    w.fetch_add(1, Ordering::Relaxed);
+    if w.load(Ordering::Relaxed) == 0 {
+        black_box(());
+    }
+    w.fetch_sub(1, Ordering::Release);
 }
 
 /// Calls `f` once, then `iters` times.
@@ -107,6 +151,7 @@ fn main() {
     let r = block.page_ref(0);
     let p = block.pin(0).unwrap();
     let counter = AtomicU32::new(1);
+    let word = [AtomicU64::new(1), AtomicU64::new(0)];
     match case.as_str() {
         "loop" => run!(empty),
         "bare" => run!(|| bare(black_box(&counter))),
@@ -114,6 +159,10 @@ fn main() {
         "pin_clone" => run!(|| pin_clone(black_box(&p))),
         "get" => run!(|| get(black_box(&arena), black_box(pfn))),
         "pin" => run!(|| pin(black_box(&arena), black_box(pfn))),
+        "floor_cas" => run!(|| floor_cas(black_box(&word[0]))),
+        "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),
+        "floor_pfn" => run!(|| floor_pfn(black_box(&word[0]))),
+        "floor_load" => run!(|| floor_load(black_box(&word[0]))),
         other => panic!("unknown case {other:?}"),
     }
     // Every count was given back: the block, `r` and `p`.
