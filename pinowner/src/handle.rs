@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{AcquireError, BorrowError};
 use crate::page::state::{Count, COUNTS, EXCLUSIVE, REF_ONE};
-use crate::page::PageState;
+use crate::page::{Descriptor, PageState};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::{PageArena, Pfn};
 
@@ -35,6 +35,9 @@ impl ArenaRef for Arc<PageArena> {}
 #[must_use = "dropping a block frees it"]
 #[derive(Debug)]
 pub struct Block<A: ArenaRef> {
+    /// Invariant: `pfn` heads an allocated block of `2^order` pages of this
+    /// arena, so every page of the block is below `arena.pages()` (the
+    /// count operations index descriptors without a bounds check).
     arena: A,
     pfn: u32,
     order: u8,
@@ -43,6 +46,8 @@ pub struct Block<A: ArenaRef> {
 }
 
 impl<A: ArenaRef> Block<A> {
+    /// `pfn` heads a block of `2^order` pages of `arena` that the caller
+    /// just allocated (the type's invariant).
     pub(crate) fn new(arena: A, pfn: u32, order: u8, gen: u16) -> Self {
         Block { arena, pfn, order, gen }
     }
@@ -139,8 +144,11 @@ impl<A: ArenaRef> Block<A> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
         let pfn = self.pfn + index as u32;
         let who = crate::owner_here();
-        match self.arena.acquire_held(self.pfn, pfn, Count::Ref, who) {
-            Ok(gen) => PageRef::from_parts(self.arena.clone(), self.pfn, pfn, gen),
+        let hd = self.arena.desc(self.pfn);
+        // SAFETY: `hd` is the block's head descriptor in its arena, and
+        // `pfn` is a page of the block (`index < pages`).
+        match unsafe { self.arena.acquire_held(hd, pfn, Count::Ref, who) } {
+            Ok(gen) => PageRef::from_parts(self.arena.clone(), hd, pfn, gen),
             Err(e) => panic!("{e}"),
         }
     }
@@ -159,8 +167,11 @@ impl<A: ArenaRef> Block<A> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
         let pfn = self.pfn + index as u32;
         let who = crate::owner_here();
-        let gen = self.arena.acquire_held(self.pfn, pfn, Count::Pin, who)?;
-        Ok(PagePin::from_parts(self.arena.clone(), self.pfn, pfn, gen))
+        let hd = self.arena.desc(self.pfn);
+        // SAFETY: as in `page_ref`: `hd` is the block's head descriptor,
+        // `pfn` a page of the block.
+        let gen = unsafe { self.arena.acquire_held(hd, pfn, Count::Pin, who) }?;
+        Ok(PagePin::from_parts(self.arena.clone(), hd, pfn, gen))
     }
 
     /// Gives up the block's reference as a raw one: the block stays
@@ -179,7 +190,10 @@ impl<A: ArenaRef> Block<A> {
 impl<A: ArenaRef> Drop for Block<A> {
     #[inline]
     fn drop(&mut self) {
-        self.arena.release(self.pfn, self.pfn, Count::Ref, Some(self.gen));
+        // SAFETY: the block's head is a page of its arena (the invariant on
+        // `Block`).
+        let hd = unsafe { self.arena.desc_unchecked(self.pfn) };
+        self.arena.release_held(hd, self.pfn, Count::Ref, Some(self.gen));
     }
 }
 
@@ -216,21 +230,55 @@ impl Drop for BytesMut<'_> {
     }
 }
 
+/// A handle's pointer to its block's head descriptor, so that a count
+/// change reaches the state word with one load from the handle rather than
+/// through the arena's descriptor table (two more dependent loads, on the
+/// path between two locked instructions).
+#[derive(Clone, Copy)]
+struct HeadDesc(NonNull<Descriptor>);
+
+// SAFETY: a `HeadDesc` is only used as a shared `&Descriptor` (two atomics,
+// `Sync`) into an arena that its handle keeps alive: sending it to another
+// thread is sending that shared reference.
+unsafe impl Send for HeadDesc {}
+// SAFETY: as above; sharing it shares a `&Descriptor`.
+unsafe impl Sync for HeadDesc {}
+
 macro_rules! count_handle {
     ($(#[$doc:meta])* $name:ident, $count:expr, $what:literal) => {
         $(#[$doc])*
         #[must_use = concat!("dropping the handle drops the ", $what, " at once")]
         pub struct $name<A: ArenaRef> {
+            /// Invariant: `head` points to the head descriptor of the block
+            /// holding `pfn` in this arena's descriptor table, and `pfn` is a
+            /// page of this arena (below `arena.pages()`): every constructor
+            /// gets them from the arena (a checked page number, or a page of
+            /// a held block). The arena (borrowed or shared) outlives the
+            /// handle, and its table never moves, so `head` stays valid; the
+            /// count operations index `pfn` without a bounds check.
             arena: A,
-            head: u32,
+            head: HeadDesc,
             pfn: u32,
             /// The generation our acquisition produced.
             gen: u16,
         }
 
         impl<A: ArenaRef> $name<A> {
-            pub(crate) fn from_parts(arena: A, head: u32, pfn: u32, gen: u16) -> Self {
-                $name { arena, head, pfn, gen }
+            /// `head` is the head descriptor, in `arena`, of the block
+            /// holding page `pfn` of `arena` (the type's invariant).
+            pub(crate) fn from_parts(arena: A, head: &Descriptor, pfn: u32, gen: u16) -> Self {
+                debug_assert!(arena.pfn_of(head) <= pfn && (pfn as usize) < arena.pages());
+                $name { arena, head: HeadDesc(NonNull::from(head)), pfn, gen }
+            }
+
+            /// The block's head descriptor.
+            #[inline(always)]
+            fn head_desc(&self) -> &Descriptor {
+                // SAFETY: `head` points into `self.arena`'s descriptor
+                // table, which lives, unmoved, as long as the arena does,
+                // and `self.arena` keeps the arena alive while `self` lives
+                // (the type's invariant). Descriptors are only ever shared.
+                unsafe { self.head.0.as_ref() }
             }
 
             /// The page this handle names.
@@ -240,7 +288,7 @@ macro_rules! count_handle {
 
             /// The head page of the block the count is held on.
             pub fn head(&self) -> Pfn {
-                self.head as Pfn
+                self.arena.pfn_of(self.head_desc()) as Pfn
             }
 
             /// The arena.
@@ -258,7 +306,7 @@ macro_rules! count_handle {
 
             /// The state of the page's block.
             pub fn state(&self) -> PageState {
-                PageState::from_word(self.arena.desc(self.head).state.load(Relaxed))
+                PageState::from_word(self.head_desc().state.load(Relaxed))
             }
 
             /// Takes another count on the same page.
@@ -269,7 +317,9 @@ macro_rules! count_handle {
             #[track_caller]
             pub fn try_clone(&self) -> Result<Self, AcquireError> {
                 let who = crate::owner_here();
-                let gen = self.arena.acquire_held(self.head, self.pfn, $count, who)?;
+                // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
+                // of it (the handle's invariant).
+                let gen = unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) }?;
                 Ok($name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, gen })
             }
         }
@@ -285,7 +335,9 @@ macro_rules! count_handle {
             #[inline]
             fn clone(&self) -> Self {
                 let who = crate::owner_here();
-                match self.arena.acquire_held(self.head, self.pfn, $count, who) {
+                // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
+                // of it (the handle's invariant).
+                match unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) } {
                     Ok(gen) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, gen },
                     Err(e) => panic!("{e}"),
                 }
@@ -295,7 +347,7 @@ macro_rules! count_handle {
         impl<A: ArenaRef> Drop for $name<A> {
             #[inline]
             fn drop(&mut self) {
-                self.arena.release(self.head, self.pfn, $count, Some(self.gen));
+                self.arena.release_held(self.head_desc(), self.pfn, $count, Some(self.gen));
             }
         }
 
@@ -303,7 +355,7 @@ macro_rules! count_handle {
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 f.debug_struct(stringify!($name))
                     .field("pfn", &self.pfn)
-                    .field("head", &self.head)
+                    .field("head", &self.head())
                     .field("state", &self.state())
                     .finish()
             }

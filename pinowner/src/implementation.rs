@@ -20,6 +20,15 @@
 //!   a live allocated head — the kernel's `get_page_unless_zero`. One
 //!   read-modify-write when uncontended.
 //!
+//! A `PageRef` or `PagePin` keeps a pointer to its block's head
+//! descriptor (valid while the arena it holds lives) and indexes its own
+//! page's descriptor without a bounds check (a handle's pages are pages of
+//! its arena by construction). On this VM any load between two locked
+//! instructions waits for the first to finish, so the chain of loads from
+//! the handle to the state word is what a get+put pays beyond the two
+//! read-modify-writes: one load from the handle, not three (handle, arena,
+//! descriptor table).
+//!
 //! Releases are one compare-and-swap that drops a count (and bumps the
 //! generation when the released count was the latest acquisition). The last release (refs and pins both zero) is
 //! followed by an `Acquire` fence before the block is freed, exactly as in

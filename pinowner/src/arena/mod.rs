@@ -135,13 +135,43 @@ impl PageArena {
         &self.descs[pfn as usize]
     }
 
+    /// The descriptor of `pfn`, without the bounds check: for handles, which
+    /// name pages of their arena by construction.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` is below [`pages`](Self::pages).
+    #[inline(always)]
+    pub(crate) unsafe fn desc_unchecked(&self, pfn: u32) -> &Descriptor {
+        debug_assert!(pfn < self.pages, "page {pfn} beyond an arena of {} pages", self.pages);
+        // SAFETY: `descs` has exactly `pages` entries (the builder makes the
+        // table from the page count it stores, and neither changes after),
+        // and the caller promises `pfn < pages`.
+        unsafe { self.descs.get_unchecked(pfn as usize) }
+    }
+
+    /// The page number of `d`, a descriptor of this arena (handles keep
+    /// their head's descriptor and find its number only on slow paths).
+    #[inline]
+    pub(crate) fn pfn_of(&self, d: &Descriptor) -> u32 {
+        let off = (d as *const Descriptor as usize).wrapping_sub(self.descs.as_ptr() as usize);
+        let pfn = off / core::mem::size_of::<Descriptor>();
+        debug_assert!(pfn < self.pages as usize, "a descriptor of another arena");
+        pfn as u32
+    }
+
     #[inline]
     pub(crate) fn check_pfn(&self, pfn: Pfn) -> Result<u32, AcquireError> {
         if pfn < self.pages as usize {
             Ok(pfn as u32)
         } else {
-            Err(AcquireError::OutOfRange { pfn, pages: self.pages as usize })
+            Err(self.out_of_range(pfn))
         }
+    }
+
+    #[cold]
+    fn out_of_range(&self, pfn: Pfn) -> AcquireError {
+        AcquireError::OutOfRange { pfn, pages: self.pages as usize }
     }
 
     // ----- allocation -------------------------------------------------
@@ -467,19 +497,36 @@ impl PageArena {
 
     /// Adds a count on a page whose block the caller already holds (a
     /// handle's clone): one atomic add and a branch on the returned value.
-    /// Returns the generation the add produced (the handle keeps it).
+    /// `hd` is the block's head descriptor. Returns the generation the add
+    /// produced (the handle keeps it).
+    ///
+    /// # Safety
+    ///
+    /// `hd` is a descriptor of this arena and `pfn` is below
+    /// [`pages`](Self::pages) (a handle's pages).
     #[inline]
-    pub(crate) fn acquire_held(&self, head: u32, pfn: u32, count: Count, who: Acquirer) -> Result<u16, AcquireError> {
-        let old = self.desc(head).state.fetch_add(count.acquire_delta(), Relaxed);
+    pub(crate) unsafe fn acquire_held(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+        who: Acquirer,
+    ) -> Result<u16, AcquireError> {
+        // The page's descriptor is found before the add: after it the
+        // compiler would load the table's address again.
+        // SAFETY: the caller promises `pfn` is below `pages`.
+        let pd = unsafe { self.desc_unchecked(pfn) };
+        let old = hd.state.fetch_add(count.acquire_delta(), Relaxed);
         let gen = state::gen(old.wrapping_add(GEN_ONE));
         if old & ACQUIRE_SLOW != 0 {
-            self.acquire_slow(head, pfn, count, old, gen, who)?;
+            return self.acquire_slow(self.pfn_of(hd), pfn, count, old, gen, who);
         }
-        self.desc(pfn).owner.store(slot::encode(who, gen), Relaxed);
+        pd.owner.store(slot::encode(who, gen), Relaxed);
         Ok(gen)
     }
 
-    /// Overflow, idle and tracked pages after an add already made.
+    /// Overflow, idle and tracked pages after an add already made; writes
+    /// the owner slot as the fast path does when the add stands.
     #[cold]
     #[inline(never)]
     fn acquire_slow(
@@ -490,7 +537,7 @@ impl PageArena {
         old: u64,
         gen: u16,
         who: Acquirer,
-    ) -> Result<(), AcquireError> {
+    ) -> Result<u16, AcquireError> {
         if old & count.mask() >= count.limit() {
             self.undo_acquire(head, count, gen);
             let state = PageState::from_word(self.desc(head).state.load(Relaxed));
@@ -507,7 +554,8 @@ impl PageArena {
             let kind = count.acquire_kind();
             self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw: false });
         }
-        Ok(())
+        self.desc(pfn).owner.store(slot::encode(who, gen), Relaxed);
+        Ok(gen)
     }
 
     /// Takes back an add that overflowed, without a release: nothing is
@@ -528,8 +576,8 @@ impl PageArena {
     }
 
     /// Adds a count on a page named only by its number: succeeds only if the
-    /// page belongs to a live allocated block. Returns the block's head and
-    /// the generation the add produced.
+    /// page belongs to a live allocated block. Returns the block's head
+    /// descriptor and the generation the add produced.
     #[inline]
     pub(crate) fn acquire_pfn(
         &self,
@@ -537,9 +585,10 @@ impl PageArena {
         count: Count,
         who: Acquirer,
         raw: bool,
-    ) -> Result<(u32, u16), AcquireError> {
-        let p = self.check_pfn(pfn)?;
-        let d = self.desc(p);
+    ) -> Result<(&Descriptor, u16), AcquireError> {
+        // One bounds check: the table has one descriptor per page.
+        let Some(d) = self.descs.get(pfn) else { return Err(self.out_of_range(pfn)) };
+        let p = pfn as u32;
         let old = d.state.load(Relaxed);
         let new = old.wrapping_add(count.acquire_delta());
         if state::is_live_head(old)
@@ -547,14 +596,20 @@ impl PageArena {
             && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok()
         {
             d.owner.store(slot::encode(who, state::gen(new)), Relaxed);
-            return Ok((p, state::gen(new)));
+            return Ok((d, state::gen(new)));
         }
         self.acquire_pfn_slow(p, count, who, raw)
     }
 
     #[cold]
     #[inline(never)]
-    fn acquire_pfn_slow(&self, pfn: u32, count: Count, who: Acquirer, raw: bool) -> Result<(u32, u16), AcquireError> {
+    fn acquire_pfn_slow(
+        &self,
+        pfn: u32,
+        count: Count,
+        who: Acquirer,
+        raw: bool,
+    ) -> Result<(&Descriptor, u16), AcquireError> {
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -600,7 +655,7 @@ impl PageArena {
                             let kind = count.acquire_kind();
                             self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen, raw });
                         }
-                        return Ok((head, state::gen(new)));
+                        return Ok((d, state::gen(new)));
                     }
                     Err(cur) => {
                         old = cur;
@@ -668,14 +723,22 @@ impl PageArena {
     /// which makes the same compare-and-swap.
     #[inline]
     pub(crate) fn release(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>) {
-        let word = &self.desc(head).state;
+        self.release_held(self.desc(head), pfn, count, mine);
+    }
+
+    /// [`release`](Self::release) for a handle, which keeps its block's
+    /// head descriptor `hd` (a descriptor of this arena): the fast path
+    /// needs no page number, the slow paths compute the head's.
+    #[inline]
+    pub(crate) fn release_held(&self, hd: &Descriptor, pfn: u32, count: Count, mine: Option<u16>) {
+        let word = &hd.state;
         let mut old = word.load(Relaxed);
         loop {
             if old & (COUNTS | TRACKED) == count.one() {
-                return self.release_last(head, pfn, count, mine, old);
+                return self.release_last(self.pfn_of(hd), pfn, count, mine, old);
             }
             if old & TRACKED != 0 {
-                return self.release_slow(head, pfn, count, mine, old);
+                return self.release_slow(self.pfn_of(hd), pfn, count, mine, old);
             }
             match word.compare_exchange_weak(
                 old,
@@ -844,8 +907,8 @@ impl PageArena {
     #[inline]
     pub fn get(&self, pfn: Pfn) -> Result<crate::PageRef<&PageArena>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
-        Ok(crate::PageRef::from_parts(self, head, pfn as u32, gen))
+        let (hd, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
+        Ok(crate::PageRef::from_parts(self, hd, pfn as u32, gen))
     }
 
     /// Pins page `pfn` (a long-lived count, kept apart from references);
@@ -860,8 +923,8 @@ impl PageArena {
     #[inline]
     pub fn pin(&self, pfn: Pfn) -> Result<crate::PagePin<&PageArena>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
-        Ok(crate::PagePin::from_parts(self, head, pfn as u32, gen))
+        let (hd, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
+        Ok(crate::PagePin::from_parts(self, hd, pfn as u32, gen))
     }
 
     /// [`get`](Self::get) for an arena shared through `Arc`.
@@ -875,8 +938,8 @@ impl PageArena {
         pfn: Pfn,
     ) -> Result<crate::PageRef<std::sync::Arc<PageArena>>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
-        Ok(crate::PageRef::from_parts(self.clone(), head, pfn as u32, gen))
+        let (hd, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
+        Ok(crate::PageRef::from_parts(self.clone(), hd, pfn as u32, gen))
     }
 
     /// [`pin`](Self::pin) for an arena shared through `Arc`.
@@ -890,7 +953,7 @@ impl PageArena {
         pfn: Pfn,
     ) -> Result<crate::PagePin<std::sync::Arc<PageArena>>, AcquireError> {
         let who = crate::owner_here();
-        let (head, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
-        Ok(crate::PagePin::from_parts(self.clone(), head, pfn as u32, gen))
+        let (hd, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
+        Ok(crate::PagePin::from_parts(self.clone(), hd, pfn as u32, gen))
     }
 }

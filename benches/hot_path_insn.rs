@@ -1,0 +1,171 @@
+//! Instruction counts for the rows of `benches/hot_path.rs`, for callgrind:
+//! deterministic, where wall time is not.
+//!
+//! Each case is an `#[inline(never)]` function whose body is the body of one
+//! `hot_path` row, on the same 64-page arena (one order-0 block, a
+//! `PageRef` or `PagePin` on it). `hot_path_insn --callgrind <case> <iters>` calls the
+//! case's function once, then `iters` times, and prints nothing. Two runs
+//! with different `iters` differ only by the extra calls, so
+//! `(Ir(2N) - Ir(N)) / N` is the exact per-call count, loop and call
+//! included; the `loop` case (an empty function) gives that overhead.
+//!
+//! ```text
+//! B=$(cargo bench --bench hot_path_insn --no-run 2>&1 | grep -o 'target/release/deps/hot_path_insn-[0-9a-f]*')
+//! for n in 100000 200000; do
+//!     valgrind --tool=callgrind --callgrind-out-file=cg.$case.$n $B --callgrind $case $n
+//! done
+//! # per call = (total Ir at 200000 - total Ir at 100000) / 100000
+//! ```
+//!
+//! Cases: `loop`, `bare` (the `AtomicU32` add+sub baseline), `ref_clone`
+//! (`PageRef` clone+drop), `pin_clone` (`PagePin` clone+drop), `get`
+//! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop), and floors on a
+//! bare `AtomicU64`: `floor_cas` (add, then load and compare-and-swap: the
+//! release the design requires), `floor_cas_store` (the same with the
+//! owner-slot store), `floor_pfn` (load and compare-and-swap twice: a
+//! by-number get and its release), `floor_load` (the bare pair with one
+//! unused load between). The functions
+//! are also the place to read the generated code:
+//! `objdump -d --no-show-raw-insn $B | grep -A60 '<hot_path_insn::ref_clone>:'`.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use pinowner::{PageArena, PagePin, PageRef, Pfn};
+
+#[inline(never)]
+fn empty() {
+    black_box(());
+}
+
+#[inline(never)]
+fn bare(c: &AtomicU32) {
+    c.fetch_add(1, Ordering::Relaxed);
+    c.fetch_sub(1, Ordering::Release);
+}
+
+#[inline(never)]
+fn ref_clone(r: &PageRef<&PageArena>) {
+    drop(black_box(black_box(r).clone()));
+}
+
+#[inline(never)]
+fn pin_clone(p: &PagePin<&PageArena>) {
+    drop(black_box(black_box(p).clone()));
+}
+
+#[inline(never)]
+fn get(arena: &PageArena, pfn: Pfn) {
+    drop(black_box(arena.get(black_box(pfn)).unwrap()));
+}
+
+#[inline(never)]
+fn pin(arena: &PageArena, pfn: Pfn) {
+    drop(black_box(arena.pin(black_box(pfn)).unwrap()));
+}
+
+// Floors: what the operations the design requires cost by themselves, on
+// a bare `AtomicU64` (no arena, no handle, no attribution logic).
+
+/// The release as a compare-and-swap: add, then load and compare-and-swap.
+#[inline(never)]
+fn floor_cas(w: &AtomicU64) {
+    w.fetch_add(1, Ordering::Relaxed);
+    let old = w.load(Ordering::Relaxed);
+    let _ = w.compare_exchange(old, old - 1, Ordering::Release, Ordering::Relaxed);
+}
+
+/// `floor_cas` with the owner-slot store after the add.
+#[inline(never)]
+fn floor_cas_store(w: &[AtomicU64; 2]) {
+    let old = w[0].fetch_add(1, Ordering::Relaxed);
+    w[1].store(old << 48 | 0x1000, Ordering::Relaxed);
+    let old = w[0].load(Ordering::Relaxed);
+    let _ = w[0].compare_exchange(old, old - 1, Ordering::Release, Ordering::Relaxed);
+}
+
+/// A by-number get and its release: load and compare-and-swap, twice.
+#[inline(never)]
+fn floor_pfn(w: &AtomicU64) {
+    let old = w.load(Ordering::Relaxed);
+    let _ = w.compare_exchange(old, old + 1, Ordering::Acquire, Ordering::Relaxed);
+    let old = w.load(Ordering::Relaxed);
+    let _ = w.compare_exchange(old, old - 1, Ordering::Release, Ordering::Relaxed);
+}
+
+/// The bare pair with one load, whose value is not used, between the two.
+#[inline(never)]
+fn floor_load(w: &AtomicU64) {
+    w.fetch_add(1, Ordering::Relaxed);
+    if w.load(Ordering::Relaxed) == 0 {
+        black_box(());
+    }
+    w.fetch_sub(1, Ordering::Release);
+}
+
+/// Calls `f` once, then `iters` times.
+fn repeat(iters: u64, f: impl Fn()) {
+    f();
+    for _ in 0..iters {
+        f();
+    }
+}
+
+/// `--time <case> <batches>`: the least time per call over `batches`
+/// batches of 100,000 calls. On a shared machine the least batch is the one
+/// nothing else interrupted, which makes two builds comparable run to run.
+fn time(batches: u32, f: impl Fn()) {
+    let mut best = f64::INFINITY;
+    for _ in 0..batches {
+        let t = std::time::Instant::now();
+        for _ in 0..100_000 {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e9 / 100_000.0);
+    }
+    println!("{best:.2} ns");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Test runners listing or running bench targets do not pass
+    // `--callgrind`: nothing to do.
+    let Some(i) = args.iter().position(|a| a == "--callgrind" || a == "--time") else { return };
+    let case = args.get(i + 1).expect("--callgrind|--time <case> <n>");
+    let n: u64 = args.get(i + 2).and_then(|n| n.parse().ok()).expect("--callgrind|--time <case> <n>");
+    let timed = args[i] == "--time";
+    // A macro, not a closure taking `&dyn Fn`: each case's loop calls its
+    // function directly, as `hot_path`'s rows do.
+    macro_rules! run {
+        ($f:expr) => {
+            if timed {
+                time(n as u32, $f)
+            } else {
+                repeat(n, $f)
+            }
+        };
+    }
+    let arena = PageArena::builder().pages(64).build().unwrap();
+    let block = arena.alloc(0).unwrap();
+    let pfn = block.pfn();
+    let r = block.page_ref(0);
+    let p = block.pin(0).unwrap();
+    let counter = AtomicU32::new(1);
+    let word = [AtomicU64::new(1), AtomicU64::new(0)];
+    match case.as_str() {
+        "loop" => run!(empty),
+        "bare" => run!(|| bare(black_box(&counter))),
+        "ref_clone" => run!(|| ref_clone(black_box(&r))),
+        "pin_clone" => run!(|| pin_clone(black_box(&p))),
+        "get" => run!(|| get(black_box(&arena), black_box(pfn))),
+        "pin" => run!(|| pin(black_box(&arena), black_box(pfn))),
+        "floor_cas" => run!(|| floor_cas(black_box(&word[0]))),
+        "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),
+        "floor_pfn" => run!(|| floor_pfn(black_box(&word[0]))),
+        "floor_load" => run!(|| floor_load(black_box(&word[0]))),
+        other => panic!("unknown case {other:?}"),
+    }
+    // Every count was given back: the block, `r` and `p`.
+    let state = arena.page_state(pfn).unwrap();
+    assert_eq!((state.refcount, state.pincount), (2, 1), "{state:?}");
+}
