@@ -365,7 +365,7 @@ fn assign_thread_index() -> usize {
 /// shard `i` of every zone's cache (when there is one); a thread owns its
 /// shard alone, which is what lets it use the shard without a
 /// read-modify-write ([`BiasedLock`]). A thread that is exiting (its slot
-/// already handed back) gets [`NO_SLOT`]. Under loom, model threads never
+/// already handed back) gets `NO_SLOT`. Under loom, model threads never
 /// exit mid-model and the slot is the thread index.
 #[inline]
 pub(crate) fn cache_slot() -> usize {
@@ -385,6 +385,7 @@ pub(crate) fn cache_slot() -> usize {
 }
 
 /// The slot of a thread that has none (it is exiting): above any shard.
+#[cfg(not(loom))]
 pub(crate) const NO_SLOT: usize = usize::MAX - 1;
 
 #[cfg(not(loom))]
