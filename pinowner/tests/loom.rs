@@ -197,57 +197,46 @@ fn a_page_freed_into_a_cache_never_coalesces_with_a_concurrent_drain() {
     });
 }
 
-/// Allocating from a cache (a plain store inside its owner's side) and freeing
-/// into it, racing a reservation of the whole zone (which sets and clears
-/// `ISOLATED` holding every cache's remote side and drains the caches): the
-/// reservation succeeds only if the page is free, a failure names it, and
-/// afterwards nothing stays isolated, cached or uncoalesced.
+/// A spawned thread allocates and frees two blocks of `order` (the second
+/// served by its cache, where the first was freed) while this thread
+/// reserves the whole 2-page zone (setting and clearing `ISOLATED` holding
+/// every cache's remote side, and draining the caches): the reservation
+/// succeeds only if the block is free, a failure names it, and afterwards
+/// nothing stays isolated, cached or uncoalesced.
+fn cache_traffic_against_a_reservation(cache_orders: u32, order: u8) {
+    let cache = ThreadCache { batch: 1, high: 1, shards: 4, orders: cache_orders };
+    let arena = Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).build().unwrap());
+    let a2 = arena.clone();
+    let t = thread::spawn(move || {
+        // (Either may find the zone reserved already.)
+        drop(a2.alloc_owned(order).ok());
+        drop(a2.alloc_owned(order).ok());
+    });
+    let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
+    match &got {
+        Ok(run) => assert_eq!(run.pages(), 2),
+        Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy.len(), 1),
+        Err(e) => panic!("unexpected {e}"),
+    }
+    t.join().unwrap();
+    drop(got);
+    assert_all_free_and_coalesced(&arena);
+}
+
+/// Allocating an order-0 page from a cache (a plain store inside its
+/// owner's side) and freeing into it, racing a reservation.
 #[test]
 fn cache_alloc_and_free_against_a_reservation_keep_isolation_exact() {
     model("cache_alloc_and_free_against_a_reservation_keep_isolation_exact", || {
-        let arena = cached_arena(2);
-        // Park a page in the spawned thread's cache first, so its
-        // allocation below is served by the cache.
-        let a2 = arena.clone();
-        let t = thread::spawn(move || {
-            // (Either may find the zone reserved already.)
-            drop(a2.alloc_owned(0).ok());
-            drop(a2.alloc_owned(0).ok());
-        });
-        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
-        match &got {
-            Ok(run) => assert_eq!(run.pages(), 2),
-            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy.len(), 1),
-            Err(e) => panic!("unexpected {e}"),
-        }
-        t.join().unwrap();
-        drop(got);
-        assert_all_free_and_coalesced(&arena);
+        cache_traffic_against_a_reservation(ThreadCache::ORDER_0, 0)
     });
 }
 
 /// The same race with an order-1 block cached (the kernel caches orders up
-/// to 3 and the pageblock order per CPU): the thread frees an order-1 block
-/// into its cache and allocates it again while a reservation of the whole
-/// zone isolates, drains and tests it.
+/// to 3 and the pageblock order per CPU).
 #[test]
 fn a_cached_order_1_block_against_a_reservation_keeps_isolation_exact() {
     model("a_cached_order_1_block_against_a_reservation_keeps_isolation_exact", || {
-        let cache = ThreadCache { batch: 1, high: 2, shards: 4, orders: 0b11 };
-        let arena = Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).build().unwrap());
-        let a2 = arena.clone();
-        let t = thread::spawn(move || {
-            drop(a2.alloc_owned(1).ok());
-            drop(a2.alloc_owned(1).ok());
-        });
-        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
-        match &got {
-            Ok(run) => assert_eq!(run.pages(), 2),
-            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy.len(), 1),
-            Err(e) => panic!("unexpected {e}"),
-        }
-        t.join().unwrap();
-        drop(got);
-        assert_all_free_and_coalesced(&arena);
+        cache_traffic_against_a_reservation(0b11, 1)
     });
 }
