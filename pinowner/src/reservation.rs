@@ -6,11 +6,12 @@
 //!    `ISOLATED` and pull the free blocks inside it off the free lists
 //!    (splitting a free block that straddles the window's edge). From now on
 //!    a page freed inside the window stays out of the lists.
-//! 2. **drain** — return the per-thread caches to the buddy lists, so free
-//!    pages parked there are isolated too (and repeat, if a cached page of the
-//!    window, or a block whose last count is gone but which is not yet free,
-//!    is found later: the arena's own bookkeeping never fails a
-//!    reservation).
+//! 2. **drain** — return the zone's per-thread caches to the buddy lists,
+//!    so free blocks parked there are isolated too (and repeat, if a block
+//!    freed towards a cache but not yet in it, or a block whose last count
+//!    is gone but which is not yet free, is found: the arena's own
+//!    bookkeeping never fails a reservation). Steps 1–5 run holding every
+//!    cache of the zone and the zone lock; one `membarrier` per pass.
 //! 3. **migrate** — the hook where movable holders will be asked to move
 //!    their pages; today only free pages count.
 //! 4. **test** — every block of the window must be free.
@@ -561,44 +562,47 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let reason = request.reason;
         let end = start + pages;
-        // 1. isolate. `ISOLATED` is written with the zone's caches held
-        // too: allocating from a cache marks the page with a plain store
-        // inside it (see `alloc::pcp`).
-        {
-            let caches = self.lock_caches(zone);
-            let mut area = zone.area.lock();
-            let mut run = None;
-            self.for_each_block(start, end, |head, w| {
-                if w & CONTIG != 0 && run.is_none() {
-                    run = Some(head);
-                }
-            });
-            if let Some(run) = run {
-                return Err(ContigError::Overlap { start: start as Pfn, end: end as Pfn, run: run as Pfn });
-            }
-            for q in start..end {
-                self.desc(q).state.fetch_or(ISOLATED, Relaxed);
-            }
-            self.isolate_free(&mut area, start, end);
-            step("isolate", start, end, reason, 0);
-            drop(area);
-            drop(caches);
-        }
-        // 2. drain per-thread caches (their pages land isolated); 3. migrate
-        // (hook: nothing movable yet); 4. test; 5. commit or roll back.
+        // Every pass holds the remote side of each of the zone's caches (one
+        // `membarrier`) and the zone lock: `ISOLATED` is written with the
+        // caches held, because allocating from a cache marks the page with
+        // a plain store inside it (see `alloc::pcp`); and holding them until
+        // commit or rollback has cleared `ISOLATED` keeps cached blocks
+        // where the test saw them.
+        let mut isolated = false;
         loop {
-            let drained = self.drain_thread_caches();
+            let mut caches = self.lock_caches(zone);
+            let mut area = zone.area.lock();
+            // 1. isolate (first pass only).
+            if !isolated {
+                let mut run = None;
+                self.for_each_block(start, end, |head, w| {
+                    if w & CONTIG != 0 && run.is_none() {
+                        run = Some(head);
+                    }
+                });
+                if let Some(run) = run {
+                    return Err(ContigError::Overlap { start: start as Pfn, end: end as Pfn, run: run as Pfn });
+                }
+                for q in start..end {
+                    self.desc(q).state.fetch_or(ISOLATED, Relaxed);
+                }
+                self.isolate_free(&mut area, start, end);
+                step("isolate", start, end, reason, 0);
+                isolated = true;
+            }
+            // 2. drain the zone's per-thread caches (blocks in the window
+            // land isolated); 3. migrate (hook: nothing movable yet);
+            // 4. test; 5. commit or roll back.
+            let mut drained = 0;
+            for cache in caches.iter_mut() {
+                cache.with(|cache| {
+                    drained += cache.pages();
+                    cache.drain(|p, o| area.give(&self.descs, zone, p, o));
+                });
+            }
             step("drain", start, end, reason, drained);
             // The migration hook: no holder is movable yet.
             step("migrate", start, end, reason, 0);
-            // The zone's caches stay locked until commit or rollback has
-            // cleared `ISOLATED`; what was freed into them since the drain
-            // above is drained here.
-            let mut caches = self.lock_caches(zone);
-            let mut area = zone.area.lock();
-            for cache in caches.iter_mut() {
-                cache.with(|cache| cache.drain(|p, o| area.give(&self.descs, zone, p, o)));
-            }
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.
             self.isolate_free(&mut area, start, end);
