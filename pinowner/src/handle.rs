@@ -93,10 +93,9 @@ impl<A: ArenaRef> Block<A> {
     /// through those while this view lives is their `unsafe` responsibility.
     pub fn bytes(&self) -> &[u8] {
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
-        // SAFETY: the block is allocated and held by us, so its range belongs
-        // to no other block. Safe code can write it only through `BytesMut`,
-        // which needs `&mut self`; other writers use raw pointers under their
-        // own `unsafe` promise not to race readers.
+        // Safe code writes the bytes only through `BytesMut`, which needs
+        // `&mut self`; raw-pointer writers promise not to race readers.
+        // SAFETY: the block is allocated and held by us: its range is ours.
         unsafe { self.arena.region.bytes(off, len) }
     }
 
@@ -120,9 +119,9 @@ impl<A: ArenaRef> Block<A> {
             }
         }
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
-        // SAFETY: we are the only holder (one ref, ours; no pins) and the
-        // EXCLUSIVE bit stops any new holder until the guard drops; the
-        // guard borrows `self` mutably, so this block lends nothing else.
+        // EXCLUSIVE stops any new holder until the guard drops, and the guard
+        // borrows `self` mutably, so this block lends nothing else meanwhile.
+        // SAFETY: so we are and stay the only holder (one ref, ours; no pins).
         let bytes = unsafe { self.arena.region.bytes_mut(off, len) };
         Ok(BytesMut { bytes, arena: &self.arena, pfn: self.pfn })
     }
@@ -237,9 +236,9 @@ impl Drop for BytesMut<'_> {
 #[derive(Clone, Copy)]
 struct HeadDesc(NonNull<Descriptor>);
 
-// SAFETY: a `HeadDesc` is only used as a shared `&Descriptor` (two atomics,
-// `Sync`) into an arena that its handle keeps alive: sending it to another
-// thread is sending that shared reference.
+// A `HeadDesc` is only used as a shared `&Descriptor` (two atomics, `Sync`)
+// into an arena that its handle keeps alive.
+// SAFETY: so sending it to another thread is sending that shared reference.
 unsafe impl Send for HeadDesc {}
 // SAFETY: as above; sharing it shares a `&Descriptor`.
 unsafe impl Sync for HeadDesc {}
@@ -274,10 +273,9 @@ macro_rules! count_handle {
             /// The block's head descriptor.
             #[inline(always)]
             fn head_desc(&self) -> &Descriptor {
-                // SAFETY: `head` points into `self.arena`'s descriptor
-                // table, which lives, unmoved, as long as the arena does,
-                // and `self.arena` keeps the arena alive while `self` lives
-                // (the type's invariant). Descriptors are only ever shared.
+                // `self.arena` keeps the arena, and so its unmoving descriptor
+                // table, alive while `self` lives; descriptors are only shared.
+                // SAFETY: `head` points into that table (the type's invariant).
                 unsafe { self.head.0.as_ref() }
             }
 

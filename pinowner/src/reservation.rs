@@ -593,13 +593,7 @@ impl PageArena {
             // 2. drain the zone's per-thread caches (blocks in the window
             // land isolated); 3. migrate (hook: nothing movable yet);
             // 4. test; 5. commit or roll back.
-            let mut drained = 0;
-            for cache in caches.iter_mut() {
-                cache.with(|cache| {
-                    drained += cache.pages();
-                    cache.drain(|p, o| area.give(&self.descs, zone, p, o));
-                });
-            }
+            let drained = self.drain_caches(zone, &mut caches, &mut area);
             step("drain", start, end, reason, drained);
             // The migration hook: no holder is movable yet.
             step("migrate", start, end, reason, 0);

@@ -418,9 +418,9 @@ impl<F: Future> Future for Tracked<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned: it is never moved out of
-        // (`Tracked` has no method that moves it, `Drop` drops it in place)
-        // and `Tracked` is `Unpin` only when `F` is.
+        // No method of `Tracked` moves `inner`, `Drop` drops it in place, and
+        // `Tracked` is `Unpin` only when `F` is.
+        // SAFETY: so `inner` is structurally pinned and we never move it.
         let this = unsafe { self.get_unchecked_mut() };
         let _scope = enter(this.site);
         // SAFETY: see above; `this` came from a pinned `Tracked`.

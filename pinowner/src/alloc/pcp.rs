@@ -176,14 +176,14 @@ impl Pcp {
         self.shards.get(cache_slot())
     }
 
-    /// Runs `f` on the calling thread's own cache, if it has one.
+    /// Runs `f` on the calling thread's own cache, or `otherwise` if the
+    /// thread has none. `f` must not enter a cache.
     #[inline(always)]
-    pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Lists) -> R) -> Option<R> {
-        let shard = self.mine()?;
-        // SAFETY: the shard is the one of this thread's cache slot, which no
-        // other live thread has, so no other thread is its owner; callers
-        // never enter a cache from inside one.
-        Some(unsafe { shard.0.with_owner(self.barrier, f) })
+    pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Lists) -> R, otherwise: impl FnOnce() -> R) -> R {
+        let Some(shard) = self.mine() else { return otherwise() };
+        // SAFETY: this thread's cache slot is unique among live threads, so
+        // we are the shard's only owner; callers never nest cache entries.
+        unsafe { shard.0.with_owner(self.barrier, f) }
     }
 
     /// Takes every shard's remote side (the owners stay out until the

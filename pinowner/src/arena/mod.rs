@@ -5,7 +5,7 @@ mod raw;
 
 pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
 
-use crate::alloc::{FragStats, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
+use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
 use crate::page::slot::{self, Acquirer};
@@ -144,9 +144,8 @@ impl PageArena {
     #[inline(always)]
     pub(crate) unsafe fn desc_unchecked(&self, pfn: u32) -> &Descriptor {
         debug_assert!(pfn < self.pages, "page {pfn} beyond an arena of {} pages", self.pages);
-        // SAFETY: `descs` has exactly `pages` entries (the builder makes the
-        // table from the page count it stores, and neither changes after),
-        // and the caller promises `pfn < pages`.
+        // `descs` has exactly `pages` entries (both fixed at build).
+        // SAFETY: so `pfn < pages`, which the caller promises, is in bounds.
         unsafe { self.descs.get_unchecked(pfn as usize) }
     }
 
@@ -335,9 +334,6 @@ impl PageArena {
     /// thread without a cache. Returns the head and its new state word.
     #[inline(always)]
     fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, order: u8, flags: u64) -> Option<(u32, u64)> {
-        let Some(shard) = pcp.mine() else {
-            return self.alloc_buddy(zone, order, flags);
-        };
         let take = |cache: &mut Lists| {
             let pfn = match cache.of(order).pop() {
                 Some(p) => p,
@@ -357,9 +353,7 @@ impl PageArena {
             d.state.store(word, Release);
             Some((pfn, word))
         };
-        // SAFETY: `mine` is the shard of this thread's cache slot, which no
-        // other live thread has; `take` enters no cache.
-        unsafe { shard.0.with_owner(pcp.barrier, take) }
+        pcp.with_mine(take, || self.alloc_buddy(zone, order, flags))
     }
 
     /// Moves a batch of blocks of `order` from the buddy lists into an
@@ -385,16 +379,16 @@ impl PageArena {
     /// the buddy lists if the thread has no cache.
     #[inline]
     fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32, order: u8) {
-        let cached = pcp.with_mine(|cache| {
-            let list = cache.of(order);
-            list.push(head);
-            if list.len() > pcp.high(order) {
-                self.flush(zone, pcp, order, list);
-            }
-        });
-        if cached.is_none() {
-            self.free_uncached(zone, head, order);
-        }
+        pcp.with_mine(
+            |cache| {
+                let list = cache.of(order);
+                list.push(head);
+                if list.len() > pcp.high(order) {
+                    self.flush(zone, pcp, order, list);
+                }
+            },
+            || self.free_uncached(zone, head, order),
+        )
     }
 
     /// A cached free block of a thread without a cache goes to the buddy lists.
@@ -429,6 +423,24 @@ impl PageArena {
         zone.pcp.as_ref().map_or_else(Vec::new, |pcp| pcp.lock_all())
     }
 
+    /// Empties `caches` (the remote sides of `zone`'s caches) into the buddy
+    /// lists, under the zone lock `area`; returns the pages drained.
+    pub(crate) fn drain_caches(
+        &self,
+        zone: &Zone,
+        caches: &mut [RemoteGuard<'_, Lists>],
+        area: &mut FreeArea,
+    ) -> usize {
+        let mut drained = 0;
+        for cache in caches {
+            cache.with(|cache| {
+                drained += cache.pages();
+                cache.drain(|p, o| area.give(&self.descs, zone, p, o));
+            });
+        }
+        drained
+    }
+
     /// Returns every page parked in per-thread caches to the buddy lists, so
     /// that it can coalesce and serve higher orders. Returns the number of
     /// pages drained.
@@ -436,17 +448,8 @@ impl PageArena {
         let mut drained = 0;
         for zone in &self.zones {
             let Some(pcp) = &zone.pcp else { continue };
-            for mut cache in pcp.lock_all() {
-                cache.with(|cache| {
-                    let pages = cache.pages();
-                    if pages == 0 {
-                        return;
-                    }
-                    let mut area = zone.area.lock();
-                    drained += pages;
-                    cache.drain(|p, o| area.give(&self.descs, zone, p, o));
-                });
-            }
+            let mut caches = pcp.lock_all();
+            drained += self.drain_caches(zone, &mut caches, &mut zone.area.lock());
         }
         drained
     }
@@ -779,29 +782,46 @@ impl PageArena {
     /// under the zone lock.
     #[inline(never)]
     fn release_last(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
-        let word = &self.desc(head).state;
-        let new = old.wrapping_add(Self::release_delta(count, mine, old));
         let zone = self.zone_for(head);
-        match &zone.pcp {
-            Some(pcp) if pcp.caches(state::order(old)) && old & state::ISOLATED == 0 => {
-                let cached = crate::alloc::free_head_word(new, state::order(old), PCP);
-                if let Err(cur) = word.compare_exchange(old, cached, Release, Relaxed) {
-                    return self.release_slow(head, pfn, count, mine, cur);
-                }
-                // Like `Arc`: every holder's release was `Release`; this
-                // acquire makes all their accesses happen before the page is
-                // reused.
-                fence(Acquire);
-                self.free_to_cache(zone, pcp, head, state::order(old));
-            }
-            _ => {
-                if let Err(cur) = word.compare_exchange(old, new, Release, Relaxed) {
-                    return self.release_slow(head, pfn, count, mine, cur);
-                }
-                // As above.
-                fence(Acquire);
-                self.free_block(head, state::order(old));
-            }
+        let cache = Self::cache_bound(zone, old);
+        let new = Self::last_release_word(old, count, mine, cache.is_some());
+        if let Err(cur) = self.desc(head).state.compare_exchange(old, new, Release, Relaxed) {
+            return self.release_slow(head, pfn, count, mine, cur);
+        }
+        self.free_released(zone, cache, head, state::order(old));
+    }
+
+    /// The cache a block whose last count is dropped from word `old` goes
+    /// to: the zone's, if it caches the block's order and the block lies
+    /// outside any isolated window (decided inside the release's
+    /// compare-and-swap, so `ISOLATED` is checked atomically with it).
+    #[inline(always)]
+    fn cache_bound(zone: &Zone, old: u64) -> Option<&Pcp> {
+        zone.pcp.as_ref().filter(|p| p.caches(state::order(old)) && old & state::ISOLATED == 0)
+    }
+
+    /// The word the last release writes: a count-zero head, or a cached
+    /// free block (`FREE | PCP`) when it goes to a cache.
+    #[inline(always)]
+    fn last_release_word(old: u64, count: Count, mine: Option<u16>, cached: bool) -> u64 {
+        let new = old.wrapping_add(Self::release_delta(count, mine, old));
+        if cached {
+            crate::alloc::free_head_word(new, state::order(old), PCP)
+        } else {
+            new
+        }
+    }
+
+    /// Frees a block whose last count the caller's compare-and-swap just
+    /// dropped: into `cache`, or to the buddy lists.
+    #[inline(always)]
+    fn free_released(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8) {
+        // Like `Arc`: every holder's release was `Release`; this acquire
+        // makes all their accesses happen before the block is reused.
+        fence(Acquire);
+        match cache {
+            Some(pcp) => self.free_to_cache(zone, pcp, head, order),
+            None => self.free_block(head, order),
         }
     }
 
@@ -817,16 +837,12 @@ impl PageArena {
     fn release_slow(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, mut old: u64) {
         let zone = self.zone_for(head);
         let word = &self.desc(head).state;
-        let (last, cached) = loop {
-            let mut new = old.wrapping_add(Self::release_delta(count, mine, old));
+        let (last, cache) = loop {
             let last = old & COUNTS == count.one();
-            let cached =
-                last && old & state::ISOLATED == 0 && zone.pcp.as_ref().is_some_and(|p| p.caches(state::order(old)));
-            if cached {
-                new = crate::alloc::free_head_word(new, state::order(old), PCP);
-            }
+            let cache = if last { Self::cache_bound(zone, old) } else { None };
+            let new = Self::last_release_word(old, count, mine, cache.is_some());
             match word.compare_exchange_weak(old, new, Release, Relaxed) {
-                Ok(_) => break (last, cached),
+                Ok(_) => break (last, cache),
                 Err(cur) => old = cur,
             }
         };
@@ -840,13 +856,7 @@ impl PageArena {
             }
         }
         if last {
-            // Like `Arc`: every holder's release was `Release`; this acquire
-            // makes all their accesses happen before the block is reused.
-            fence(Acquire);
-            match &zone.pcp {
-                Some(pcp) if cached => self.free_to_cache(zone, pcp, head, state::order(old)),
-                _ => self.free_block(head, state::order(old)),
-            }
+            self.free_released(zone, cache, head, state::order(old));
         }
     }
 

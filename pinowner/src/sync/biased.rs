@@ -140,11 +140,11 @@ pub(crate) struct BiasedLock<T> {
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the value is reached only by the owner inside `with_owner` (while
-// `busy` excludes remotes, or under `remote`) or by one remote holding
-// `remote` after the owner left; each hand-over is a Release store paired
-// with an Acquire load (or the spin lock), so the value moves between threads
-// like a `Mutex`'s: `T: Send` suffices.
+// One thread at a time reaches the value: the owner inside `with_owner`
+// (remotes excluded by `busy`, or under `remote`) or one remote holding
+// `remote` after the owner left; each hand-over is Release/Acquire.
+// SAFETY: so, as with a `Mutex`, the value only moves between threads and
+// `T: Send` suffices.
 unsafe impl<T: Send> Sync for BiasedLock<T> {}
 
 impl<T> core::fmt::Debug for BiasedLock<T> {
@@ -224,14 +224,9 @@ impl<T> BiasedLock<T> {
         for g in &guards {
             // The owner is inside for a push or a pop, or a batch against
             // the buddy lists; if it was preempted there, let it run.
-            let mut spins = 0u32;
+            let mut backoff = super::Backoff::default();
             while g.lock.busy.load(Acquire) {
-                if spins < 100 {
-                    spins += 1;
-                    super::spin_hint();
-                } else {
-                    super::yield_now();
-                }
+                backoff.snooze();
             }
         }
         guards

@@ -137,11 +137,10 @@ pub(crate) struct SpinMutex<T> {
     value: core::cell::UnsafeCell<T>,
 }
 
-// SAFETY: the lock hands out access to the value to one thread at a time
-// (the swap that takes it is `Acquire`, the store that gives it back is
-// `Release`), so sharing the lock only ever moves the value between threads:
-// `T: Send` suffices, as for `std::sync::Mutex`.
+// The lock hands the value to one thread at a time (`Acquire` swap to take
+// it, `Release` store to give it back).
 #[cfg(not(loom))]
+// SAFETY: so sharing the lock only moves the value: `T: Send` suffices.
 unsafe impl<T: Send> Sync for SpinMutex<T> {}
 
 #[cfg(not(loom))]
@@ -161,15 +160,10 @@ impl<T> SpinMutex<T> {
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) {
-        let mut spins = 0u32;
+        let mut backoff = Backoff::default();
         loop {
             while self.locked.load(Ordering::Relaxed) {
-                if spins < 100 {
-                    spins += 1;
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+                backoff.snooze();
             }
             if !self.locked.swap(true, Ordering::Acquire) {
                 return;
@@ -195,9 +189,9 @@ pub(crate) struct SpinGuard<'a, T> {
     _marker: core::marker::PhantomData<*mut T>,
 }
 
+#[cfg(not(loom))]
 // SAFETY: a `&SpinGuard` gives only `&T`, so sharing one across threads is
 // sharing `&T`: sound exactly when `T: Sync`.
-#[cfg(not(loom))]
 unsafe impl<T: Sync> Sync for SpinGuard<'_, T> {}
 
 #[cfg(not(loom))]
@@ -205,9 +199,8 @@ impl<T> core::ops::Deref for SpinGuard<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while this thread holds the lock, so
-        // no other reference to the value is live; the `&self` borrow keeps
-        // the returned one from outliving the guard.
+        // The `&self` borrow keeps the reference from outliving the guard.
+        // SAFETY: the guard exists only while we hold the lock: no other reference is live.
         unsafe { &*self.lock.value.get() }
     }
 }
@@ -413,11 +406,17 @@ impl Drop for SlotOwner {
             return;
         }
         // Nothing on this thread uses the slot after this (a later
-        // destructor that allocates gets `NO_SLOT`); the mutex orders our
-        // last use before the next owner's first.
-        SLOT.with(|s| s.set(NO_SLOT));
-        SLOTS.lock().unwrap_or_else(|p| p.into_inner()).0.push(core::cmp::Reverse(slot));
+        // destructor that allocates gets `NO_SLOT`).
+        hand_back_slot(slot);
     }
+}
+
+/// Returns this thread's slot to the pool and leaves it without one; the
+/// pool's mutex orders our last use before the next owner's first.
+#[cfg(not(loom))]
+fn hand_back_slot(slot: usize) {
+    SLOT.with(|s| s.set(NO_SLOT));
+    SLOTS.lock().unwrap_or_else(|p| p.into_inner()).0.push(core::cmp::Reverse(slot));
 }
 
 #[cfg(not(loom))]
@@ -437,8 +436,7 @@ fn assign_cache_slot() -> usize {
     // Registering the destructor fails only while the thread's locals are
     // being destroyed: then the thread goes without a slot.
     if SLOT_OWNER.try_with(|o| o.0.set(slot)).is_err() {
-        SLOTS.lock().unwrap_or_else(|p| p.into_inner()).0.push(core::cmp::Reverse(slot));
-        SLOT.with(|s| s.set(NO_SLOT));
+        hand_back_slot(slot);
         return NO_SLOT;
     }
     SLOT.with(|s| s.set(slot));
@@ -453,6 +451,24 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
     #[cfg(loom)]
     loom::thread::yield_now();
+}
+
+/// Waiting for another thread to let go of something it holds briefly:
+/// spins a while, then yields (the holder may have been preempted).
+#[derive(Default)]
+pub(crate) struct Backoff(u32);
+
+impl Backoff {
+    /// One wait step.
+    #[inline]
+    pub(crate) fn snooze(&mut self) {
+        if self.0 < 100 {
+            self.0 += 1;
+            spin_hint();
+        } else {
+            yield_now();
+        }
+    }
 }
 
 /// A hint to the processor inside a retry loop; a yield under loom so the

@@ -52,13 +52,13 @@ mod ffi {
     }
 }
 
+#[allow(unsafe_code)]
 fn main() {
     assert_eq!(plain(), concat!(module_path!(), "::plain"));
     empty_parens();
     assert_eq!(all_args(1), 2);
     assert_eq!(r#match(), concat!(module_path!(), "::match"));
     assert_eq!(patterns((1, 2), 3), 6);
-    #[allow(unsafe_code)]
     // SAFETY: `callback` has no preconditions.
     let doubled = unsafe { ffi::callback(2) };
     assert_eq!(doubled, 4);
