@@ -5,6 +5,7 @@
 pub mod alloc;
 mod arena;
 pub mod audit;
+mod callback;
 pub mod depot;
 pub mod error;
 mod handle;
@@ -17,7 +18,7 @@ mod sync;
 pub mod tracker;
 
 pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
-pub use arena::{ArenaBuilder, PageArena, PageInfo, DEFAULT_MAX_ORDER, MAX_PAGES};
+pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use audit::{Audit, LeakCheck};
 pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};

@@ -303,6 +303,31 @@ pub enum ContigError {
         /// Pages in the movable zone.
         zone_pages: usize,
     },
+    /// The movable zone has room for the pages, but no window of them
+    /// starts on a multiple of the alignment.
+    #[error(
+        "no window of {pages} pages aligned to {align} pages fits the movable zone {zone_start:#x}..{zone_end:#x}"
+    )]
+    NoAlignedWindow {
+        /// Pages asked for.
+        pages: usize,
+        /// The alignment asked for, in pages.
+        align: usize,
+        /// The movable zone's first page.
+        zone_start: Pfn,
+        /// One past the movable zone's last page.
+        zone_end: Pfn,
+    },
+    /// [`PageArena::reserve_contig_wait`]'s timeout passed while another
+    /// reservation of the zone was still running, before this one could
+    /// make its first attempt.
+    #[error("timed out after {waited:?} waiting for another reservation of the {zone} zone")]
+    Timeout {
+        /// The zone.
+        zone: ZoneKind,
+        /// Time spent waiting.
+        waited: Duration,
+    },
     /// The window overlaps a run already reserved.
     #[error("window {start:#x}..{end:#x} overlaps the reserved run at {run:#x}")]
     Overlap {
@@ -365,6 +390,11 @@ impl<A: ArenaRef> ContigRun<A> {
 impl<A: ArenaRef> Drop for ContigRun<A> {
     fn drop(&mut self) {
         for &(head, gen) in &self.blocks {
+            // The run ends here: a block someone else still holds (a page
+            // lent out by reference) is an ordinary busy block from now on,
+            // not part of a run that no longer exists. We hold a count, so
+            // the block is live and this read-modify-write is ours to make.
+            self.arena.desc(head).state.fetch_and(!CONTIG, Relaxed);
             self.arena.release(head, head, state::Count::Ref, Some(gen));
         }
     }
@@ -389,7 +419,8 @@ impl PageArena {
         let who = crate::owner_here();
         let zone = self.window_zone(start, pages)?;
         let request = Request { reason, pages, align: 0, start: Some(start) };
-        self.reserve_window(zone, start as u32, pages as u32, request, 1, who)
+        let _serial = zone.reserving.lock();
+        self.reserve_window(zone, start as u32, pages as u32, request, 1, who, None)
     }
 
     /// Reserves `pages` contiguous pages aligned to `align` pages in the
@@ -407,15 +438,19 @@ impl PageArena {
         align: usize,
         reason: Reason,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        self.reserve_contig_as(pages, align, reason, crate::owner_here())
+        self.reserve_contig_as(pages, align, reason, crate::owner_here(), None)
     }
 
+    /// `wait`: when the caller gives up (start, deadline); `None` waits as
+    /// long as it takes, which is only as long as other reservations of the
+    /// zone and blocks in flight take.
     fn reserve_contig_as(
         &self,
         pages: usize,
         align: usize,
         reason: Reason,
         who: Acquirer,
+        wait: Option<(Instant, Instant)>,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         if pages == 0 {
             return Err(ContigError::ZeroPages);
@@ -427,27 +462,48 @@ impl PageArena {
         if pages > zone.pages() as usize {
             return Err(ContigError::TooLarge { pages, zone_pages: zone.pages() as usize });
         }
-        // Rank candidate windows by busy pages, then holders (lock-free read;
-        // the chosen window is then reserved properly).
-        let mut best: Option<(usize, u32, u32)> = None;
+        let first = (zone.start as usize).next_multiple_of(align);
+        if first.checked_add(pages).is_none_or(|end| end > zone.end as usize) {
+            return Err(ContigError::NoAlignedWindow {
+                pages,
+                align,
+                zone_start: zone.start as Pfn,
+                zone_end: zone.end as Pfn,
+            });
+        }
+        let deadline = wait.map(|(_, d)| d);
+        let Some(_serial) = zone.reserving.lock_until(deadline) else {
+            let waited = wait.map_or(Duration::ZERO, |(started, _)| started.elapsed());
+            return Err(ContigError::Timeout { zone: ZoneKind::Movable, waited });
+        };
+        // Rank candidate windows (with no other reservation of the zone
+        // running, so a run another one just committed is seen): windows
+        // that overlap a committed run last, then by busy pages, then by
+        // holders. Read without the zone lock; the chosen window is then
+        // reserved properly.
+        let mut best: Option<(WindowLoad, u32)> = None;
         let mut considered = 0;
-        let mut w = (zone.start as usize).next_multiple_of(align);
+        let mut w = first;
         while w + pages <= zone.end as usize {
             considered += 1;
-            let (busy, holders) = self.window_load(w as u32, (w + pages) as u32);
-            if best.is_none_or(|(b, h, _)| (busy, holders) < (b, h)) {
-                best = Some((busy, holders, w as u32));
+            let load = self.window_load(w as u32, (w + pages) as u32);
+            if best.as_ref().is_none_or(|(b, _)| load.key() < b.key()) {
+                best = Some((load, w as u32));
             }
-            if busy == 0 {
+            if load.key() == (false, 0, 0) {
                 break;
             }
             w += align;
         }
-        let Some((_, _, start)) = best else {
-            return Err(ContigError::TooLarge { pages, zone_pages: zone.pages() as usize });
-        };
+        let (load, start) = best.expect("at least one aligned window fits");
+        if let Some(run) = load.run {
+            // Every window overlaps a committed run: no release of a holder
+            // can make this succeed, only the run's drop.
+            let end = start as Pfn + pages;
+            return Err(ContigError::Overlap { start: start as Pfn, end, run: run as Pfn });
+        }
         let request = Request { reason, pages, align, start: None };
-        self.reserve_window(zone, start, pages as u32, request, considered, who)
+        self.reserve_window(zone, start, pages as u32, request, considered, who, deadline)
     }
 
     /// Like [`reserve_contig`](Self::reserve_contig), but on failure waits
@@ -487,27 +543,28 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let who = crate::owner_here();
         let started = Instant::now();
-        let deadline = started + timeout;
+        // A timeout too large to add is no deadline at all.
+        let deadline = started.checked_add(timeout);
+        let wait = deadline.map(|d| (started, d));
         let events_before = self.tracker_stats().recorded;
         let mut attempts = 0;
         let mut releases = 0;
+        let mut last: Option<Box<ContigFailure>> = None;
         loop {
-            attempts += 1;
             // Read before the attempt: a release after this moves the epoch.
             let epoch = self.tracker.get().map_or(0, |t| t.release_epoch());
-            let failure = match self.reserve_contig_as(pages, align, reason, who) {
-                Err(ContigError::Busy(f)) => f,
+            match self.reserve_contig_as(pages, align, reason, who, wait) {
+                Err(ContigError::Busy(f)) => last = Some(f),
+                // The deadline passed waiting for another reservation of the
+                // zone: the last failure of ours, if there was one.
+                Err(ContigError::Timeout { .. }) if last.is_some() => {}
                 other => return other,
-            };
-            // A holder that let go between the test and the arming was not
-            // recorded: look at the window again before sleeping.
-            let (busy, holders) = self.window_load(failure.window.start as u32, failure.window.end as u32);
-            if (busy, holders) < (failure.busy_pages(), failure.holders()) {
-                continue;
             }
+            attempts += 1;
+            let failure = last.as_ref().expect("a failure was just kept");
             let now = Instant::now();
-            if now >= deadline {
-                let mut failure = failure;
+            if deadline.is_some_and(|d| now >= d) {
+                let mut failure = last.take().expect("a failure was just kept");
                 failure.waited = Some(WaitLog {
                     waited: now - started,
                     attempts,
@@ -516,7 +573,14 @@ impl PageArena {
                 });
                 return Err(ContigError::Busy(failure));
             }
-            if self.tracker().wait_release(epoch, deadline - now) {
+            // A holder that let go between the test and the arming was not
+            // recorded: look at the window again before sleeping.
+            let load = self.window_load(failure.window.start as u32, failure.window.end as u32);
+            if (load.busy, load.holders) < (failure.busy_pages(), failure.holders()) {
+                continue;
+            }
+            let left = deadline.map_or(Duration::MAX, |d| d - now);
+            if self.tracker().wait_release(epoch, left) {
                 releases += 1;
             }
         }
@@ -538,19 +602,28 @@ impl PageArena {
         Ok(zone)
     }
 
-    /// Busy pages and holders in a window, read without locks.
-    fn window_load(&self, start: u32, end: u32) -> (usize, u32) {
-        let (mut busy, mut holders) = (0usize, 0u32);
+    /// Busy pages and holders in a window, and a committed run in it, read
+    /// without locks.
+    fn window_load(&self, start: u32, end: u32) -> WindowLoad {
+        let mut load = WindowLoad { busy: 0, holders: 0, run: None };
         self.for_each_block(start, end, |head, w| {
             if w & FREE == 0 {
                 let last = (head + (1u32 << state::order(w))).min(end);
-                busy += (last - head.max(start)) as usize;
-                holders += state::refs(w) + state::pins(w);
+                load.busy += (last - head.max(start)) as usize;
+                load.holders += state::refs(w) + state::pins(w);
+                if w & CONTIG != 0 && load.run.is_none() {
+                    load.run = Some(head);
+                }
             }
         });
-        (busy, holders)
+        load
     }
 
+    /// Reserves one window. The caller holds the zone's `reserving` lock,
+    /// so no other reservation touches the zone until this one has
+    /// committed or rolled back. `deadline`: a block in flight (being freed
+    /// by another thread) is waited for until then, and then counted busy.
+    #[allow(clippy::too_many_arguments)]
     fn reserve_window(
         &self,
         zone: &Zone,
@@ -559,6 +632,7 @@ impl PageArena {
         request: Request,
         considered: usize,
         who: Acquirer,
+        deadline: Option<Instant>,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let reason = request.reason;
         let end = start + pages;
@@ -569,6 +643,7 @@ impl PageArena {
         // commit or rollback has cleared `ISOLATED` keeps cached blocks
         // where the test saw them.
         let mut isolated = false;
+        let mut backoff = crate::sync::Backoff::default();
         loop {
             let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
@@ -601,25 +676,32 @@ impl PageArena {
             // went to the lists: isolate them too.
             self.isolate_free(&mut area, start, end);
             let mut busy = Vec::new();
-            let mut in_flight = false;
+            let mut in_flight = Vec::new();
             self.for_each_block(start, end, |head, w| {
                 if w & (FREE | PCP) == FREE | PCP || (w & FREE == 0 && w & COUNTS == 0) {
-                    in_flight = true;
+                    in_flight.push((head, w));
                 } else if w & FREE == 0 {
                     busy.push((head, w));
                 }
             });
             step("test", start, end, reason, busy.len());
-            if in_flight {
+            if !in_flight.is_empty() {
                 // A page freed into a cache just before isolation reached it,
                 // or a block whose last count is gone and whose freeing thread
                 // waits for this lock: the arena's own bookkeeping, never a
-                // reason to fail. Let the freeing thread finish; the next pass
-                // isolates the page.
-                drop(area);
-                drop(caches);
-                crate::sync::yield_now();
-                continue;
+                // reason to fail. Let the freeing thread finish (its window
+                // stays isolated; the zone's `reserving` lock keeps other
+                // reservations out of it meanwhile); the next pass isolates
+                // the page. Only a caller's deadline ends the wait: then the
+                // blocks still in flight count as busy.
+                if deadline.is_none_or(|d| Instant::now() < d) {
+                    drop(area);
+                    drop(caches);
+                    backoff.sleep();
+                    continue;
+                }
+                busy.append(&mut in_flight);
+                busy.sort_unstable_by_key(|&(h, _)| h);
             }
             if busy.is_empty() {
                 let run = self.commit(&mut area, start, end, who);
@@ -756,5 +838,25 @@ impl PageArena {
 /// level debug): `isolate`, `drain` (pages drained), `migrate`, `test` (busy
 /// blocks), then `commit` or `rollback` (busy blocks).
 fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
-    tracing::debug!(target: "pinowner", step, start_pfn = start, end_pfn = end, %reason, n, "reservation step");
+    // Under the zone lock, with the window isolated: shielded from a
+    // panicking subscriber.
+    crate::callback::shielded(
+        || tracing::debug!(target: "pinowner", step, start_pfn = start, end_pfn = end, %reason, n, "reservation step"),
+    );
+}
+
+/// What stands in a window: busy pages, their holders, and a committed run.
+#[derive(Clone, Copy, Debug)]
+struct WindowLoad {
+    busy: usize,
+    holders: u32,
+    /// A block of a committed run in the window.
+    run: Option<u32>,
+}
+
+impl WindowLoad {
+    /// Windows rank by this, least first.
+    fn key(&self) -> (bool, usize, u32) {
+        (self.run.is_some(), self.busy, self.holders)
+    }
 }

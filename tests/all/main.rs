@@ -2,6 +2,7 @@
 
 mod alloc;
 mod counts;
+mod faults;
 mod geometry;
 mod model;
 mod region;

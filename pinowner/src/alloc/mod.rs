@@ -46,6 +46,13 @@ pub(crate) struct Zone {
     pub(crate) end: u32,
     pub(crate) area: Mutex<FreeArea>,
     pub(crate) pcp: Option<Pcp>,
+    /// Held by a reservation of a window of this zone from its first
+    /// isolation to its commit or rollback: one reservation per zone at a
+    /// time (the kernel's `cma_mutex`). A reservation's window stays
+    /// isolated while it releases the zone lock to let a block in flight
+    /// land; no other reservation may carve, commit or roll back pages of
+    /// the zone meanwhile.
+    pub(crate) reserving: Mutex<()>,
 }
 
 impl Zone {
@@ -56,6 +63,7 @@ impl Zone {
             end,
             area: Mutex::new(FreeArea::new(max_order)),
             pcp: cache.map(|c| Pcp::new(c, max_order)),
+            reserving: Mutex::new(()),
         }
     }
 

@@ -2,8 +2,10 @@
 
 mod builder;
 mod raw;
+mod verify;
 
 pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
+pub use verify::VerifyError;
 
 use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};

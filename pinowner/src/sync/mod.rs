@@ -107,6 +107,14 @@ impl<T> Mutex<T> {
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
         self.0.lock()
     }
+
+    /// Locks, waiting until `deadline` at most (`None`: no limit).
+    pub(crate) fn lock_until(&self, deadline: Option<std::time::Instant>) -> Option<parking_lot::MutexGuard<'_, T>> {
+        match deadline {
+            Some(d) => self.0.try_lock_until(d),
+            None => Some(self.0.lock()),
+        }
+    }
 }
 
 /// A mutex whose `lock()` returns the guard directly, on both sides.
@@ -123,6 +131,11 @@ impl<T> Mutex<T> {
     pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
         // A panic while holding a lock is already a bug the model reports.
         self.0.lock().unwrap()
+    }
+
+    /// Locks (loom has no time: a deadline never passes).
+    pub(crate) fn lock_until(&self, _deadline: Option<std::time::Instant>) -> Option<loom::sync::MutexGuard<'_, T>> {
+        Some(self.lock())
     }
 }
 
@@ -468,6 +481,24 @@ impl Backoff {
         } else {
             yield_now();
         }
+    }
+
+    /// One wait step for something that may take long (another thread's
+    /// user callback, say): spins, then yields, then sleeps, doubling from
+    /// 10 µs to 1 ms, so a long wait costs no CPU (a yield under loom).
+    pub(crate) fn sleep(&mut self) {
+        if self.0 < 100 {
+            self.snooze();
+            return;
+        }
+        #[cfg(not(loom))]
+        {
+            let n = (self.0 - 100).min(7);
+            self.0 = self.0.saturating_add(1);
+            std::thread::sleep(std::time::Duration::from_micros(10 << n));
+        }
+        #[cfg(loom)]
+        yield_now();
     }
 }
 

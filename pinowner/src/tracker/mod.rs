@@ -259,6 +259,10 @@ pub struct TrackerStats {
     /// The stack depot's counters.
     #[serde(skip)]
     pub depot: depot::DepotStats,
+    /// Panics caught in user callbacks (a `tracing` subscriber) called while
+    /// the arena's state was mid-change, process-wide: each was printed by
+    /// the panic hook and contained, and the arena stayed consistent.
+    pub callback_panics: u64,
 }
 
 /// The name of a pinowner thread number, if the thread had a name when it
@@ -416,7 +420,9 @@ impl Tracker {
             gen,
             raw,
         };
-        emit_tracing(&event);
+        // The user's subscriber may panic; this runs where the page's word
+        // is already changed and the block perhaps not yet freed.
+        crate::callback::shielded(|| emit_tracing(&event));
         if self.queue.push(event).is_err() {
             self.drop_event(pfn);
         }
@@ -475,6 +481,7 @@ impl Tracker {
             recorded: self.seq.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             depot: self.depot.stats(),
+            callback_panics: crate::callback::panics(),
         }
     }
 
@@ -727,23 +734,33 @@ impl PageArena {
             a.blocks.sort_unstable();
             a.blocks.dedup();
         }
+        // Under the reservation's zone lock: a panicking subscriber must not
+        // unwind through it with the window still isolated.
         #[cfg(not(loom))]
-        tracing::info!(
-            target: "pinowner",
-            arming = id,
-            reason = %reason,
-            window_start = window.start,
-            window_end = window.end,
-            blocks = heads.len(),
-            "busy blocks armed"
-        );
+        crate::callback::shielded(|| {
+            tracing::info!(
+                target: "pinowner",
+                arming = id,
+                reason = %reason,
+                window_start = window.start,
+                window_end = window.end,
+                blocks = heads.len(),
+                "busy blocks armed"
+            )
+        });
         n
     }
 
     /// Disarms the blocks of earlier armings of the same request (reason,
     /// pages, alignment): called when that request succeeds.
+    ///
+    /// Not in eager mode, which promises every block stays armed until it
+    /// is freed (or disarmed by hand).
     pub(crate) fn disarm_request(&self, reason: Reason, request: RequestKey) {
         let Some(t) = self.tracker.get() else { return };
+        if t.config.eager {
+            return;
+        }
         let heads: Vec<Pfn> = t
             .armings
             .lock()
@@ -825,7 +842,10 @@ impl PageArena {
 
     /// The tracker's counters (all zero before anything was armed).
     pub fn tracker_stats(&self) -> TrackerStats {
-        self.tracker.get().map_or_else(TrackerStats::default, |t| t.stats())
+        self.tracker.get().map_or_else(
+            || TrackerStats { callback_panics: crate::callback::panics(), ..Default::default() },
+            |t| t.stats(),
+        )
     }
 
     /// Resolves an event's stack to frames, innermost first, with the
