@@ -469,3 +469,21 @@ fn reserve_contig_wait_times_out_with_what_happened_while_waiting() {
     assert!(f.to_string().contains("waited "), "{f}");
     drop(held);
 }
+
+/// A report after an armed block was freed and merged into a larger free
+/// block describes the armed block, not the larger one its page now lies
+/// in (which ran past the arena's end and panicked while a report was
+/// rendered as blocks merged).
+#[test]
+fn a_report_on_an_armed_block_merged_away_since_stays_inside_the_arena() {
+    let arena = pinowner::PageArena::builder().pages(64).max_order(6).build().unwrap();
+    let blocks: Vec<_> = (0..64).map(|_| arena.alloc(0).unwrap()).collect();
+    let last = blocks.iter().map(|b| b.pfn()).max().unwrap();
+    assert_eq!(arena.arm(last..last + 1, pinowner::Reason::Contig), 1);
+    drop(blocks);
+    assert_eq!(arena.frag_stats().zones[0].free_blocks[6], 1, "merged into one block");
+    // The events are taken; the arming still lists the block.
+    let _ = arena.take_owner_report(&pinowner::ReportOptions::default());
+    let report = arena.owner_report();
+    assert!(report.pages.iter().all(|p| p.pfn + (1 << p.order) <= 64), "{report}");
+}

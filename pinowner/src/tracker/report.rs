@@ -522,7 +522,9 @@ impl PageArena {
         let mut pages = Vec::new();
         for (&head, &arming) in &heads {
             let evs = by_head.remove(&head).unwrap_or_default();
-            let info = self.page_info(head).ok();
+            // Only while `head` still heads a block: merged into a larger one
+            // since, its page's info describes that other block.
+            let info = self.page_info(head).ok().filter(|i| i.head == head);
             let armed = info.is_some_and(|i| i.state.flags.contains(crate::PageFlags::TRACKED));
             // Armed: the counts now. No longer armed: the counts when
             // tracking ended (the last event's), not a later owner's.
@@ -646,7 +648,7 @@ impl PageArena {
                     site_pages.entry(owner).or_default().insert(head);
                 }
             }
-            let dropped = (head..head + (1usize << order)).map(|p| t.page_drops(p as u32)).sum();
+            let dropped = (head..(head + (1usize << order)).min(self.pages())).map(|p| t.page_drops(p as u32)).sum();
             pages.push(PageReport {
                 pfn: head,
                 order,
