@@ -240,3 +240,42 @@ fn a_cached_order_1_block_against_a_reservation_keeps_isolation_exact() {
         cache_traffic_against_a_reservation(0b11, 1)
     });
 }
+
+/// Two reservations at once over overlapping windows while the last count
+/// of a block inside both is dropped, so a reservation meets the block in
+/// flight and releases the zone lock between passes with its window still
+/// isolated (the case the first version got wrong: the other reservation
+/// carved and committed inside that window). Whatever interleaves, each
+/// reservation succeeds only over free pages, a success of one excludes
+/// the other's overlapping run, and afterwards the allocator verifies
+/// with every page free.
+#[test]
+fn two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact() {
+    model("two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact", || {
+        let arena = Arc::new(PageArena::builder().pages(2).movable_pages(2).max_order(1).build().unwrap());
+        let block = arena.alloc_movable_owned(0).unwrap();
+        let held = block.pfn();
+        let t = thread::spawn(move || drop(block));
+        let a = arena.clone();
+        let other = thread::spawn(move || {
+            let run = a.reserve_range(held, 1, pinowner::Reason::Contig);
+            if let Ok(run) = &run {
+                let s = a.page_state(run.pfn()).unwrap();
+                assert!(s.flags.contains(PageFlags::CONTIG) && s.refcount == 1, "{s}");
+            }
+            run.is_ok()
+        });
+        let both = arena.reserve_range(0, 2, pinowner::Reason::Contig);
+        if let Ok(run) = &both {
+            for p in run.range() {
+                let s = arena.page_state(p).unwrap();
+                assert!(s.flags.contains(PageFlags::CONTIG) && !s.flags.contains(PageFlags::ISOLATED), "{p}: {s}");
+            }
+        }
+        other.join().unwrap();
+        t.join().unwrap();
+        drop(both);
+        arena.verify().unwrap();
+        assert_eq!(arena.free_pages(), 2);
+    });
+}
