@@ -34,8 +34,8 @@ pub enum BuildError {
         /// The page size.
         page_size: usize,
     },
-    /// More pages than the descriptor format can address.
-    #[error("{pages} pages is more than the {max} a descriptor table can address")]
+    /// More pages than an arena may have ([`MAX_PAGES`](crate::MAX_PAGES)).
+    #[error("{pages} pages is more than the limit of {max} pages per arena")]
     TooManyPages {
         /// The page count asked for.
         pages: u64,
@@ -71,6 +71,36 @@ pub enum BuildError {
         region: usize,
         /// The arena's size.
         wanted: usize,
+    },
+    /// The arena's bookkeeping (descriptor table, free lists, thread
+    /// caches) could not be allocated; nothing was mapped or is kept.
+    #[error("could not allocate {bytes} bytes for the {what}")]
+    Alloc {
+        /// What was being allocated.
+        what: &'static str,
+        /// The bytes asked for.
+        bytes: usize,
+    },
+    /// A [`ThreadCache`](crate::ThreadCache) setting is outside its range
+    /// (see [`ThreadCache::MAX_SHARDS`](crate::ThreadCache::MAX_SHARDS) and
+    /// [`ThreadCache::MAX_HIGH`](crate::ThreadCache::MAX_HIGH)).
+    #[error("thread cache {field} of {value} is outside 1..={limit}")]
+    CacheLimit {
+        /// The field: `shards`, `high` or `batch`.
+        field: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest value allowed.
+        limit: usize,
+    },
+    /// A [`ThreadCache`](crate::ThreadCache) moves more pages at a time than
+    /// it may hold.
+    #[error("thread cache batch of {batch} is above its high mark of {high}")]
+    CacheBatch {
+        /// The batch given.
+        batch: usize,
+        /// The high mark given.
+        high: usize,
     },
     /// The operating system refused the memory.
     #[error("could not map {backing} memory: {source}")]
@@ -212,6 +242,16 @@ pub enum BorrowError {
     /// Other holders exist: their views would alias the `&mut`.
     #[error("page {pfn:#x} has other holders ({state})")]
     Shared {
+        /// The block's head page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+    /// A [`BytesMut`](crate::BytesMut) of this block was leaked (for example
+    /// with `mem::forget`): the block stays lent out exclusively until it is
+    /// freed.
+    #[error("page {pfn:#x} is already lent out exclusively by a leaked guard ({state})")]
+    Exclusive {
         /// The block's head page.
         pfn: Pfn,
         /// Its state.

@@ -32,6 +32,25 @@ impl ArenaRef for Arc<PageArena> {}
 /// A block may lend its bytes mutably ([`bytes_mut`](Self::bytes_mut)) only
 /// while it is the sole holder. Once other holders exist, the bytes are
 /// reachable through shared views and raw pointers only.
+///
+/// # Exclusive borrows and leaked guards
+///
+/// While a [`BytesMut`] is out, the block is *lent out exclusively*: no new
+/// holder may appear, by any path. The guard borrows the block mutably, so
+/// the block's own methods cannot run; acquisitions by page number
+/// ([`PageArena::get`], [`PageArena::pin`], their `_raw` and `_owned`
+/// forms) fail with [`AcquireError::Exclusive`].
+///
+/// If the guard is leaked (`mem::forget`, a reference cycle), nothing ever
+/// says that it is gone, so the block stays lent out exclusively until it is
+/// freed, as a `RefCell` stays borrowed after a leaked `RefMut`. Every path
+/// that would add a holder refuses, consistently: by page number as above,
+/// and through the block, where [`pin`](Self::pin) returns
+/// [`AcquireError::Exclusive`] and [`page_ref`](Self::page_ref) panics with
+/// it; [`bytes_mut`](Self::bytes_mut) returns [`BorrowError::Exclusive`].
+/// The block's shared view, [`bytes`](Self::bytes), stays available: the
+/// leaked guard's borrow of the block has ended, so no `&mut` it lent can
+/// still be used. Dropping the block frees it and clears the state.
 #[must_use = "dropping a block frees it"]
 #[derive(Debug)]
 pub struct Block<A: ArenaRef> {
@@ -101,17 +120,25 @@ impl<A: ArenaRef> Block<A> {
 
     /// The block's bytes, mutably: only while this block is the sole holder.
     /// While the returned guard lives, nobody can take a reference or pin on
-    /// any page of the block (they get [`AcquireError::Exclusive`]).
+    /// any page of the block (they get [`AcquireError::Exclusive`]); if it is
+    /// leaked, that lasts until the block is freed (see the
+    /// [type's docs](Block#exclusive-borrows-and-leaked-guards)).
     ///
     /// # Errors
     ///
-    /// [`BorrowError::Shared`] if other references or pins exist.
+    /// [`BorrowError::Shared`] if other references or pins exist;
+    /// [`BorrowError::Exclusive`] if an earlier guard was leaked.
     pub fn bytes_mut(&mut self) -> Result<BytesMut<'_>, BorrowError> {
         let d = self.arena.desc(self.pfn);
         let mut old = d.state.load(Relaxed);
         loop {
-            if old & COUNTS != REF_ONE || old & EXCLUSIVE != 0 {
-                return Err(BorrowError::Shared { pfn: self.pfn as Pfn, state: PageState::from_word(old) });
+            let (pfn, state) = (self.pfn as Pfn, PageState::from_word(old));
+            if old & EXCLUSIVE != 0 {
+                // `&mut self`: no guard of ours lives, so one leaked.
+                return Err(BorrowError::Exclusive { pfn, state });
+            }
+            if old & COUNTS != REF_ONE {
+                return Err(BorrowError::Shared { pfn, state });
             }
             match d.state.compare_exchange_weak(old, old | EXCLUSIVE, Acquire, Relaxed) {
                 Ok(_) => break,
@@ -136,8 +163,9 @@ impl<A: ArenaRef> Block<A> {
     ///
     /// # Panics
     ///
-    /// If `index` is not below [`pages`](Self::pages), or the reference
-    /// count overflows.
+    /// If `index` is not below [`pages`](Self::pages), if the reference
+    /// count overflows, or if a leaked [`BytesMut`] keeps the block lent out
+    /// exclusively ([`AcquireError::Exclusive`]).
     #[track_caller]
     pub fn page_ref(&self, index: usize) -> PageRef<A> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
@@ -156,7 +184,9 @@ impl<A: ArenaRef> Block<A> {
     ///
     /// # Errors
     ///
-    /// [`AcquireError::PinOverflow`] at the pin limit.
+    /// [`AcquireError::PinOverflow`] at the pin limit;
+    /// [`AcquireError::Exclusive`] if a leaked [`BytesMut`] keeps the block
+    /// lent out exclusively.
     ///
     /// # Panics
     ///
@@ -197,6 +227,11 @@ impl<A: ArenaRef> Drop for Block<A> {
 }
 
 /// The mutable bytes of a [`Block`] that is the sole holder of its pages.
+///
+/// Dropping it ends the exclusive loan. Leaking it (`mem::forget`) leaves the
+/// block lent out exclusively until the block is freed: no new holder may
+/// appear by any path, and the block cannot lend its bytes mutably again
+/// (see [`Block`'s docs](Block#exclusive-borrows-and-leaked-guards)).
 #[must_use]
 pub struct BytesMut<'b> {
     bytes: &'b mut [u8],

@@ -13,8 +13,8 @@
 //!
 //! - **From a handle** (`PageRef::clone`, `Block::pin`): the caller already
 //!   holds the block, so it cannot be free. One `fetch_add` and one branch
-//!   on the returned value (tracked, idle, or an overflow guard bit), then a
-//!   relaxed store of the acquirer into the owner slot.
+//!   on the returned value (tracked, idle, exclusive, or an overflow guard
+//!   bit), then a relaxed store of the acquirer into the owner slot.
 //! - **By page number** (`get`, `pin`, `get_raw`): the page may be free or
 //!   dying, so the add is a compare-and-swap that refuses a page that is not
 //!   a live allocated head — the kernel's `get_page_unless_zero`. One
@@ -53,6 +53,20 @@
 //! found an execution where the final reader still named a departed
 //! holder; deciding inside the state word's own read-modify-write has no
 //! such window, at the price of a compare-and-swap instead of a `fetch_sub`.
+//!
+//! # Exclusive borrows
+//!
+//! `Block::bytes_mut` sets `EXCLUSIVE` with a compare-and-swap that requires
+//! the block's own reference to be the only count; its `BytesMut` borrows
+//! the block mutably and clears the bit when dropped. Meanwhile every new
+//! holder is refused: by page number, `is_live_head` excludes the bit; from
+//! a handle, the bit is in `ACQUIRE_SLOW`, and the slow path takes the add
+//! back. A handle other than the block cannot exist then, so in practice
+//! the handle path meets the bit only after a leaked `BytesMut`, and the
+//! rule is the `RefCell` one: a leaked guard keeps the loan until the block
+//! is freed (freeing clears the bit). The block's own shared view stays
+//! available: a leaked guard's borrow has ended, so nothing it lent can be
+//! used again.
 //!
 //! # Raw counts cannot steal
 //!
@@ -98,6 +112,15 @@
 //! the caches (a page leaks), or if the owner's fence is left out (loom
 //! sees the owner and a drain inside one cache at once; under loom both
 //! sides use `fence(SeqCst)`, which is what `membarrier` stands for).
+//!
+//! The owner clears `busy` from a drop guard, so a panic inside its
+//! critical section (only a broken internal invariant can raise one there)
+//! still lets remotes in, rather than leaving every later drain and
+//! reservation of the zone spinning. The lock is not poisoned: the lists
+//! stay valid `Vec`s, and at worst a block being moved at the panic is
+//! missing from them: lost to the allocator, and, reading as a cached free
+//! block in no cache, taken by a reservation whose window covers it for a
+//! free in flight, which it waits for.
 //!
 //! # Tracking armed pages
 //!

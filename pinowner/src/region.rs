@@ -127,7 +127,7 @@ impl Region {
             }
             Backing::Anonymous => Self::anonymous(len, align, BackingKind::Anonymous, None),
             Backing::HugeTlb => {
-                let huge_len = len.div_ceil(HUGE_2M) * HUGE_2M;
+                let huge_len = len.checked_next_multiple_of(HUGE_2M).ok_or(BuildError::TooLarge { bytes: len })?;
                 match memmap2::MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
                     Ok(mut map) if (map.as_ptr() as usize).is_multiple_of(align) => {
                         let base = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");

@@ -125,6 +125,77 @@ fn bytes_mut_needs_sole_ownership_and_blocks_new_holders() {
     assert_eq!(r.state().refcount, 2);
 }
 
+/// Issue 8.6: a leaked `BytesMut` keeps its block lent out exclusively until
+/// the block is freed, and every path that would add a holder says so: the
+/// block's own `pin` and `page_ref` as well as acquisitions by page number.
+#[test]
+fn a_leaked_bytes_mut_keeps_the_block_exclusive_on_every_path() {
+    let arena = std::sync::Arc::new(arena());
+    let mut b = arena.alloc(1).unwrap();
+    let pfn = b.pfn();
+    let mut bytes = b.bytes_mut().unwrap();
+    bytes[0] = 9;
+    core::mem::forget(bytes);
+    let before = b.state();
+    assert!(before.flags.contains(PageFlags::EXCLUSIVE));
+    assert_eq!((before.refcount, before.pincount), (1, 0));
+    let who = arena.page_info(pfn).unwrap().acquirer;
+
+    // By page number, head and tail.
+    for p in [pfn, pfn + 1] {
+        assert!(matches!(arena.get(p), Err(AcquireError::Exclusive { pfn: e, .. }) if e == p));
+        assert!(matches!(arena.pin(p), Err(AcquireError::Exclusive { pfn: e, .. }) if e == p));
+        assert!(matches!(arena.get_raw(p), Err(AcquireError::Exclusive { .. })));
+        assert!(matches!(arena.pin_raw(p), Err(AcquireError::Exclusive { .. })));
+        assert!(matches!(arena.get_owned(p), Err(AcquireError::Exclusive { .. })));
+        assert!(matches!(arena.pin_owned(p), Err(AcquireError::Exclusive { .. })));
+    }
+    // Through the block: refused the same way, and the refused add is
+    // taken back without a trace (counts and generation as before).
+    for i in 0..2 {
+        let e = b.pin(i).unwrap_err();
+        assert!(matches!(e, AcquireError::Exclusive { pfn: p, .. } if p == pfn + i), "{e:?}");
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.page_ref(i))).unwrap_err();
+        let msg = panic.downcast_ref::<String>().expect("a formatted panic message");
+        assert!(msg.contains("borrowed exclusively"), "{msg}");
+    }
+    assert_eq!(b.state(), before);
+    assert_eq!(arena.page_info(pfn).unwrap().acquirer, who, "a refused acquire is not attributed");
+
+    // The block cannot lend its bytes again, and says why.
+    let e = b.bytes_mut().unwrap_err();
+    assert!(matches!(e, BorrowError::Exclusive { pfn: p, .. } if p == pfn), "{e:?}");
+    assert_eq!(e.to_string(), format!("page {pfn:#x} is already lent out exclusively by a leaked guard ({before})"));
+    // Its own shared view stays: the leaked guard's borrow of the block has
+    // ended, so no `&mut` from it can be used any more.
+    assert_eq!(b.bytes()[0], 9);
+
+    // Freeing the block ends it: the next holder of the pages starts clean.
+    drop(b);
+    let mut again = arena.alloc(1).unwrap();
+    assert_eq!(again.pfn(), pfn);
+    assert!(!again.state().flags.contains(PageFlags::EXCLUSIVE));
+    drop(again.bytes_mut().unwrap());
+    drop(again.pin(1).unwrap());
+    drop(arena.get(pfn + 1).unwrap());
+}
+
+/// A leaked guard on a block given up as a raw reference: still refused,
+/// and `put_raw` still frees the block.
+#[test]
+fn a_leaked_bytes_mut_on_a_raw_block_is_cleared_when_the_block_is_freed() {
+    let arena = arena();
+    let mut b = arena.alloc(0).unwrap();
+    core::mem::forget(b.bytes_mut().unwrap());
+    let pfn = b.into_raw();
+    assert!(matches!(arena.get_raw(pfn), Err(AcquireError::Exclusive { .. })));
+    arena.put_raw(pfn).unwrap();
+    assert!(matches!(arena.get(pfn), Err(AcquireError::Free { .. })));
+    let mut again = arena.alloc(0).unwrap();
+    assert_eq!(again.pfn(), pfn);
+    drop(again.bytes_mut().unwrap());
+}
+
 #[test]
 fn the_latest_holder_is_attributed_and_a_departed_one_never_is() {
     let arena = arena();

@@ -176,7 +176,7 @@ fn every_operation_at_once(cache: Option<ThreadCache>) {
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                if i % 8 == 0 {
+                if i.is_multiple_of(8) {
                     check(arena.reserve_contig_wait(16, 16, Reason::Shrink, Duration::from_millis(2)), 16);
                 } else {
                     check(arena.reserve_contig(16, 16, Reason::Compaction), 16);

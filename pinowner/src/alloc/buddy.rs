@@ -163,7 +163,14 @@ impl FreeArea {
     }
 
     /// Seeds the zone with the largest aligned blocks that fit `start..end`.
-    pub(crate) fn seed(&mut self, descs: &[Descriptor], start: u32, end: u32) {
+    ///
+    /// # Errors
+    ///
+    /// The bytes asked for if the largest order's list cannot be allocated
+    /// (the other lists get at most two blocks each).
+    pub(crate) fn seed(&mut self, descs: &[Descriptor], start: u32, end: u32) -> Result<(), usize> {
+        let top = ((end - start) >> self.max_order) as usize + 1;
+        self.lists[self.max_order as usize].try_reserve_exact(top).map_err(|_| top * size_of::<u32>())?;
         let mut p = start;
         while p < end {
             let mut o = self.max_order.min(p.trailing_zeros().min(31) as u8);
@@ -174,6 +181,7 @@ impl FreeArea {
             self.push(descs, p, o);
             p += 1 << o;
         }
+        Ok(())
     }
 
     /// Takes a free block of exactly `order` off the lists, splitting a

@@ -17,6 +17,7 @@ pub use frag::{FragStats, ZoneFrag};
 pub use pcp::ThreadCache;
 pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Lists, Pcp};
 
+use crate::error::BuildError;
 use crate::sync::Mutex;
 
 /// The zone a page belongs to.
@@ -56,15 +57,21 @@ pub(crate) struct Zone {
 }
 
 impl Zone {
-    pub(crate) fn new(kind: ZoneKind, start: u32, end: u32, max_order: u8, cache: Option<ThreadCache>) -> Zone {
-        Zone {
-            kind,
-            start,
-            end,
-            area: Mutex::new(FreeArea::new(max_order)),
-            pcp: cache.map(|c| Pcp::new(c, max_order)),
-            reserving: Mutex::new(()),
-        }
+    /// The zone of pages `start..end`, with caches if `cache` is set (its
+    /// settings already validated).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Alloc`] if the caches' memory cannot be allocated.
+    pub(crate) fn new(
+        kind: ZoneKind,
+        start: u32,
+        end: u32,
+        max_order: u8,
+        cache: Option<ThreadCache>,
+    ) -> Result<Zone, BuildError> {
+        let pcp = cache.map(|c| Pcp::new(c, max_order, end - start)).transpose()?;
+        Ok(Zone { kind, start, end, area: Mutex::new(FreeArea::new(max_order)), pcp, reserving: Mutex::new(()) })
     }
 
     pub(crate) fn pages(&self) -> u32 {

@@ -40,6 +40,7 @@
 //! [`cache_slot`]: crate::sync::cache_slot
 //! [`BiasedLock`]: crate::sync::BiasedLock
 
+use crate::error::BuildError;
 use crate::page::state::{FREE, GEN_ONE, PCP, REF_ONE};
 use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
 
@@ -53,19 +54,28 @@ use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
 /// `PINOWNER_NO_MEMBARRIER` set when the first cached arena is built, the
 /// owner side uses a `SeqCst` fence instead.
 ///
+/// The settings are checked when the arena is built: `shards` in
+/// `1..=`[`MAX_SHARDS`](Self::MAX_SHARDS), `high` in
+/// `1..=`[`MAX_HIGH`](Self::MAX_HIGH) and `batch` in `1..=high`; anything
+/// else is a [`BuildError`] naming the field and its limit. Each shard's
+/// lists are allocated up front (so the owner's push never reallocates),
+/// for at most the blocks the zone has.
+///
 /// [`drain_thread_caches`]: crate::PageArena::drain_thread_caches
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadCache {
     /// Order-0 pages moved between a cache and the buddy lists at a time;
-    /// for order `o`, `batch >> o` blocks (at least one).
+    /// for order `o`, `batch >> o` blocks (at least one). At least 1, at
+    /// most `high`.
     pub batch: usize,
     /// A cache holding more than this many order-0 pages returns `batch` of
     /// them to the buddy lists; for order `o`, more than `high >> o` blocks
-    /// (at least one).
+    /// (at least one). At least 1, at most [`MAX_HIGH`](Self::MAX_HIGH).
     pub high: usize,
     /// Number of shards: threads with their own cache at once (threads
     /// beyond it use the buddy lists directly). Defaults to twice the
-    /// available parallelism, at least 8.
+    /// available parallelism, at least 8 and at most
+    /// [`MAX_SHARDS`](Self::MAX_SHARDS).
     pub shards: usize,
     /// Which orders are cached: bit `o` for order `o` (orders above the
     /// arena's largest are ignored). Defaults to [`ThreadCache::KERNEL_ORDERS`].
@@ -80,12 +90,42 @@ impl ThreadCache {
     /// Orders 0–3 and 9: the kernel's per-CPU list orders for 4 KiB pages
     /// (up to `PAGE_ALLOC_COSTLY_ORDER`, and the 2 MiB pageblock order).
     pub const KERNEL_ORDERS: u32 = 0b1111 | 1 << 9;
+
+    /// The most shards a zone may have: twice the kernel's largest
+    /// `NR_CPUS` default (8192 on x86-64 is `MAXSMP`'s; 4096 threads with a
+    /// cache each is already beyond what one arena's zone lock serves). A
+    /// shard is 1 KiB before its lists.
+    pub const MAX_SHARDS: usize = 4096;
+
+    /// The highest high mark: 65536 order-0 pages (256 MiB of 4 KiB pages)
+    /// in one thread's cache. The kernel's per-CPU high mark is a fraction
+    /// of its zone, in the thousands of pages on large machines; this bound
+    /// keeps a shard's up-front list capacity under 512 KiB.
+    pub const MAX_HIGH: usize = 1 << 16;
+
+    /// Checks the settings against their documented ranges.
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        let range = |field, value, limit| {
+            if (1..=limit).contains(&value) {
+                Ok(())
+            } else {
+                Err(BuildError::CacheLimit { field, value, limit })
+            }
+        };
+        range("shards", self.shards, Self::MAX_SHARDS)?;
+        range("high", self.high, Self::MAX_HIGH)?;
+        if self.batch > self.high {
+            return Err(BuildError::CacheBatch { batch: self.batch, high: self.high });
+        }
+        range("batch", self.batch, self.high)
+    }
 }
 
 impl Default for ThreadCache {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ThreadCache { batch: 31, high: 186, shards: (2 * cpus).max(8), orders: ThreadCache::KERNEL_ORDERS }
+        let shards = cpus.saturating_mul(2).clamp(8, ThreadCache::MAX_SHARDS);
+        ThreadCache { batch: 31, high: 186, shards, orders: ThreadCache::KERNEL_ORDERS }
     }
 }
 
@@ -136,20 +176,41 @@ pub(crate) struct Pcp {
 }
 
 impl Pcp {
-    pub(crate) fn new(config: ThreadCache, max_order: u8) -> Pcp {
-        let n = config.shards.max(1);
-        let batch = config.batch.max(1);
-        let high = config.high.max(batch);
+    /// The caches of a zone of `pages` pages, with `config` already
+    /// [validated](ThreadCache::validate).
+    ///
+    /// A list can hold one block over its high mark (pushed, then flushed)
+    /// and never more blocks than the zone has; its capacity is allocated
+    /// here, fallibly, so the owner's push never reallocates.
+    pub(crate) fn new(config: ThreadCache, max_order: u8, pages: u32) -> Result<Pcp, BuildError> {
+        debug_assert!(config.validate().is_ok(), "unvalidated {config:?}");
+        let ThreadCache { batch, high, shards: n, .. } = config;
         let orders = config.orders & (((1u64 << (max_order as u32 + 1)) - 1) as u32);
-        let lists = || {
-            let cap = |o: u32| if orders >> o & 1 != 0 { (high >> o).max(1) + 1 } else { 0 };
-            Lists(core::array::from_fn(|o| Vec::with_capacity(cap(o as u32))))
+        let cap = |o: usize| {
+            let in_zone = (pages >> o) as usize;
+            if orders >> o & 1 == 0 || in_zone == 0 {
+                0
+            } else {
+                (high >> o).max(1).min(in_zone) + 1
+            }
         };
-        Pcp {
-            shards: (0..n).map(|_| Shard(BiasedLock::new(lists()))).collect(),
+        let caps: [usize; LISTS] = core::array::from_fn(cap);
+        let shard_bytes = caps.iter().sum::<usize>() * size_of::<u32>() + size_of::<Shard>();
+        let oom = || BuildError::Alloc { what: "thread caches", bytes: shard_bytes.saturating_mul(n) };
+        let mut shards = Vec::new();
+        shards.try_reserve_exact(n).map_err(|_| oom())?;
+        for _ in 0..n {
+            let mut lists: [Vec<u32>; LISTS] = Default::default();
+            for (l, &c) in lists.iter_mut().zip(&caps) {
+                l.try_reserve_exact(c).map_err(|_| oom())?;
+            }
+            shards.push(Shard(BiasedLock::new(Lists(lists))));
+        }
+        Ok(Pcp {
+            shards: shards.into_boxed_slice(),
             config: ThreadCache { batch, high, shards: n, orders },
             barrier: Barrier::best(),
-        }
+        })
     }
 
     /// True if blocks of `order` are cached.

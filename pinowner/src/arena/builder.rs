@@ -11,8 +11,19 @@ use crate::tracker::{TrackerCell, Tracking};
 
 use super::PageArena;
 
-/// The most pages one arena can describe (page numbers are 31-bit).
-pub const MAX_PAGES: u64 = 1 << 31;
+/// The most pages one arena may have: 2^28, a descriptor table of 4 GiB
+/// (16 bytes a page) describing 1 TiB of 4 KiB pages, or 512 TiB of 2 MiB
+/// pages.
+///
+/// Page numbers have room for 2^31 pages, but such a table (32 GiB) is
+/// beyond most machines, and a request for it would map the region first.
+/// Below the limit the table is allocated, fallibly, before the region is
+/// mapped: a machine that cannot give it gets a [`BuildError::Alloc`]
+/// naming its bytes.
+pub const MAX_PAGES: u64 = 1 << 28;
+
+// Page numbers are `u32`s with a bit to spare.
+const _: () = assert!(MAX_PAGES <= 1 << 31);
 
 /// The default largest buddy order: blocks of up to 1024 pages (4 MiB of
 /// 4 KiB pages), like the kernel's `MAX_PAGE_ORDER`.
@@ -136,7 +147,10 @@ impl ArenaBuilder {
     /// power of two of at least 4 KiB, a size that is not a whole number of
     /// pages, a misaligned external region, more than [`MAX_PAGES`] pages, a
     /// movable zone larger than the arena, a max order above the state
-    /// word's limit) or when the system refuses the memory.
+    /// word's limit), for [`ThreadCache`] settings outside their documented
+    /// ranges, or when the system refuses the memory. Every setting is
+    /// checked, and the bookkeeping (descriptor table, caches) allocated,
+    /// before the region is mapped; nothing aborts or panics on a size.
     pub fn build(self) -> Result<PageArena, BuildError> {
         let page_size = self.page_size;
         if !page_size.is_power_of_two() || page_size < 4096 {
@@ -160,18 +174,25 @@ impl ArenaBuilder {
         if self.max_order > MAX_ORDER_LIMIT {
             return Err(BuildError::MaxOrder { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
         }
+        if let Some(cache) = &self.cache {
+            cache.validate()?;
+        }
         let len = (pages as usize).checked_mul(page_size).ok_or(BuildError::TooLarge { bytes: usize::MAX })?;
-        let region = Region::new(self.backing, len, page_size)?;
-        let descs = Descriptor::table(pages as usize);
+        // The bookkeeping first: the table is lazily zeroed memory, cheap to
+        // get and to give back, while the region may be terabytes of
+        // address space.
+        let descs = Descriptor::try_table(pages as usize)
+            .map_err(|bytes| BuildError::Alloc { what: "descriptor table", bytes })?;
         let pages = pages as u32;
         let split = pages - movable as u32;
         let zones = [
-            Zone::new(ZoneKind::Normal, 0, split, self.max_order, self.cache),
-            Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache),
+            Zone::new(ZoneKind::Normal, 0, split, self.max_order, self.cache)?,
+            Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache)?,
         ];
+        let region = Region::new(self.backing, len, page_size)?;
         for z in &zones {
             let mut area: FreeAreaGuard<'_> = z.area.lock();
-            area.seed(&descs, z.start, z.end);
+            area.seed(&descs, z.start, z.end).map_err(|bytes| BuildError::Alloc { what: "free lists", bytes })?;
         }
         Ok(PageArena {
             region,

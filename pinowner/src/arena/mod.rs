@@ -530,8 +530,9 @@ impl PageArena {
         Ok(gen)
     }
 
-    /// Overflow, idle and tracked pages after an add already made; writes
-    /// the owner slot as the fast path does when the add stands.
+    /// Leaked exclusive borrows, overflow, idle and tracked pages after an
+    /// add already made; writes the owner slot as the fast path does when
+    /// the add stands.
     #[cold]
     #[inline(never)]
     fn acquire_slow(
@@ -543,6 +544,13 @@ impl PageArena {
         gen: u16,
         who: Acquirer,
     ) -> Result<u16, AcquireError> {
+        if old & state::EXCLUSIVE != 0 {
+            // A leaked `BytesMut` (a live one borrows the block): refused
+            // like an acquisition by page number.
+            self.undo_acquire(head, count, gen);
+            let state = PageState::from_word(self.desc(head).state.load(Relaxed));
+            return Err(AcquireError::Exclusive { pfn: pfn as Pfn, state });
+        }
         if old & count.mask() >= count.limit() {
             self.undo_acquire(head, count, gen);
             let state = PageState::from_word(self.desc(head).state.load(Relaxed));
@@ -563,8 +571,9 @@ impl PageArena {
         Ok(gen)
     }
 
-    /// Takes back an add that overflowed, without a release: nothing is
-    /// recorded and nothing can be freed (the count is at its limit). If no
+    /// Takes back a refused add (an overflow, or a leaked exclusive
+    /// borrow), without a release: nothing is recorded and nothing can be
+    /// freed (the caller holds the block). If no
     /// other change came since, the generation goes back too, so the latest
     /// holder before the attempt stays attributed.
     #[cold]

@@ -168,6 +168,15 @@ impl<T> BiasedLock<T> {
 
     /// Runs `f` on the value as the owner.
     ///
+    /// If `f` panics, the owner still leaves (a guard clears `busy` while
+    /// unwinding, as the remote side's spin guard unlocks), so remotes and
+    /// the owner's next entry go on; the lock is not poisoned. The value is
+    /// left as `f` left it: whatever `f` had changed stays changed. For the
+    /// thread caches that means valid lists (a `Vec` stays consistent when
+    /// a push or a drain unwinds), from which a block being moved at the
+    /// panic may be missing; the cache code panics only on a broken
+    /// internal invariant.
+    ///
     /// # Safety
     ///
     /// No other thread may be inside `with_owner` on this lock at the same
@@ -180,14 +189,14 @@ impl<T> BiasedLock<T> {
         if self.revoked.load(Acquire) {
             return self.with_owner_revoked(f);
         }
+        // The one store that ends the stay, on return and on unwind alike.
+        let _leave = Leave(&self.busy);
         // SAFETY: `busy` is set and was visible before any remote that could
         // still enter read it (the barrier pair), so remotes wait for us;
         // the caller guarantees no second owner. The Acquire load above
         // (`revoked` false, last written by a leaving remote's Release)
         // makes every remote's earlier accesses happen before ours.
-        let r = self.value.with_mut(|v| f(unsafe { &mut *v }));
-        self.busy.store(false, Release);
-        r
+        self.value.with_mut(|v| f(unsafe { &mut *v }))
     }
 
     /// The owner's side when a remote holds the lock or is taking it: step
@@ -230,6 +239,18 @@ impl<T> BiasedLock<T> {
             }
         }
         guards
+    }
+}
+
+/// The owner's exit from its fast side: dropping it clears `busy` with
+/// Release (so a remote's Acquire load that sees it cleared sees every
+/// access the owner made inside), also when the closure unwinds.
+struct Leave<'a>(&'a AtomicBool);
+
+impl Drop for Leave<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.store(false, Release);
     }
 }
 
@@ -320,6 +341,52 @@ mod tests {
         for _ in 0..6 {
             owner_and_remotes_exclude_each_other(Barrier::Symmetric);
         }
+    }
+
+    /// An owner whose closure panics must still leave: a remote taking the
+    /// lock afterwards finishes (it would spin forever on a `busy` left
+    /// set), and the owner can enter again. Run on a thread with a timeout,
+    /// so a regression fails instead of hanging.
+    fn a_panicking_owner_leaves_the_lock_usable(barrier: Barrier) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let lock = BiasedLock::new(vec![1u32, 2, 3]);
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: this is the only thread calling `with_owner`.
+                unsafe {
+                    lock.with_owner(barrier, |v| {
+                        v.push(4);
+                        panic!("inside the owner's critical section");
+                    })
+                }
+            }));
+            assert!(unwound.is_err());
+            let seen = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut g = BiasedLock::lock_all([&lock], barrier);
+                    g[0].with(|v| v.clone())
+                })
+                .join()
+                .unwrap()
+            });
+            // SAFETY: as above; the remote has left.
+            let len = unsafe { lock.with_owner(barrier, |v| v.len()) };
+            tx.send((seen, len)).unwrap();
+        });
+        let (seen, len) =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a remote spun on a panicked owner's `busy`");
+        assert_eq!(seen, [1, 2, 3, 4], "the value is left as the closure left it");
+        assert_eq!(len, 4);
+    }
+
+    #[test]
+    fn a_panicking_owner_leaves_the_lock_usable_with_the_best_barrier() {
+        a_panicking_owner_leaves_the_lock_usable(Barrier::best());
+    }
+
+    #[test]
+    fn a_panicking_owner_leaves_the_lock_usable_with_symmetric_fences() {
+        a_panicking_owner_leaves_the_lock_usable(Barrier::Symmetric);
     }
 
     #[cfg(all(target_os = "linux", not(miri)))]
