@@ -110,6 +110,46 @@ fn eager(c: &mut Criterion) {
     g.finish();
 }
 
+/// Rendering an owner report at scale (it must stay linear): 100k holders
+/// taken on one armed block and then released (200k events to pair), and
+/// 100k armed blocks each released once with no recorded acquire (held
+/// from before the arming); the baseline is a report over the same number
+/// of events as 100k get+put pairs on one block, in the same run.
+fn report_scale(c: &mut Criterion) {
+    let n: usize = if in_test_mode() { 1_000 } else { 100_000 };
+    let tracking = |capacity| Tracking { capacity, depth: 0, ..Tracking::default() };
+    let mut g = c.benchmark_group("owner_report_scale");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+
+    let pairs = PageArena::builder().pages(16).tracking(tracking(4 * n)).build().unwrap();
+    let block = pairs.alloc(0).unwrap();
+    pairs.arm(block.pfn()..block.pfn() + 1, Reason::Contig);
+    for _ in 0..n {
+        drop(block.page_ref(0));
+    }
+    g.bench_function(format!("baseline: {n} get+put pairs on one block"), |b| {
+        b.iter(|| black_box(pairs.owner_report_with(&ReportOptions { frames: 0, ..ReportOptions::default() })))
+    });
+
+    let holders = PageArena::builder().pages(16).tracking(tracking(4 * n)).build().unwrap();
+    let block = holders.alloc(0).unwrap();
+    holders.arm(block.pfn()..block.pfn() + 1, Reason::Contig);
+    let refs: Vec<_> = (0..n).map(|_| block.page_ref(0)).collect();
+    drop(refs);
+    g.bench_function(format!("{n} holders on one block, all released"), |b| {
+        b.iter(|| black_box(holders.owner_report_with(&ReportOptions { frames: 0, ..ReportOptions::default() })))
+    });
+
+    let pages = PageArena::builder().pages(n).max_order(0).tracking(tracking(4 * n)).build().unwrap();
+    let blocks: Vec<_> = (0..n).map(|_| pages.alloc(0).unwrap()).collect();
+    pages.arm(0..n, Reason::Contig);
+    drop(blocks);
+    g.bench_function(format!("{n} armed blocks held from before arming, released"), |b| {
+        b.iter(|| black_box(pages.owner_report_with(&ReportOptions { frames: 0, ..ReportOptions::default() })))
+    });
+    g.finish();
+}
+
 /// `tracking --callgrind <armed|armed-no-stack|plain> <iters>`: the armed
 /// get+put loop alone, for instruction counts under
 /// `valgrind --tool=callgrind` (run twice with different `iters`; the
@@ -138,7 +178,7 @@ fn callgrind_mode() -> bool {
 criterion_group! {
     name = benches;
     config = config();
-    targets = armed_event, eager
+    targets = armed_event, eager, report_scale
 }
 fn main() {
     if !callgrind_mode() {

@@ -239,8 +239,10 @@ pub const MAX_CAPACITY: usize = 1 << 24;
 /// A reservation request: pages, alignment, fixed start.
 pub(crate) type RequestKey = (usize, usize, Option<Pfn>);
 
-/// The arming number of eager mode.
-pub const EAGER_ARMING: u32 = 1;
+/// The arming number of eager mode. Armings by failed reservations (and
+/// [`PageArena::arm`](crate::PageArena::arm)) are numbered from 1; 0 means
+/// no arming.
+pub const EAGER_ARMING: u32 = u32::MAX;
 
 /// Counters of an arena's tracker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -372,7 +374,7 @@ impl Tracker {
             ext,
             history: Mutex::new(History::default()),
             armings: Mutex::new(Vec::new()),
-            next_arming: AtomicU32::new(EAGER_ARMING + 1),
+            next_arming: AtomicU32::new(1),
             armings_dropped: AtomicU64::new(0),
             depot: StackDepot::new(config.depot_bytes),
             seq: AtomicU64::new(0),
@@ -476,7 +478,7 @@ impl Tracker {
     pub(crate) fn stats(&self) -> TrackerStats {
         TrackerStats {
             armed_blocks: self.armed_blocks.load(Relaxed),
-            armings: u64::from(self.next_arming.load(Relaxed) - EAGER_ARMING - 1),
+            armings: u64::from(self.next_arming.load(Relaxed) - 1),
             armings_dropped: self.armings_dropped.load(Relaxed),
             recorded: self.seq.load(Relaxed),
             dropped: self.dropped.load(Relaxed),

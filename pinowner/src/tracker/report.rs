@@ -482,15 +482,24 @@ impl PageArena {
         let Some(t) = self.tracker.get() else { return empty };
         let now = t.now();
         let armings = t.armings();
+        // Lookups by arming and by block, built once: the report stays
+        // linear in armings, blocks and events.
+        let reasons: HashMap<u32, Reason> = armings.iter().map(|a| (a.id, a.reason)).collect();
         let reason_of = |id: u32| -> Option<Reason> {
             if id == EAGER_ARMING {
                 Some(Reason::Custom("eager"))
             } else {
-                armings.iter().find(|a| a.id == id).map(|a| a.reason)
+                reasons.get(&id).copied()
             }
         };
         // When a block was first armed (a later failure may re-arm it).
-        let first_armed = |head: Pfn| armings.iter().filter(|a| a.blocks.contains(&head)).map(|a| a.at).min();
+        let mut first_armed_at: HashMap<Pfn, std::time::Duration> = HashMap::new();
+        for a in &armings {
+            for &h in &a.blocks {
+                first_armed_at.entry(h).and_modify(|t| *t = (*t).min(a.at)).or_insert(a.at);
+            }
+        }
+        let first_armed = |head: Pfn| first_armed_at.get(&head).copied();
         let in_range = |p: Pfn| o.range.as_ref().is_none_or(|r| r.contains(&p));
         let reason_ok = |id: u32| o.reason.is_none_or(|r| reason_of(id) == Some(r));
         let events: Vec<Event> =
@@ -534,7 +543,7 @@ impl PageArena {
             };
             // The owner slot speaks for the block only while it is armed.
             let info = info.filter(|_| armed);
-            let mut open: Vec<Event> = Vec::new();
+            let mut open = OpenHolds::default();
             let mut releases = Vec::new();
             let mut disarmed = None;
             for e in &evs {
@@ -549,11 +558,7 @@ impl PageArena {
                     site_group(&mut sites, &owner).acquires += 1;
                 } else if e.kind.is_release() {
                     let pin = e.kind.is_pin();
-                    let found = match e.gen {
-                        Some(g) => open.iter().position(|x| x.gen == Some(g) && x.kind.is_pin() == pin),
-                        None => open.iter().position(|x| x.raw && x.kind.is_pin() == pin),
-                    };
-                    let closed = found.map(|i| open.remove(i));
+                    let closed = open.take(e.gen, pin);
                     if let Some(s) = e.stack {
                         let g = stacks.entry((StackGroupKind::Release, s)).or_default();
                         g.0 += 1;
@@ -611,7 +616,7 @@ impl PageArena {
             let attributed_is_recorded =
                 attributed.is_some() && open.iter().any(|x| Some(x.seq) == latest && x.who == attributed);
             let mut holders = Vec::new();
-            for x in &open {
+            for x in open.iter() {
                 let e = *x;
                 let owner = e.who.map(Owner::of);
                 let held = ns(now.saturating_sub(e.at));
@@ -964,5 +969,53 @@ impl fmt::Display for OwnerReport {
             }
         }
         write!(f, "depot: {} stacks, {} not stored", self.depot_stacks, self.depot_failures)
+    }
+}
+
+/// The acquires of one block not yet paired with a release, in order, with
+/// O(1) pairing: a release with a generation takes the oldest open acquire
+/// of that generation and kind; a raw release (no generation) the oldest
+/// open raw acquire of its kind.
+#[derive(Default)]
+struct OpenHolds {
+    events: Vec<Option<Event>>,
+    by_gen: HashMap<(u16, bool), std::collections::VecDeque<usize>>,
+    raw: [std::collections::VecDeque<usize>; 2],
+}
+
+impl OpenHolds {
+    fn push(&mut self, e: Event) {
+        let i = self.events.len();
+        let pin = e.kind.is_pin();
+        if let Some(g) = e.gen {
+            self.by_gen.entry((g, pin)).or_default().push_back(i);
+        }
+        if e.raw {
+            self.raw[usize::from(pin)].push_back(i);
+        }
+        self.events.push(Some(e));
+    }
+
+    /// Pairs a release: removes and returns the acquire it closes.
+    fn take(&mut self, gen: Option<u16>, pin: bool) -> Option<Event> {
+        let queue = match gen {
+            Some(g) => self.by_gen.get_mut(&(g, pin))?,
+            None => &mut self.raw[usize::from(pin)],
+        };
+        // Entries taken through the other index are skipped here.
+        while let Some(i) = queue.pop_front() {
+            if let Some(e) = self.events[i].take() {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    fn clear(&mut self) {
+        *self = OpenHolds::default();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().flatten()
     }
 }
