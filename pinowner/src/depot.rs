@@ -22,6 +22,27 @@
 //!   lines. It is meant for report rendering only; each instruction pointer is
 //!   resolved once and cached by the depot.
 //!
+//! # Instruction pointers, and Miri
+//!
+//! A [`StackTrace`] holds instruction pointers as plain `usize` addresses
+//! (`frame.ip() as usize`: a cast that exposes the pointer, allowed under
+//! any provenance model). The depot never casts one back to a pointer to
+//! read through: it hashes them, compares them, stores them, and hands them
+//! to the symbolizer, which looks the address up in the debug info. An
+//! address used as a number needs no provenance, so Miri's strict
+//! provenance has nothing to object to in capture, interning or reports.
+//!
+//! The exception is symbolizing under Miri itself: there `backtrace` gets
+//! its frames from Miri, as pointers into the function's allocation that
+//! Miri's resolver dereferences. An integer cannot get that provenance back
+//! (a cast-back address is reported as a dangling pointer with no
+//! provenance), and keeping `*const c_void` in traces instead would make
+//! [`StackTrace`] neither `Send` nor `Sync` and change its `&[usize]` view
+//! for the sake of a checker. So under `cfg(miri)`, capture runs as usual
+//! but [`StackDepot::resolve`] does not symbolize: each frame carries only
+//! its address. The frame-pointer walk does not run under Miri (inline
+//! assembly); [`Unwinder::FramePointers`] uses [`capture`] there.
+//!
 //! # Concurrency
 //!
 //! The index is split into shards by hash, each behind its own lock (from
@@ -672,9 +693,11 @@ fn hash_frames(frames: &[usize]) -> u64 {
 }
 
 /// Every symbol `backtrace` knows for `ip` (several when inlined), or one
-/// frame with only the address.
+/// frame with only the address. Under Miri always the bare address (see the
+/// module docs, "Instruction pointers").
 fn resolve_ip(ip: usize) -> Vec<Frame> {
     let mut frames = Vec::new();
+    #[cfg(not(miri))]
     backtrace::resolve(ip as *mut std::ffi::c_void, |symbol| {
         frames.push(Frame {
             ip,
@@ -779,8 +802,11 @@ mod tests {
 
     #[test]
     fn handles_stay_valid_after_many_inserts() {
+        // Fewer under Miri, still past the first few growths of every
+        // shard's tables.
+        const N: usize = if cfg!(miri) { 400 } else { 5000 };
         let depot = StackDepot::new(64 << 20);
-        let stacks: Vec<Vec<usize>> = (0..5000).map(|s| fake_stack(s, 1 + s % 40)).collect();
+        let stacks: Vec<Vec<usize>> = (0..N).map(|s| fake_stack(s, 1 + s % 40)).collect();
         let handles: Vec<StackHandle> = stacks.iter().map(|s| depot.intern(s)).collect();
         for (stack, &h) in stacks.iter().zip(&handles) {
             assert!(!h.is_failed());
@@ -790,11 +816,11 @@ mod tests {
         let mut sorted = handles.clone();
         sorted.sort();
         sorted.dedup();
-        assert_eq!(sorted.len(), 5000);
+        assert_eq!(sorted.len(), N);
         // Handles are small: about one per stored stack.
-        assert!(sorted.last().unwrap().get() < 5000 + 64 * SHARDS as u32, "{:?}", sorted.last());
-        assert_eq!(depot.stats().unique_stacks, 5000);
-        assert_eq!(depot.stats().hits, 5000);
+        assert!(sorted.last().unwrap().get() < N as u32 + 64 * SHARDS as u32, "{:?}", sorted.last());
+        assert_eq!(depot.stats().unique_stacks, N as u64);
+        assert_eq!(depot.stats().hits, N as u64);
     }
 
     #[test]
@@ -826,6 +852,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri gives one function several addresses: captures of one site differ")]
     fn the_same_call_site_captured_twice_interns_to_one_handle() {
         let depot = StackDepot::default();
         let mut handles = Vec::new();
@@ -853,6 +880,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri's frames cannot be resolved from a stored address")]
     fn resolve_names_the_capturing_test_function_and_caches_it() {
         let depot = StackDepot::default();
         let h = depot.intern(&capture(0, DEFAULT_DEPTH));
