@@ -22,6 +22,27 @@
 //!   lines. It is meant for report rendering only; each instruction pointer is
 //!   resolved once and cached by the depot.
 //!
+//! # Instruction pointers, and Miri
+//!
+//! A [`StackTrace`] holds instruction pointers as plain `usize` addresses
+//! (`frame.ip() as usize`: a cast that exposes the pointer, allowed under
+//! any provenance model). The depot never casts one back to a pointer to
+//! read through: it hashes them, compares them, stores them, and hands them
+//! to the symbolizer, which looks the address up in the debug info. An
+//! address used as a number needs no provenance, so Miri's strict
+//! provenance has nothing to object to in capture, interning or reports.
+//!
+//! The exception is symbolizing under Miri itself: there `backtrace` gets
+//! its frames from Miri, as pointers into the function's allocation that
+//! Miri's resolver dereferences. An integer cannot get that provenance back
+//! (a cast-back address is reported as a dangling pointer with no
+//! provenance), and keeping `*const c_void` in traces instead would make
+//! [`StackTrace`] neither `Send` nor `Sync` and change its `&[usize]` view
+//! for the sake of a checker. So under `cfg(miri)`, capture runs as usual
+//! but [`StackDepot::resolve`] does not symbolize: each frame carries only
+//! its address. The frame-pointer walk does not run under Miri (inline
+//! assembly); [`Unwinder::FramePointers`] uses [`capture`] there.
+//!
 //! # Concurrency
 //!
 //! The index is split into shards by hash, each behind its own lock (from
@@ -53,8 +74,15 @@ pub enum Unwinder {
     /// nanoseconds per frame, but right only in code built with frame
     /// pointers (`-C force-frame-pointers=yes`, and a standard library built
     /// with them for frames inside it). Elsewhere stacks come out short or
-    /// wrong — never unsafe. On targets other than x86-64 and AArch64 it
-    /// falls back to [`Unwinder::Dwarf`].
+    /// wrong — never unsafe.
+    ///
+    /// Where the walk refuses, this unwinder falls back to
+    /// [`Unwinder::Dwarf`] for that capture: on targets other than x86-64
+    /// and AArch64 (and under Miri), where the thread's stack bounds are
+    /// unknown, and whenever the code runs on a stack other than its
+    /// thread's own — a segment mapped by `stacker::grow` (and so by
+    /// `recursive`), a signal stack, a green thread's stack — whose extent
+    /// the walk cannot check.
     FramePointers,
 }
 
@@ -70,20 +98,38 @@ impl Unwinder {
     #[inline(always)]
     pub fn capture(self, skip: usize, depth: usize) -> StackTrace {
         match self {
-            Unwinder::FramePointers if fp::SUPPORTED => fp::capture(skip, depth),
-            _ => capture(skip, depth),
+            // Both walks count `skip` from the caller of this inlined
+            // function, so the fallback drops the same frames.
+            Unwinder::FramePointers => match fp::capture(skip, depth) {
+                Some(trace) => trace,
+                None => capture(skip, depth),
+            },
+            Unwinder::Dwarf => capture(skip, depth),
         }
     }
 }
 
 /// Walks the frame-pointer chain: `skip` frames after the caller's are
 /// dropped, then up to `depth` (at most [`MAX_DEPTH`]) return addresses are
-/// kept, as [`capture`] does. Memory-safe in any build: it reads only the
-/// live part of the calling thread's own stack and stops at the first link
-/// that does not lead further up it; but the frames are right only in code
-/// built with frame pointers (see [`Unwinder::FramePointers`]). Empty on
-/// targets without a walk (other than x86-64 and AArch64) and where the
-/// thread's stack bounds cannot be found (other than Linux).
+/// kept, as [`capture`] does.
+///
+/// Memory-safe in any build and on any stack: it walks only when the stack
+/// pointer lies inside the calling thread's own stack, reads only between
+/// the stack pointer and that stack's top, and stops at the first link that
+/// does not lead further up it. The frames are right only in code built
+/// with frame pointers (see [`Unwinder::FramePointers`]).
+///
+/// The trace is **empty** where the walk refuses:
+///
+/// - on a stack other than the thread's own: a segment mapped by
+///   `stacker::grow` (and so by `recursive`), a `sigaltstack` signal stack,
+///   a green thread's stack — their extent cannot be checked;
+/// - on the main thread when `RLIMIT_STACK` is unlimited (its stack's lower
+///   bound is then unknown);
+/// - where the thread's stack bounds cannot be found (other than Linux), on
+///   targets without a walk (other than x86-64 and AArch64) and under Miri.
+///
+/// [`Unwinder::FramePointers`] falls back to [`capture`] in those cases.
 ///
 /// ```
 /// let trace = pinowner::depot::capture_frame_pointers(0, 8);
@@ -91,7 +137,7 @@ impl Unwinder {
 /// ```
 #[inline(never)]
 pub fn capture_frame_pointers(skip: usize, depth: usize) -> StackTrace {
-    fp::capture(skip + 1, depth)
+    fp::capture(skip + 1, depth).unwrap_or_default()
 }
 
 /// The most frames a [`StackTrace`] holds; deeper requests are capped here.
@@ -647,9 +693,11 @@ fn hash_frames(frames: &[usize]) -> u64 {
 }
 
 /// Every symbol `backtrace` knows for `ip` (several when inlined), or one
-/// frame with only the address.
+/// frame with only the address. Under Miri always the bare address (see the
+/// module docs, "Instruction pointers").
 fn resolve_ip(ip: usize) -> Vec<Frame> {
     let mut frames = Vec::new();
+    #[cfg(not(miri))]
     backtrace::resolve(ip as *mut std::ffi::c_void, |symbol| {
         frames.push(Frame {
             ip,
@@ -754,8 +802,11 @@ mod tests {
 
     #[test]
     fn handles_stay_valid_after_many_inserts() {
+        // Fewer under Miri, still past the first few growths of every
+        // shard's tables.
+        const N: usize = if cfg!(miri) { 400 } else { 5000 };
         let depot = StackDepot::new(64 << 20);
-        let stacks: Vec<Vec<usize>> = (0..5000).map(|s| fake_stack(s, 1 + s % 40)).collect();
+        let stacks: Vec<Vec<usize>> = (0..N).map(|s| fake_stack(s, 1 + s % 40)).collect();
         let handles: Vec<StackHandle> = stacks.iter().map(|s| depot.intern(s)).collect();
         for (stack, &h) in stacks.iter().zip(&handles) {
             assert!(!h.is_failed());
@@ -765,11 +816,11 @@ mod tests {
         let mut sorted = handles.clone();
         sorted.sort();
         sorted.dedup();
-        assert_eq!(sorted.len(), 5000);
+        assert_eq!(sorted.len(), N);
         // Handles are small: about one per stored stack.
-        assert!(sorted.last().unwrap().get() < 5000 + 64 * SHARDS as u32, "{:?}", sorted.last());
-        assert_eq!(depot.stats().unique_stacks, 5000);
-        assert_eq!(depot.stats().hits, 5000);
+        assert!(sorted.last().unwrap().get() < N as u32 + 64 * SHARDS as u32, "{:?}", sorted.last());
+        assert_eq!(depot.stats().unique_stacks, N as u64);
+        assert_eq!(depot.stats().hits, N as u64);
     }
 
     #[test]
@@ -801,6 +852,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri gives one function several addresses: captures of one site differ")]
     fn the_same_call_site_captured_twice_interns_to_one_handle() {
         let depot = StackDepot::default();
         let mut handles = Vec::new();
@@ -828,6 +880,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri's frames cannot be resolved from a stored address")]
     fn resolve_names_the_capturing_test_function_and_caches_it() {
         let depot = StackDepot::default();
         let h = depot.intern(&capture(0, DEFAULT_DEPTH));
@@ -906,6 +959,137 @@ mod tests {
         assert_eq!(ours(&fp).len(), 3, "frame pointers: {fp:#?}");
         assert_eq!(ours(&fp), ours(&dwarf), "frame pointers {fp:#?} vs DWARF {dwarf:#?}");
         assert!(fp[0].contains("inner_fn"), "the first frame is the caller of the walk: {fp:#?}");
+    }
+
+    /// Calls `walk` with the frame-pointer register set to `fp`, as code
+    /// built without frame pointers may leave it (x86-64 only: the register
+    /// cannot be an operand, so the asm saves it, sets it and restores it).
+    #[cfg(target_arch = "x86_64")]
+    fn with_frame_pointer(fp: usize, walk: extern "C" fn(*mut StackTrace)) -> StackTrace {
+        let mut out = StackTrace::new();
+        // SAFETY: `rbp` is saved and restored around the call, and the stack
+        // pointer is back where it started (two 8-byte adjustments, so the
+        // call sees the 16-byte alignment the asm block starts with); `walk`
+        // is an `extern "C"` function taking one pointer (in `rdi`) to a live
+        // `StackTrace` it may write, and `clobber_abi("C")` declares every
+        // register the call may change.
+        unsafe {
+            core::arch::asm!(
+                "push rbp",
+                "sub rsp, 8",
+                "mov rbp, {fp}",
+                "call {walk}",
+                "add rsp, 8",
+                "pop rbp",
+                fp = in(reg) fp,
+                walk = in(reg) walk,
+                in("rdi") &mut out as *mut StackTrace,
+                clobber_abi("C"),
+            );
+        }
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    extern "C" fn walk_frame_pointers(out: *mut StackTrace) {
+        let trace = core::hint::black_box(capture_frame_pointers(0, MAX_DEPTH));
+        // SAFETY: `with_frame_pointer` passes a pointer to its live local.
+        unsafe { *out = trace };
+    }
+
+    /// An address no thread may read: the page just below the calling
+    /// thread's stack (its guard page, or the gap below the main thread's
+    /// stack reservation).
+    #[cfg(target_arch = "x86_64")]
+    fn below_this_threads_stack() -> usize {
+        let (lo, _) = fp::thread_stack_for_tests().expect("stack bounds on Linux");
+        lo - 4096
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[cfg_attr(miri, ignore = "inline assembly")]
+    fn a_garbage_frame_pointer_register_ends_the_walk_without_faulting() {
+        let heap = Box::new([0usize; 4]);
+        let local = 0usize;
+        let here = core::hint::black_box(&local) as *const usize as usize;
+        for fp in [
+            0,
+            8,
+            usize::MAX & !7,
+            usize::MAX - 15,
+            here + 1,
+            below_this_threads_stack(),
+            &*heap as *const [usize; 4] as usize,
+            walk_frame_pointers as extern "C" fn(*mut StackTrace) as usize & !7,
+        ] {
+            let trace = with_frame_pointer(fp, walk_frame_pointers);
+            assert!(trace.len() <= MAX_DEPTH, "{fp:#x}: {trace:?}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[cfg_attr(miri, ignore = "inline assembly and a stack of its own")]
+    fn on_a_stacker_segment_a_frame_pointer_into_the_gap_below_the_threads_stack_does_not_fault() {
+        // The issue's crash: on a segment `stacker::grow` mapped (below this
+        // thread's stack, as the kernel places new mappings), the frame
+        // pointer holds an address between the segment and the thread's
+        // stack: unmapped.
+        let gap = below_this_threads_stack();
+        let trace = stacker::grow(1 << 20, || with_frame_pointer(gap, walk_frame_pointers));
+        assert!(trace.is_empty(), "off the thread's own stack the walk refuses: {trace:?}");
+        // And with whatever the register holds there.
+        let trace = stacker::grow(1 << 20, || outer_fn(capture_frame_pointers));
+        assert!(trace.is_empty(), "{trace:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "backtraces and a stack of its own")]
+    fn on_a_stacker_segment_the_frame_pointer_unwinder_falls_back_to_dwarf() {
+        fn unwind(skip: usize, depth: usize) -> StackTrace {
+            Unwinder::FramePointers.capture(skip, depth)
+        }
+        let on_segment = stacker::grow(1 << 20, || outer_fn(unwind));
+        assert!(!on_segment.is_empty() && on_segment.len() <= 8, "{on_segment:?}");
+        let depot = StackDepot::default();
+        let names = names(&depot, &on_segment);
+        let ours: Vec<&str> = ["inner_fn", "middle_fn", "outer_fn"]
+            .into_iter()
+            .filter(|f| names.iter().any(|n| n.ends_with(f)))
+            .collect();
+        assert_eq!(ours, ["inner_fn", "middle_fn", "outer_fn"], "the callers, from the segment: {names:#?}");
+        let at = |f: &str| names.iter().position(|n| n.ends_with(f)).unwrap();
+        assert!(at("inner_fn") < at("middle_fn") && at("middle_fn") < at("outer_fn"), "{names:#?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "backtraces and a stack of its own")]
+    fn the_tracker_with_the_frame_pointer_unwinder_records_stacks_on_a_stacker_segment() {
+        #[inline(never)]
+        fn take_a_ref(arena: &crate::PageArena, pfn: usize) {
+            drop(core::hint::black_box(arena.get(pfn).unwrap()));
+        }
+        let arena = crate::PageArena::builder()
+            .pages(16)
+            .tracking(crate::Tracking { unwinder: Unwinder::FramePointers, ..crate::Tracking::default() })
+            .build()
+            .unwrap();
+        let block = arena.alloc(0).unwrap();
+        assert_eq!(arena.arm(block.pfn()..block.pfn() + 1, crate::Reason::Contig), 1);
+        stacker::grow(1 << 20, || take_a_ref(&arena, block.pfn()));
+        let events = arena.tracked_events();
+        let moves: Vec<_> = events.iter().filter(|e| e.kind.is_acquire() || e.kind.is_release()).collect();
+        assert_eq!(moves.len(), 2);
+        for e in moves {
+            let stack = e.stack.expect("a stack");
+            let frames = arena.tracker.get().unwrap().depot.resolve(stack);
+            assert!(
+                frames.iter().any(|f| f.function.as_deref().is_some_and(|n| n.contains("take_a_ref"))),
+                "{:?}: {frames:#?}",
+                e.kind
+            );
+        }
     }
 
     #[test]
