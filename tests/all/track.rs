@@ -487,3 +487,17 @@ fn a_report_on_an_armed_block_merged_away_since_stays_inside_the_arena() {
     let report = arena.owner_report();
     assert!(report.pages.iter().all(|p| p.pfn + (1 << p.order) <= 64), "{report}");
 }
+
+/// Armings are numbered from 1 (eager mode has its own number), so the
+/// first failure's arming is "arming 1" in reports.
+#[test]
+fn the_first_arming_is_numbered_one() {
+    let arena = pinowner::PageArena::builder().pages(64).movable_pages(32).build().unwrap();
+    let block = arena.alloc_movable(0).unwrap();
+    assert!(arena.reserve_contig(32, 32, pinowner::Reason::Contig).is_err());
+    let armings = arena.armings();
+    assert_eq!(armings.iter().map(|a| a.id).collect::<Vec<_>>(), [1]);
+    assert_eq!(arena.tracked_events()[0].arming, 1);
+    assert_eq!(arena.tracker_stats().armings, 1);
+    drop(block);
+}
