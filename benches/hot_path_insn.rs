@@ -19,7 +19,9 @@
 //!
 //! Cases: `loop`, `bare` (the `AtomicU32` add+sub baseline), `ref_clone`
 //! (`PageRef` clone+drop), `pin_clone` (`PagePin` clone+drop), `get`
-//! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop), and floors on a
+//! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop), the reference
+//! cases on a pinned block (`ref_clone_pinned`, `get_pinned`: the pinner
+//! keeps the attribution, which costs a slow path), and floors on a
 //! bare `AtomicU64`: `floor_cas` (add, then load and compare-and-swap: the
 //! release the design requires), `floor_cas_store` (the same with the
 //! owner-slot store), `floor_pfn` (load and compare-and-swap twice: a
@@ -146,10 +148,15 @@ fn main() {
         };
     }
     let arena = PageArena::builder().pages(64).build().unwrap();
+    // References on a block with no pins (the common case), and pins on
+    // another block, where references do not take over the attribution.
     let block = arena.alloc(0).unwrap();
     let pfn = block.pfn();
     let r = block.page_ref(0);
-    let p = block.pin(0).unwrap();
+    let pinned = arena.alloc(0).unwrap();
+    let ppfn = pinned.pfn();
+    let p = pinned.pin(0).unwrap();
+    let rp = pinned.page_ref(0);
     let counter = AtomicU32::new(1);
     let word = [AtomicU64::new(1), AtomicU64::new(0)];
     match case.as_str() {
@@ -158,14 +165,18 @@ fn main() {
         "ref_clone" => run!(|| ref_clone(black_box(&r))),
         "pin_clone" => run!(|| pin_clone(black_box(&p))),
         "get" => run!(|| get(black_box(&arena), black_box(pfn))),
-        "pin" => run!(|| pin(black_box(&arena), black_box(pfn))),
+        "pin" => run!(|| pin(black_box(&arena), black_box(ppfn))),
+        "ref_clone_pinned" => run!(|| ref_clone(black_box(&rp))),
+        "get_pinned" => run!(|| get(black_box(&arena), black_box(ppfn))),
         "floor_cas" => run!(|| floor_cas(black_box(&word[0]))),
         "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),
         "floor_pfn" => run!(|| floor_pfn(black_box(&word[0]))),
         "floor_load" => run!(|| floor_load(black_box(&word[0]))),
         other => panic!("unknown case {other:?}"),
     }
-    // Every count was given back: the block, `r` and `p`.
+    // Every count was given back: the blocks, `r`, `p` and `rp`.
     let state = arena.page_state(pfn).unwrap();
+    assert_eq!((state.refcount, state.pincount), (2, 0), "{state:?}");
+    let state = arena.page_state(ppfn).unwrap();
     assert_eq!((state.refcount, state.pincount), (2, 1), "{state:?}");
 }

@@ -47,9 +47,11 @@ pub struct HeldBlock {
     pub pins: u32,
     /// Whether it belongs to a contiguous run.
     pub contig: bool,
-    /// The latest acquirer, if it still holds its count (at most one of the
-    /// holders; never a guess).
+    /// The latest claiming acquirer, if it still holds its count (at most
+    /// one of the holders; never a guess).
     pub latest: Option<Acquirer>,
+    /// Whether `latest` holds a pin (else a reference).
+    pub latest_pin: bool,
     /// Raw references and pins (`get_raw`/`pin_raw`) among the counts.
     pub raw: (u32, u32),
 }
@@ -152,6 +154,7 @@ impl PageArena {
                     let (a, b) = self.raw_counts(q as Pfn);
                     (r + a, n + b)
                 });
+                let hold = self.latest_hold(head, w);
                 blocks.push(HeldBlock {
                     head: head as Pfn,
                     order: state::order(w),
@@ -159,12 +162,15 @@ impl PageArena {
                     refs: state::refs(w),
                     pins: state::pins(w),
                     contig: w & state::CONTIG != 0,
-                    latest: self.latest_acquirer(head, w).map(|(_, a)| a),
+                    latest: hold.map(|(_, a, _)| a),
+                    latest_pin: hold.is_some_and(|(_, _, pin)| pin),
                     raw,
                 });
             });
         }
-        let by_acquirer = AcquirerGroup::rank(blocks.iter().map(|b| (b.latest, b.refs, b.pins)));
+        let by_acquirer = AcquirerGroup::rank(AcquirerGroup::credit(
+            blocks.iter().map(|b| (b.latest.map(|a| (a, b.latest_pin)), b.refs, b.pins)),
+        ));
         Audit { blocks, by_acquirer }
     }
 }

@@ -87,9 +87,15 @@ pub struct BusyBlock {
     pub state: PageState,
     /// The block's zone.
     pub zone: ZoneKind,
-    /// The page and acquirer of the latest acquisition if that holder still
-    /// holds the block (otherwise `None`: unattributed, never guessed).
+    /// The block's head and the acquirer of its latest claiming acquisition
+    /// if that holder still holds the block (otherwise `None`:
+    /// unattributed, never guessed). A reference taken on a pinned block
+    /// does not claim: the pinner stays named.
     pub attributed: Option<(Pfn, Acquirer)>,
+    /// Whether the attributed acquirer holds a pin (else a reference): the
+    /// one count it is credited with; the block's other counts are
+    /// unattributed.
+    pub attributed_pin: bool,
 }
 
 impl BusyBlock {
@@ -152,12 +158,16 @@ impl ContigFailure {
     }
 
     /// The busy blocks grouped by their attributed acquirer, ranked: most
-    /// blocks first, then most holders (a top-N of who is in the way). The
-    /// group with no acquirer (`None`) gathers the unattributed blocks.
+    /// blocks first, then most holders (a top-N of who is in the way). An
+    /// acquirer is credited only with what it is known to hold (its one
+    /// pin or reference per block); the group with no acquirer (`None`)
+    /// gathers every other count, and a block with both an attributed and
+    /// unattributed holders counts in both groups.
     pub fn by_acquirer(&self) -> Vec<AcquirerGroup> {
-        AcquirerGroup::rank(
-            self.busy.iter().map(|b| (b.attributed.map(|(_, a)| a), b.state.refcount, b.state.pincount)),
-        )
+        AcquirerGroup::rank(AcquirerGroup::credit(self.busy.iter().map(|b| {
+            let who = b.attributed.map(|(_, a)| (a, b.attributed_pin));
+            (who, b.state.refcount, b.state.pincount)
+        })))
     }
 
     /// The busy blocks grouped by subsystem of their attributed acquirer
@@ -201,6 +211,24 @@ pub struct AcquirerGroup {
 }
 
 impl AcquirerGroup {
+    /// Splits each block, given as (attributed acquirer and whether it
+    /// holds a pin, refs, pins), into what its acquirer is known to hold
+    /// (one pin or one reference) and the rest, unattributed: the input of
+    /// [`rank`](Self::rank).
+    pub(crate) fn credit(
+        blocks: impl IntoIterator<Item = (Option<(Acquirer, bool)>, u32, u32)>,
+    ) -> impl Iterator<Item = (Option<Acquirer>, u32, u32)> {
+        blocks.into_iter().flat_map(|(who, refs, pins)| {
+            let (known, rest) = match who {
+                Some((a, true)) if pins > 0 => (Some((Some(a), 0, 1)), (refs, pins - 1)),
+                Some((a, false)) if refs > 0 => (Some((Some(a), 1, 0)), (refs - 1, pins)),
+                _ => (None, (refs, pins)),
+            };
+            let rest = (rest != (0, 0) || known.is_none()).then_some((None, rest.0, rest.1));
+            known.into_iter().chain(rest)
+        })
+    }
+
     /// Groups blocks, given as (acquirer, refs, pins), by acquirer and ranks
     /// the groups: attributed before unattributed, then most blocks, then
     /// most holders.
@@ -775,14 +803,15 @@ impl PageArena {
     fn busy_block(&self, head: u32, w: u64, start: u32, end: u32) -> BusyBlock {
         let order = state::order(w);
         let last = head + (1u32 << order);
-        let attributed = self.latest_acquirer(head, w);
+        let hold = self.latest_hold(head, w);
         BusyBlock {
             head: head as Pfn,
             order,
             pages_in_window: head.max(start) as Pfn..last.min(end) as Pfn,
             state: PageState::from_word(w & !ISOLATED),
             zone: self.zone_for(head).kind,
-            attributed,
+            attributed: hold.map(|(p, a, _)| (p, a)),
+            attributed_pin: hold.is_some_and(|(_, _, pin)| pin),
         }
     }
 
@@ -800,7 +829,7 @@ impl PageArena {
         let mut blocks = Vec::new();
         self.for_each_block(start, end, |head, w| {
             let word = area.mark_allocated(self.desc(head), state::order(w), CONTIG);
-            self.desc(head).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+            self.desc(head).owner.store(slot::encode(who, state::gen(word), false), Relaxed);
             blocks.push((head, state::gen(word)));
         });
         ContigRun { arena: self, start, pages: end - start, blocks }

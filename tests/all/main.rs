@@ -1,6 +1,7 @@
 //! Integration tests of `pinowner`: one binary, one module per concept.
 
 mod alloc;
+mod attribution;
 mod counts;
 mod faults;
 mod geometry;

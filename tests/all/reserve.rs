@@ -155,13 +155,21 @@ fn a_failure_names_both_subsystems_that_pin_pages_with_correct_counts() {
     assert_eq!(by_subsystem("rdma"), 3);
     let text = f.to_string();
     assert!(text.contains("by dma/rx_refill") && text.contains("by rdma/register_mr"), "{text}");
-    // The ranked views: rdma's 3 pins on 2 blocks, then dma's 2 on 2.
+    // The ranked views credit each acquirer only with what it is known to
+    // hold: the latest pin of each block. Page 140's earlier pin could be
+    // anyone's (rdma's, here, but the slot cannot know): unattributed.
     let groups = f.by_acquirer();
     let names: Vec<_> = groups.iter().map(|g| g.acquirer.map(|a| a.to_string())).collect();
-    assert_eq!(groups.iter().map(|g| (g.blocks, g.pins)).collect::<Vec<_>>(), [(2, 3), (2, 2)], "{names:?}");
+    assert_eq!(
+        groups.iter().map(|g| (g.acquirer.and_then(|a| a.subsystem()), g.blocks, g.pins)).collect::<Vec<_>>(),
+        [(Some("dma"), 2, 2), (Some("rdma"), 2, 2), (None, 1, 1)],
+        "{names:?}"
+    );
+    assert_eq!(groups.iter().map(|g| g.pins).sum::<u32>(), f.pins(), "every pin is counted once");
     let subs: Vec<_> = f.by_subsystem().iter().map(|(s, g)| (*s, g.blocks, g.pins)).collect();
-    assert_eq!(subs, [(Some("rdma"), 2, 3), (Some("dma"), 2, 2)]);
-    assert!(text.contains("in the way, by acquirer:\n    1. rdma/register_mr"), "{text}");
+    assert_eq!(subs, [(Some("dma"), 2, 2), (Some("rdma"), 2, 2), (None, 1, 1)]);
+    assert!(text.contains("in the way, by acquirer:\n    1. dma/rx_refill"), "{text}");
+    assert!(text.contains("(unattributed): 1 blocks, 0 refs, 1 pins"), "{text}");
     drop((dma, rdma));
 }
 

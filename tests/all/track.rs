@@ -415,8 +415,12 @@ fn the_audit_lists_held_blocks_by_site_and_a_leaky_drop_warns_or_panics() {
     let audit = arena.audit();
     assert_eq!(audit.blocks.len(), 1);
     assert_eq!((audit.blocks[0].refs, audit.blocks[0].pins), (1, 1));
-    assert_eq!(audit.by_acquirer.len(), 1);
+    // The pinner is credited with its pin; the block's own reference,
+    // taken before it, is unattributed.
+    assert_eq!(audit.by_acquirer.len(), 2);
     assert!(matches!(audit.by_acquirer[0].acquirer, Some(Acquirer::Site(s)) if s.name() == "all::track::dma_pin"));
+    assert_eq!((audit.by_acquirer[0].refs, audit.by_acquirer[0].pins), (0, 1));
+    assert_eq!((audit.by_acquirer[1].acquirer, audit.by_acquirer[1].refs), (None, 1));
     assert!(audit.to_string().contains("dma_pin"), "{audit}");
     drop((p, b));
     assert!(arena.audit().is_clean());

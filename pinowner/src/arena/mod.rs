@@ -11,7 +11,7 @@ use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
 use crate::page::slot::{self, Acquirer};
-use crate::page::state::{self, Count, ACQUIRE_SLOW, COUNTS, FREE, GEN_ONE, HEAD, IDLE, PCP, TRACKED};
+use crate::page::state::{self, Count, COUNTS, FREE, GEN_ONE, HEAD, IDLE, PCP, TRACKED};
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
@@ -292,7 +292,7 @@ impl PageArena {
             Some(got) => got,
             None => self.alloc_fallback(order, movable, flags)?,
         };
-        self.desc(pfn).owner.store(slot::encode(who, state::gen(word)), Relaxed);
+        self.desc(pfn).owner.store(slot::encode(who, state::gen(word), false), Relaxed);
         if self.tracker.config.eager {
             self.eager_arm(pfn, word, who);
         }
@@ -502,8 +502,10 @@ impl PageArena {
 
     /// Adds a count on a page whose block the caller already holds (a
     /// handle's clone): one atomic add and a branch on the returned value.
-    /// `hd` is the block's head descriptor. Returns the generation the add
-    /// produced (the handle keeps it).
+    /// `hd` is the block's head descriptor, `pfn` the page the count goes
+    /// through. Returns the generation the add produced (the handle keeps
+    /// it), or for a reference on a pinned block that did not claim the
+    /// slot, that generation with [`slot::UNCLAIMED`].
     ///
     /// # Safety
     ///
@@ -517,16 +519,12 @@ impl PageArena {
         count: Count,
         who: Acquirer,
     ) -> Result<u16, AcquireError> {
-        // The page's descriptor is found before the add: after it the
-        // compiler would load the table's address again.
-        // SAFETY: the caller promises `pfn` is below `pages`.
-        let pd = unsafe { self.desc_unchecked(pfn) };
         let old = hd.state.fetch_add(count.acquire_delta(), Relaxed);
         let gen = state::gen(old.wrapping_add(GEN_ONE));
-        if old & ACQUIRE_SLOW != 0 {
+        if old & count.acquire_slow() != 0 {
             return self.acquire_slow(self.pfn_of(hd), pfn, count, old, gen, who);
         }
-        pd.owner.store(slot::encode(who, gen), Relaxed);
+        hd.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
         Ok(gen)
     }
 
@@ -559,15 +557,30 @@ impl PageArena {
                 Count::Pin => AcquireError::PinOverflow { pfn: pfn as Pfn, state },
             });
         }
+        let hd = self.desc(head);
+        let mut new = old.wrapping_add(count.acquire_delta());
+        let mut gen = gen;
+        if !count.claims(old) {
+            // A reference on a pinned block: the pinner keeps the slot. Our
+            // add moved the generation; take that back if nothing changed
+            // since (then the word is as if the add had been the count
+            // alone). If something did, claim as usual: the pinner is then
+            // unattributed, never misnamed.
+            if hd.state.compare_exchange(new, new.wrapping_sub(GEN_ONE), Relaxed, Relaxed).is_ok() {
+                new = new.wrapping_sub(GEN_ONE);
+                gen = state::gen(old) | slot::UNCLAIMED;
+            }
+        }
         if old & IDLE != 0 {
-            self.desc(head).state.fetch_and(!IDLE, Relaxed);
+            hd.state.fetch_and(!IDLE, Relaxed);
         }
         if old & TRACKED != 0 {
-            let new = old.wrapping_add(count.acquire_delta());
             let kind = count.acquire_kind();
             self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw: false });
         }
-        self.desc(pfn).owner.store(slot::encode(who, gen), Relaxed);
+        if gen & slot::UNCLAIMED == 0 {
+            hd.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
+        }
         Ok(gen)
     }
 
@@ -606,13 +619,28 @@ impl PageArena {
         let old = d.state.load(Relaxed);
         let new = old.wrapping_add(count.acquire_delta());
         if state::is_live_head(old)
-            && old & ACQUIRE_SLOW == 0
+            && old & count.acquire_slow() == 0
             && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok()
         {
-            d.owner.store(slot::encode(who, state::gen(new)), Relaxed);
+            d.owner.store(slot::encode(who, state::gen(new), count == Count::Pin), Relaxed);
             return Ok((d, state::gen(new)));
         }
         self.acquire_pfn_slow(p, count, who, raw)
+    }
+
+    /// A reference by number on a pinned, live, unarmed head (the common
+    /// slow case: a reader of a buffer its driver pinned): the count alone,
+    /// without the general slow path's block search. `None`: not that case,
+    /// or the word moved; take the general path.
+    #[inline]
+    fn acquire_pfn_pinned(&self, d: &Descriptor, count: Count) -> Option<u16> {
+        let old = d.state.load(Relaxed);
+        if !state::is_live_head(old) || old & state::ACQUIRE_SLOW != 0 || count.claims(old) {
+            return None;
+        }
+        let new = old.wrapping_add(count.one());
+        d.state.compare_exchange(old, new, Acquire, Relaxed).ok()?;
+        Some(state::gen(new) | slot::UNCLAIMED)
     }
 
     #[cold]
@@ -624,6 +652,10 @@ impl PageArena {
         who: Acquirer,
         raw: bool,
     ) -> Result<(&Descriptor, u16), AcquireError> {
+        let d = self.desc(pfn);
+        if let Some(gen) = self.acquire_pfn_pinned(d, count) {
+            return Ok((d, gen));
+        }
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -660,16 +692,31 @@ impl PageArena {
                         Count::Pin => AcquireError::PinOverflow { pfn: pfn as Pfn, state },
                     });
                 }
-                let new = old.wrapping_add(count.acquire_delta()) & !IDLE;
+                // A reference on a pinned block adds the count alone: the
+                // pinner keeps the slot and the generation.
+                let claims = count.claims(old);
+                let delta = if claims { count.acquire_delta() } else { count.one() };
+                let new = old.wrapping_add(delta) & !IDLE;
                 match d.state.compare_exchange_weak(old, new, Acquire, Relaxed) {
                     Ok(_) => {
-                        self.desc(pfn).owner.store(slot::encode(who, state::gen(new)), Relaxed);
-                        if old & TRACKED != 0 {
-                            let gen = Some(state::gen(new));
-                            let kind = count.acquire_kind();
-                            self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen, raw });
+                        let gen = if claims { state::gen(new) } else { state::gen(new) | slot::UNCLAIMED };
+                        if claims {
+                            d.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
                         }
-                        return Ok((d, state::gen(new)));
+                        if old & TRACKED != 0 {
+                            let kind = count.acquire_kind();
+                            self.record_armed(Change {
+                                kind,
+                                pfn,
+                                head,
+                                old,
+                                new,
+                                who: Some(who),
+                                gen: Some(gen),
+                                raw,
+                            });
+                        }
+                        return Ok((d, gen));
                     }
                     Err(cur) => {
                         old = cur;
@@ -715,13 +762,13 @@ impl PageArena {
         }
     }
 
-    /// The page and acquirer of a live block's latest acquisition, if that
-    /// holder still holds it: the one page whose owner slot carries the
-    /// generation of the block's word `w` (never a guess).
-    pub(crate) fn latest_acquirer(&self, head: u32, w: u64) -> Option<(Pfn, Acquirer)> {
-        let gen = state::gen(w);
-        (head..head + (1u32 << state::order(w)))
-            .find_map(|p| slot::decode_if_current(self.desc(p).owner.load(Acquire), gen).map(|a| (p as Pfn, a)))
+    /// The acquirer of a live block's latest claiming acquisition, if that
+    /// holder still holds it (the head's owner slot carries the generation
+    /// of the block's word `w`: never a guess), with the block's head and
+    /// whether the acquisition was a pin.
+    pub(crate) fn latest_hold(&self, head: u32, w: u64) -> Option<(Pfn, Acquirer, bool)> {
+        let word = self.desc(head).owner.load(Acquire);
+        slot::decode_if_current(word, state::gen(w)).map(|a| (head as Pfn, a, slot::is_pin(word)))
     }
 
     /// Drops a count the caller holds on the block headed by `head`, taken
@@ -756,7 +803,7 @@ impl PageArena {
             }
             match word.compare_exchange_weak(
                 old,
-                old.wrapping_add(Self::release_delta(count, mine, old)),
+                old.wrapping_add(Self::release_delta(count, mine, old, hd)),
                 Release,
                 Relaxed,
             ) {
@@ -767,12 +814,15 @@ impl PageArena {
     }
 
     /// What a release adds to the word: one count off, and the generation
-    /// moved if the caller's acquisition is the latest (or it cannot tell).
+    /// moved if the caller's acquisition is the latest. A raw release
+    /// (`mine == None`) cannot tell: it moves the generation if the head's
+    /// slot is current (it may be the one the slot names), and only then,
+    /// so a stale slot never comes back to life (see [`slot`]).
     #[inline(always)]
-    fn release_delta(count: Count, mine: Option<u16>, old: u64) -> u64 {
+    fn release_delta(count: Count, mine: Option<u16>, old: u64, hd: &Descriptor) -> u64 {
         let latest = match mine {
             Some(g) => g == state::gen(old),
-            None => true,
+            None => slot::is_current(hd.owner.load(Relaxed), state::gen(old)),
         };
         if latest {
             count.release_delta()
@@ -795,7 +845,7 @@ impl PageArena {
     fn release_last(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
         let zone = self.zone_for(head);
         let cache = Self::cache_bound(zone, old);
-        let new = Self::last_release_word(old, count, mine, cache.is_some());
+        let new = Self::last_release_word(old, count, mine, cache.is_some(), self.desc(head));
         if let Err(cur) = self.desc(head).state.compare_exchange(old, new, Release, Relaxed) {
             return self.release_slow(head, pfn, count, mine, cur);
         }
@@ -814,8 +864,8 @@ impl PageArena {
     /// The word the last release writes: a count-zero head, or a cached
     /// free block (`FREE | PCP`) when it goes to a cache.
     #[inline(always)]
-    fn last_release_word(old: u64, count: Count, mine: Option<u16>, cached: bool) -> u64 {
-        let new = old.wrapping_add(Self::release_delta(count, mine, old));
+    fn last_release_word(old: u64, count: Count, mine: Option<u16>, cached: bool, hd: &Descriptor) -> u64 {
+        let new = old.wrapping_add(Self::release_delta(count, mine, old, hd));
         if cached {
             crate::alloc::free_head_word(new, state::order(old), PCP)
         } else {
@@ -851,14 +901,14 @@ impl PageArena {
         let (last, cache) = loop {
             let last = old & COUNTS == count.one();
             let cache = if last { Self::cache_bound(zone, old) } else { None };
-            let new = Self::last_release_word(old, count, mine, cache.is_some());
+            let new = Self::last_release_word(old, count, mine, cache.is_some(), self.desc(head));
             match word.compare_exchange_weak(old, new, Release, Relaxed) {
                 Ok(_) => break (last, cache),
                 Err(cur) => old = cur,
             }
         };
         if old & TRACKED != 0 {
-            let new = old.wrapping_add(Self::release_delta(count, mine, old));
+            let new = old.wrapping_add(Self::release_delta(count, mine, old, self.desc(head)));
             let site = crate::site::current().map(Acquirer::Site);
             let kind = count.release_kind();
             self.record_armed(Change { kind, pfn, head, old, new, who: site, gen: mine, raw: mine.is_none() });
@@ -888,7 +938,7 @@ impl PageArena {
             };
             let hd = self.desc(head);
             let s1 = hd.state.load(Acquire);
-            let owner = self.desc(p).owner.load(Acquire);
+            let owner = hd.owner.load(Acquire);
             fence(Acquire);
             let s2 = hd.state.load(Relaxed);
             if s1 != s2 || s1 & HEAD == 0 {

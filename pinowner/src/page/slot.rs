@@ -5,18 +5,36 @@
 //! | 0..2   | tag     | 0 empty, 1 `&'static Location`, 2 `&'static Site`, 3 free-list index |
 //! | 2..48  | payload | the pointer (its low two bits are the tag) or the index shifted left by 2 |
 //! | 48..62 | gen     | the state word's generation right after the count change that wrote it |
+//! | 62     | pin     | the acquisition was a pin (else a reference) |
 //!
-//! An acquirer writes the slot after its count change, tagged with the
-//! generation that change produced. The generation moves on every
-//! acquisition and on the release of the latest acquisition (handles
-//! remember the generation their acquisition produced and compare it inside
-//! the release's compare-and-swap; a raw release, which cannot tell, moves
-//! it too). So a reader that sees the state word's current generation in
-//! the slot knows the slot's writer is the latest acquirer and has not
+//! A block has one slot that counts: its **head** page's (a count through
+//! any page is a count on the block). An acquirer writes it after its count
+//! change, tagged with the generation that change produced. The generation
+//! moves on every acquisition that claims the slot and on the release of
+//! the latest such acquisition (handles remember the generation their
+//! acquisition produced and compare it inside the release's
+//! compare-and-swap; a raw release, which cannot tell, moves it if the slot
+//! is current). So a reader that sees the state word's current generation
+//! in the slot knows the slot's writer is the latest acquirer and has not
 //! released: the slot is *attributed*. Releases of older counts leave it
 //! attributed (a buffer pool dropping its reference does not hide the DMA
 //! pin taken after it). Any other generation means "unattributed", never a
 //! guess.
+//!
+//! **Pins keep the slot.** A reference taken on a block that has pins does
+//! not claim the slot and does not move the generation (by page number it
+//! adds the count alone; through a handle, whose add moved the generation
+//! already, it takes the move back if nothing changed since), so a reader
+//! passing through a pinned DMA buffer never hides its pinner. Its handle
+//! carries `UNCLAIMED` in its generation, so its release never moves it.
+//!
+//! **No wrap.** The 14-bit generation wraps, but a stale slot can never
+//! come back to life: once the generation has moved past a slot's value,
+//! the next move needs another claiming acquisition (releases move it only
+//! if their own acquisition is the latest, raw ones only if the slot is
+//! current), and that acquisition rewrites the one slot. (A slot per page,
+//! as the first version had, let a page's stale slot survive 2^14 moves
+//! made through the block's other pages and name a departed holder.)
 //!
 //! The allocator
 //! reuses the slot of a free block head as its free-list index; a pointer tag
@@ -33,6 +51,14 @@ const TAG_SITE: u64 = 2;
 const TAG_INDEX: u64 = 3;
 const PAYLOAD_MASK: u64 = (1 << 48) - 1;
 const GEN_SHIFT: u32 = 48;
+const GEN_MASK: u64 = ((1 << 14) - 1) << GEN_SHIFT;
+const PIN_BIT: u64 = 1 << 62;
+
+/// Or-ed into the generation a handle keeps when its acquisition did not
+/// claim the slot (a reference on a pinned block): no state word generation
+/// (14 bits) ever equals it, so the handle's release never counts as the
+/// latest one.
+pub(crate) const UNCLAIMED: u16 = 0x8000;
 
 /// Who acquired a count on a page: the `#[pin_tracked]` site that was current,
 /// or else the caller's source location (`#[track_caller]`).
@@ -69,10 +95,11 @@ fn gen_bits(gen: u16) -> u64 {
     ((gen as u64) & ((1 << 14) - 1)) << GEN_SHIFT
 }
 
-/// Encodes an acquirer with the generation its count change produced.
-/// Pointers that do not fit the format are stored as empty (unattributed).
+/// Encodes an acquirer with the generation its count change produced, and
+/// whether it took a pin. Pointers that do not fit the format are stored as
+/// empty (unattributed).
 #[inline(always)]
-pub(crate) fn encode(acq: Acquirer, gen: u16) -> u64 {
+pub(crate) fn encode(acq: Acquirer, gen: u16, pin: bool) -> u64 {
     // The pointer's tag bits are clear (both types are aligned past them,
     // asserted below), so the tag is or-ed in and one test on the result
     // checks that the pointer fits the payload.
@@ -87,7 +114,7 @@ pub(crate) fn encode(acq: Acquirer, gen: u16) -> u64 {
         core::hint::cold_path();
         return 0;
     }
-    word | gen_bits(gen)
+    word | gen_bits(gen) | if pin { PIN_BIT } else { 0 }
 }
 
 // A reference's address is a multiple of its type's alignment: the two tag
@@ -120,10 +147,22 @@ pub(crate) fn decode_index(word: u64) -> u32 {
 /// Decodes the acquirer in `word` if it was written by the count change that
 /// produced generation `gen`.
 pub(crate) fn decode_if_current(word: u64, gen: u16) -> Option<Acquirer> {
-    if word & !PAYLOAD_MASK != gen_bits(gen) {
+    if !is_current(word, gen) {
         return None;
     }
     decode(word)
+}
+
+/// True if `word` was written by the count change that produced `gen` (an
+/// empty slot or a free-list index never is: it decodes to no acquirer).
+#[inline(always)]
+pub(crate) fn is_current(word: u64, gen: u16) -> bool {
+    word & GEN_MASK == gen_bits(gen)
+}
+
+/// True if the acquisition that wrote `word` took a pin.
+pub(crate) fn is_pin(word: u64) -> bool {
+    word & PIN_BIT != 0
 }
 
 /// Decodes whatever acquirer the slot holds, current or not.
@@ -152,7 +191,9 @@ mod tests {
     #[track_caller]
     fn a_slot_is_attributed_only_for_its_own_generation() {
         let loc = Location::caller();
-        let w = encode(Acquirer::Location(loc), 7);
+        let w = encode(Acquirer::Location(loc), 7, true);
+        assert!(is_pin(w));
+        assert!(!is_pin(encode(Acquirer::Location(loc), 7, false)));
         assert_eq!(decode_if_current(w, 7), Some(Acquirer::Location(loc)));
         assert_eq!(decode_if_current(w, 8), None);
         assert_eq!(decode_if_current(w, 7 + (1 << 14)), Some(Acquirer::Location(loc)));

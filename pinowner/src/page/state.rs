@@ -123,6 +123,28 @@ impl Count {
         }
     }
 
+    /// Bits of the word before an add of this count that send the add to
+    /// the slow path: [`ACQUIRE_SLOW`], and for a reference also any pin
+    /// (a reference on a pinned block does not take over its attribution;
+    /// see `slot`). One test either way: the mask is a constant.
+    #[inline(always)]
+    pub(crate) const fn acquire_slow(self) -> u64 {
+        match self {
+            Count::Ref => ACQUIRE_SLOW | PIN_MASK,
+            Count::Pin => ACQUIRE_SLOW,
+        }
+    }
+
+    /// True if an add of this count on a block whose word is `old` claims
+    /// the owner slot: every pin, and a reference on a block with no pins.
+    #[inline(always)]
+    pub(crate) const fn claims(self, old: u64) -> bool {
+        match self {
+            Count::Ref => old & PIN_MASK == 0,
+            Count::Pin => true,
+        }
+    }
+
     /// The delta that adds one count and bumps the generation.
     #[inline(always)]
     pub(crate) const fn acquire_delta(self) -> u64 {

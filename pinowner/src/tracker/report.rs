@@ -604,17 +604,18 @@ impl PageArena {
             let unrecorded_pins = pincount.saturating_sub(recorded_pins);
             // The block's latest acquirer, whichever of its pages it came
             // through (the head's own slot alone would miss a tail's).
-            let attributed = info.and_then(|_| {
+            // The block's latest claiming acquirer, if it still holds (the
+            // head's slot), with the generation its acquisition produced
+            // and whether it took a pin.
+            let hold = info.and_then(|_| {
                 let w = self.desc(head as u32).state.load(crate::sync::Ordering::Acquire);
-                self.latest_acquirer(head as u32, w).map(|(_, a)| a)
+                self.latest_hold(head as u32, w).map(|(_, a, pin)| (a, crate::page::state::gen(w), pin))
             });
-            // The slot's attribution names one holder; skip it when that
-            // holder's acquire is among the recorded ones.
-            // Every acquire since arming is recorded, so the latest
-            // acquisition is the latest recorded acquire if there is one.
-            let latest = evs.iter().filter(|e| e.kind.is_acquire()).map(|e| e.seq).max();
-            let attributed_is_recorded =
-                attributed.is_some() && open.iter().any(|x| Some(x.seq) == latest && x.who == attributed);
+            let attributed = hold.map(|(a, _, _)| a);
+            // The slot names one holder; when that holder's acquire is
+            // among the recorded ones (same generation), it is listed
+            // already.
+            let attributed_is_recorded = hold.is_some_and(|(_, gen, _)| open.iter().any(|x| x.gen == Some(gen)));
             let mut holders = Vec::new();
             for x in open.iter() {
                 let e = *x;
@@ -641,11 +642,14 @@ impl PageArena {
                     stack: e.stack.map(|s| s.get()),
                 });
             }
-            if let (Some(a), false) = (attributed, attributed_is_recorded) {
-                if unrecorded_refs + unrecorded_pins > 0 {
+            if let (Some((a, _, pin)), false) = (hold, attributed_is_recorded) {
+                // A holder from before arming: credited with the one count
+                // its acquisition took, of its kind; the rest stays
+                // unattributed.
+                if (pin && unrecorded_pins > 0) || (!pin && unrecorded_refs > 0) {
                     let owner = Some(Owner::of(a));
                     let g = site_group(&mut sites, &owner);
-                    if unrecorded_pins > 0 {
+                    if pin {
                         g.pins += 1;
                     } else {
                         g.refs += 1;
