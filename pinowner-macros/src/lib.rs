@@ -64,12 +64,6 @@ pub fn pin_tracked(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
     match attr::Args::parse(args.into()).and_then(|args| expand::expand(args, item.clone())) {
         Ok(expanded) => expanded.into(),
-        Err(err) => {
-            // Re-emit the item untouched next to the error, so the rest of
-            // the crate (and an IDE) still sees the function.
-            let mut out = err.to_compile_error();
-            out.extend(item);
-            out.into()
-        }
+        Err(err) => expand::with_error(&err, item).into(),
     }
 }
