@@ -54,7 +54,7 @@
 //! user's `static`, `const` or unit struct of the same name) and no item
 //! outside the site's own block.
 
-use proc_macro2::{TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -74,6 +74,17 @@ pub(crate) fn expand(args: Args, item: TokenStream) -> syn::Result<TokenStream> 
             const_token.span,
             "#[pin_tracked] cannot be applied to a `const fn`: entering a site at run time is not const",
         ));
+    }
+    if args.krate.is_none() {
+        if let Some(name) = crate::manifest::renamed_pinowner() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format_args!(
+                    "this crate depends on `pinowner` under the name `{name}` (see Cargo.toml), \
+                     so `::pinowner` does not resolve: add `crate = ::{name}` to #[pin_tracked]"
+                ),
+            ));
+        }
     }
     Ok(expand_fn(&args, func))
 }
