@@ -11,6 +11,8 @@ use std::task::{Context, Poll, Waker};
 use pinowner::site::{self, Site};
 use pinowner::{pin_scope, pin_tracked, AcquireError, Acquirer, PageArena, PagePin, Pfn};
 
+type Pinned = PagePin<Arc<PageArena>>;
+
 fn arena() -> PageArena {
     PageArena::builder().pages(64).build().unwrap()
 }
@@ -261,6 +263,8 @@ mod hygiene {
             0
         };
     }
+    /// A user static named like the generated one, used by tracked bodies.
+    static __PINOWNER_SITE: u32 = 40;
     /// User types named like the prelude's.
     #[allow(dead_code)]
     enum Option {}
@@ -284,6 +288,20 @@ mod hygiene {
         let __pinowner_guard = __pinowner_ret;
         arena.pin(__pinowner_guard).unwrap()
     }
+
+    #[pin_tracked(subsystem = "hygiene-outer")]
+    pub fn outer_item(arena: &PageArena, pfn: Pfn) -> (PagePin<&PageArena>, u32) {
+        (arena.pin(pfn).unwrap(), __PINOWNER_SITE + 2)
+    }
+}
+
+#[test]
+fn a_user_item_named_like_the_generated_static_is_not_shadowed() {
+    let arena = arena();
+    let block = arena.alloc(0).unwrap();
+    let (_pin, n) = hygiene::outer_item(&arena, block.pfn());
+    assert_eq!(n, 42);
+    assert_eq!(site_of(&arena, block.pfn()).subsystem(), Some("hygiene-outer"));
 }
 
 #[test]
@@ -525,4 +543,100 @@ fn an_async_fn_enters_its_site_only_while_polled_on_whichever_thread() {
     }
     assert_eq!(site::current(), None);
     drop(report);
+}
+
+// ----- functions that return a future ----------------------------------------
+
+/// Pins `now` while building the future and `later` when it runs.
+#[pin_tracked(name = "refill_later", subsystem = "impl-future")]
+fn refill_later(arena: Arc<PageArena>, now: Pfn, later: Pfn) -> impl Future<Output = (Pinned, Pinned)> + Send {
+    let first = arena.pin_owned(now).unwrap();
+    async move { (first, arena.pin_owned(later).unwrap()) }
+}
+
+#[pin_tracked(name = "refill_boxed", subsystem = "boxed")]
+fn refill_boxed(arena: &PageArena, pfn: Pfn) -> Pin<Box<dyn Future<Output = PagePin<&PageArena>> + Send + '_>> {
+    if pfn == Pfn::MAX {
+        return Box::pin(async { panic!("no such page") });
+    }
+    Box::pin(async move { arena.pin(pfn).unwrap() })
+}
+
+#[async_trait::async_trait]
+trait Refiller {
+    async fn refill(&self, pfn: Pfn, seen_inside: Arc<Mutex<Vec<Option<&'static str>>>>) -> Pinned;
+}
+
+struct AsyncDriver {
+    arena: Arc<PageArena>,
+}
+
+#[async_trait::async_trait]
+impl Refiller for AsyncDriver {
+    /// `#[async_trait]` runs first: this sees a fn returning
+    /// `Pin<Box<dyn Future + Send + 'async_trait>>`.
+    #[pin_tracked(name = "async_trait_refill", subsystem = "async-trait")]
+    async fn refill(&self, pfn: Pfn, seen_inside: Arc<Mutex<Vec<Option<&'static str>>>>) -> Pinned {
+        Hop { hopped: false, seen_inside }.await;
+        self.arena.pin_owned(pfn).unwrap()
+    }
+}
+
+#[test]
+fn futures_returned_by_tracked_fns_attribute_their_pins_to_the_fn_when_another_site_polls_them() {
+    let arena = Arc::new(arena());
+    let blocks: Vec<_> = (0..4).map(|_| arena.alloc(0).unwrap()).collect();
+    let pfn = |i: usize| blocks[i].pfn();
+    let later = refill_later(arena.clone(), pfn(0), pfn(1));
+    let boxed = refill_boxed(&arena, pfn(2));
+    let driver = AsyncDriver { arena: arena.clone() };
+    let trait_fut = driver.refill(pfn(3), Arc::new(Mutex::new(Vec::new())));
+    assert_eq!(site::current(), None, "building a future leaves no site current");
+    let pins =
+        pin_scope!("poller", subsystem = "executor", { (block_on(later), block_on(boxed), block_on(trait_fut)) });
+    for (i, (name, subsystem)) in [
+        ("refill_later", "impl-future"),
+        ("refill_later", "impl-future"),
+        ("refill_boxed", "boxed"),
+        ("async_trait_refill", "async-trait"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let site = site_of(&arena, pfn(i));
+        assert_eq!((site.name(), site.subsystem()), (name, Some(subsystem)), "page {i}");
+    }
+    assert_eq!(site::current(), None);
+    drop(pins);
+}
+
+#[test]
+fn an_async_trait_method_enters_its_site_only_while_polled_on_whichever_thread() {
+    let arena = Arc::new(arena());
+    let block = arena.alloc_owned(0).unwrap();
+    let pfn = block.pfn();
+    let pool = executor::Pool::new(2);
+    let seen_inside = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let driver = AsyncDriver { arena: arena.clone() };
+    let seen = seen_inside.clone();
+    pool.spawn(async move {
+        let fut = assert_send(driver.refill(pfn, seen));
+        tx.send(fut.await).unwrap();
+    });
+    let pin = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let log = pool.after_polls.clone();
+    pool.shutdown();
+    let after_polls = log.lock().unwrap().clone();
+
+    assert_eq!(after_polls.len(), 2);
+    assert_ne!(after_polls[0].thread, after_polls[1].thread, "the method resumed on another worker");
+    for p in &after_polls {
+        assert_eq!(p.current_site, None, "no site is current on a worker between polls: {p:?}");
+    }
+    let inside = Some("async_trait_refill");
+    assert_eq!(*seen_inside.lock().unwrap(), [inside, inside], "the site is current inside each poll");
+    let site = site_of(&arena, pfn);
+    assert_eq!((site.name(), site.subsystem()), ("async_trait_refill", Some("async-trait")));
+    drop(pin);
 }

@@ -12,7 +12,8 @@
 //! site is current). Scopes are entered by
 //!
 //! - `#[pin_tracked]` on a function (the whole body; for an `async fn`, each
-//!   poll of its future),
+//!   poll of its future; for a function returning a future, the body and
+//!   each poll of the future it returns),
 //! - [`pin_scope!`](crate::pin_scope) around a block,
 //! - [`enter`], which returns a [`SiteGuard`] that leaves the scope on drop,
 //! - [`Tracked`], which enters a site for each poll of a future.
@@ -38,6 +39,46 @@
 //! assert_eq!(info.acquirer, Some(Acquirer::Site(&RX_REFILL)));
 //! assert_eq!(site::current(), None);
 //! # drop(pin);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Spawned threads
+//!
+//! The current site belongs to the thread: a thread spawned inside a
+//! tracked scope starts with no site, and its pins record the line that
+//! took them. To keep them attributed, carry the site across — read it with
+//! [`current`] before spawning and [`enter`] it first thing in the thread —
+//! or give the thread's work a site of its own with
+//! [`pin_scope!`](crate::pin_scope) or a `#[pin_tracked]` function. Only the
+//! innermost site travels; the spawned thread's [`current_chain`] starts
+//! from it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pinowner::{pin_scope, site, Acquirer, PageArena};
+//!
+//! let arena = Arc::new(PageArena::builder().pages(16).build()?);
+//! let (a, b) = (arena.alloc(0)?, arena.alloc(0)?);
+//! let (pa, pb) = (a.pfn(), b.pfn());
+//! let pins = pin_scope!("rx_refill", subsystem = "dma", {
+//!     // Carry this scope's site into the worker.
+//!     let owner = site::current();
+//!     let arena = arena.clone();
+//!     std::thread::spawn(move || {
+//!         let _scope = owner.map(site::enter);
+//!         let carried = arena.pin_owned(pa);
+//!         drop(_scope);
+//!         // No site: recorded as the line that pins.
+//!         let bare = arena.pin_owned(pb);
+//!         (carried, bare)
+//!     })
+//!     .join()
+//!     .unwrap()
+//! });
+//! let Some(Acquirer::Site(owner)) = arena.page_info(pa)?.acquirer else { panic!() };
+//! assert_eq!((owner.name(), owner.subsystem()), ("rx_refill", Some("dma")));
+//! assert!(matches!(arena.page_info(pb)?.acquirer, Some(Acquirer::Location(_))));
+//! # drop(pins);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -375,7 +416,8 @@ impl fmt::Display for SiteChain {
 /// A future that runs under a site: the site is entered for each poll of the
 /// inner future (and for its drop) and left before `poll` returns, so it is
 /// never current on a thread while the future is parked, whichever thread
-/// polls it next. `#[pin_tracked]` on an `async fn` wraps the body in one.
+/// polls it next. `#[pin_tracked]` on an `async fn` wraps the body in one,
+/// and on a function returning a future, the future it returns.
 ///
 /// ```
 /// use pinowner::site::{self, Site, Tracked};

@@ -21,7 +21,15 @@ fn crate_generic() {}
 #[pin_tracked(subsystem = "a" "b")]
 fn two_literals() {}
 
+#[pin_tracked(subsystem = "")]
+fn empty_subsystem() {}
+
+#[pin_tracked(crate = 5)]
+fn crate_number() {}
+
 fn main() {
+    empty_subsystem();
+    crate_number();
     unquoted();
     number();
     empty();

@@ -21,6 +21,9 @@ impl Ring {
 trait Refill {
     #[pin_tracked]
     fn refill(&self);
+
+    #[pin_tracked]
+    fn new_ring() -> Self;
 }
 
 fn main() {
