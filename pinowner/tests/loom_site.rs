@@ -12,6 +12,8 @@
 //! --release --test loom_site`.
 #![cfg(loom)]
 
+mod common;
+
 use std::sync::Arc;
 
 use loom::sync::atomic::AtomicBool;
@@ -98,4 +100,60 @@ fn a_pin_is_attributed_to_its_own_site_or_to_none() {
         drop(block);
     });
     println!("loom_site: {} iterations", iterations.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+/// Readers taking and dropping references by page number on a pinned block
+/// (the network stack reading the buffer its driver pinned), from two
+/// threads at once: afterwards the pinner is still named. A reference on a
+/// pinned block adds its count without claiming the owner slot or moving
+/// the generation.
+#[test]
+fn readers_by_number_never_hide_the_pinner() {
+    common::model("readers_by_number_never_hide_the_pinner", || {
+        let arena = std::sync::Arc::new(pinowner::PageArena::builder().pages(2).max_order(1).build().unwrap());
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let pin = arena.pin(pfn).unwrap();
+        let pinner = arena.page_info(pfn).unwrap().acquirer;
+        assert!(pinner.is_some());
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let a = arena.clone();
+                loom::thread::spawn(move || drop(a.get(pfn).unwrap()))
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(arena.page_info(pfn).unwrap().acquirer, pinner);
+        drop((pin, block));
+    });
+}
+
+/// A reference cloned from a handle on a pinned block takes back its
+/// generation move only if nothing changed since its add. Racing a pin and
+/// unpin by another thread, it must never bring that departed pinner's
+/// slot back to life: afterwards the block names its first pinner or
+/// nobody, never the one that left.
+#[test]
+fn a_reference_on_a_pinned_block_never_names_a_departed_holder() {
+    common::model("a_reference_on_a_pinned_block_never_names_a_departed_holder", || {
+        let arena = std::sync::Arc::new(pinowner::PageArena::builder().pages(2).max_order(1).build().unwrap());
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let pin = arena.pin(pfn).unwrap();
+        let pinner = arena.page_info(pfn).unwrap().acquirer;
+        let r = block.page_ref(0);
+        let a = arena.clone();
+        let passer = loom::thread::spawn(move || drop(a.pin(pfn).unwrap()));
+        let reader = loom::thread::spawn(move || {
+            drop(r.clone());
+            drop(r);
+        });
+        passer.join().unwrap();
+        reader.join().unwrap();
+        let now = arena.page_info(pfn).unwrap().acquirer;
+        assert!(now.is_none() || now == pinner, "a departed holder is named: {now:?}");
+        drop((pin, block));
+    });
 }
