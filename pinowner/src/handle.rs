@@ -6,6 +6,7 @@ use core::ops::Deref;
 use core::ptr::NonNull;
 use std::sync::Arc;
 
+use crate::arena::Ticket;
 use crate::error::{AcquireError, BorrowError};
 use crate::page::state::{Count, COUNTS, EXCLUSIVE, REF_ONE};
 use crate::page::{Descriptor, PageState};
@@ -60,15 +61,16 @@ pub struct Block<A: ArenaRef> {
     arena: A,
     pfn: u32,
     order: u8,
-    /// The generation our reference's acquisition produced.
-    gen: u16,
+    /// The generation our reference's acquisition produced, and the hold
+    /// it opened if recorded (eager mode).
+    ticket: Ticket,
 }
 
 impl<A: ArenaRef> Block<A> {
     /// `pfn` heads a block of `2^order` pages of `arena` that the caller
     /// just allocated (the type's invariant).
-    pub(crate) fn new(arena: A, pfn: u32, order: u8, gen: u16) -> Self {
-        Block { arena, pfn, order, gen }
+    pub(crate) fn new(arena: A, pfn: u32, order: u8, ticket: Ticket) -> Self {
+        Block { arena, pfn, order, ticket }
     }
 
     /// The first page of the block.
@@ -209,6 +211,7 @@ impl<A: ArenaRef> Block<A> {
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
         this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
+        this.arena.hold_into_raw(this.ticket.hold());
         // SAFETY: `this` is never used or dropped again; we move the arena
         // handle out exactly once so it is released normally.
         let _arena = unsafe { core::ptr::read(&this.arena) };
@@ -222,7 +225,11 @@ impl<A: ArenaRef> Drop for Block<A> {
         // SAFETY: the block's head is a page of its arena (the invariant on
         // `Block`).
         let hd = unsafe { self.arena.desc_unchecked(self.pfn) };
-        self.arena.release_held(hd, self.pfn, Count::Ref, Some(self.gen));
+        if self.ticket.hold() != 0 {
+            self.arena.release_hold(hd, self.pfn, Count::Ref, Some(self.ticket.gen()), self.ticket.hold());
+        } else {
+            self.arena.release_held(hd, self.pfn, Count::Ref, Some(self.ticket.gen()));
+        }
     }
 }
 
@@ -293,16 +300,17 @@ macro_rules! count_handle {
             arena: A,
             head: HeadDesc,
             pfn: u32,
-            /// The generation our acquisition produced.
-            gen: u16,
+            /// The generation our acquisition produced, and the hold it
+            /// opened on an armed block (the release closes it).
+            ticket: Ticket,
         }
 
         impl<A: ArenaRef> $name<A> {
             /// `head` is the head descriptor, in `arena`, of the block
             /// holding page `pfn` of `arena` (the type's invariant).
-            pub(crate) fn from_parts(arena: A, head: &Descriptor, pfn: u32, gen: u16) -> Self {
+            pub(crate) fn from_parts(arena: A, head: &Descriptor, pfn: u32, ticket: Ticket) -> Self {
                 debug_assert!(arena.pfn_of(head) <= pfn && (pfn as usize) < arena.pages());
-                $name { arena, head: HeadDesc(NonNull::from(head)), pfn, gen }
+                $name { arena, head: HeadDesc(NonNull::from(head)), pfn, ticket }
             }
 
             /// The block's head descriptor.
@@ -352,8 +360,8 @@ macro_rules! count_handle {
                 let who = crate::owner_here();
                 // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
                 // of it (the handle's invariant).
-                let gen = unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) }?;
-                Ok($name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, gen })
+                let t = unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) }?;
+                Ok($name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket: t })
             }
         }
 
@@ -371,16 +379,28 @@ macro_rules! count_handle {
                 // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
                 // of it (the handle's invariant).
                 match unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) } {
-                    Ok(gen) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, gen },
+                    Ok(t) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket: t },
                     Err(e) => panic!("{e}"),
                 }
             }
         }
 
+        impl<A: ArenaRef> $name<A> {
+            /// The release of a handle whose acquisition was recorded.
+            #[cold]
+            #[inline(never)]
+            fn release_hold(&self) {
+                self.arena.release_hold(self.head_desc(), self.pfn, $count, Some(self.ticket.gen()), self.ticket.hold());
+            }
+        }
+
         impl<A: ArenaRef> Drop for $name<A> {
-            #[inline]
+            #[inline(always)]
             fn drop(&mut self) {
-                self.arena.release_held(self.head_desc(), self.pfn, $count, Some(self.gen));
+                if self.ticket.hold() != 0 {
+                    return self.release_hold();
+                }
+                self.arena.release_held(self.head_desc(), self.pfn, $count, Some(self.ticket.gen()));
             }
         }
 
@@ -415,6 +435,7 @@ impl<A: ArenaRef> PageRef<A> {
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
         this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
+        this.arena.hold_into_raw(this.ticket.hold());
         // SAFETY: `this` is never used or dropped again.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn
@@ -427,6 +448,7 @@ impl<A: ArenaRef> PagePin<A> {
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
         this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.pins += 1);
+        this.arena.hold_into_raw(this.ticket.hold());
         // SAFETY: `this` is never used or dropped again.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn

@@ -131,3 +131,57 @@ fn a_waiting_reservation_is_woken_by_the_release() {
         releaser.join().unwrap();
     });
 }
+
+/// Arming races the release of the holder the owner slot names: the
+/// arming records that holder as found held (the failure's answer), and
+/// the release closes that record if it comes after. Whatever interleaves,
+/// once the holder has let go no record of it is left: the report never
+/// lists a departed holder.
+#[test]
+fn a_holder_found_at_arming_never_outlives_its_release() {
+    model("a_holder_found_at_arming_never_outlives_its_release", || {
+        let arena = arena(2);
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let pin = block.pin(0).unwrap(); // the latest acquirer: the slot names it
+        let a = arena.clone();
+        let armer = thread::spawn(move || a.arm(pfn..pfn + 1, Reason::Contig));
+        let releaser = thread::spawn(move || drop(pin));
+        assert_eq!(armer.join().unwrap(), 1);
+        releaser.join().unwrap();
+        assert_eq!(arena.tracker_stats().holds, 0, "a record of the departed pinner is left");
+        let report = arena.owner_report();
+        assert!(report.pages.iter().all(|p| p.outstanding.is_empty()), "{report}");
+        drop(block);
+    });
+}
+
+/// Two handles on one armed block, each released on its own thread: each
+/// release closes its own hold, found by id, and names its own acquirer;
+/// afterwards no hold is left.
+#[test]
+fn releases_close_their_own_holds() {
+    model("releases_close_their_own_holds", || {
+        let arena = arena(2);
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        assert_eq!(arena.arm(pfn..pfn + 1, Reason::Contig), 1);
+        let r = block.page_ref(0);
+        let p = block.pin(0).unwrap();
+        assert_eq!(arena.tracker_stats().holds, 3, "the block found at arming, the ref, the pin");
+        let t1 = thread::spawn(move || drop(r));
+        let t2 = thread::spawn(move || drop(p));
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert_eq!(arena.tracker_stats().holds, 1, "only the block's own reference is left");
+        let events = arena.tracked_events();
+        for e in events.iter().filter(|e| e.kind.is_release()) {
+            let acquired = e.acquired.expect("paired");
+            let acquire = events.iter().find(|a| a.seq == acquired.seq).expect("its acquire is recorded");
+            assert_eq!(acquire.kind.is_pin(), e.kind.is_pin());
+            assert_eq!(acquire.hold, e.hold);
+        }
+        drop(block);
+        assert_eq!(arena.tracker_stats().holds, 0);
+    });
+}

@@ -149,3 +149,98 @@ fn raw_releases_never_bring_a_departed_holder_back() {
     }
     drop(block);
 }
+
+fn tracked_arena(capacity: usize) -> PageArena {
+    let tracking = pinowner::Tracking { capacity, depth: 0, ..pinowner::Tracking::default() };
+    PageArena::builder().pages(64).movable_pages(32).tracking(tracking).build().unwrap()
+}
+
+fn owner_sub(o: &Option<pinowner::tracker::Owner>) -> Option<&str> {
+    o.as_ref().and_then(|o| o.subsystem.as_deref())
+}
+
+/// Item 3: the failure names the pinner; after a recorded get and put by
+/// someone else, the report still starts from what the failure knew: the
+/// pinner is the top holder and attributed, and its later unpin names it as
+/// the acquirer (text and JSON).
+#[test]
+fn the_report_starts_from_the_holder_the_failure_named() {
+    let arena = tracked_arena(4096);
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    let pin = rx_refill(&arena, pfn);
+    drop(block);
+    let ContigError::Busy(f) = arena.reserve_contig(32, 32, Reason::Contig).unwrap_err() else { panic!() };
+    assert_eq!(subsystem(f.busy[0].attributed.map(|(_, a)| a)), Some("dma"));
+    drop(pool_get(&arena, pfn));
+    let report = arena.owner_report();
+    let top = report.top_holder().expect("a holder");
+    assert_eq!((owner_sub(&top.owner), top.pins), (Some("dma"), 1), "{report}");
+    assert_eq!(owner_sub(&report.pages[0].attributed), Some("dma"), "{report}");
+    assert!(report.pages[0].outstanding.iter().any(|h| h.from_arming && owner_sub(&h.owner) == Some("dma")));
+    drop(pin);
+    let report = arena.owner_report();
+    let unpin = report.pages[0].releases.iter().find(|r| r.kind == pinowner::EventKind::Unpin).unwrap();
+    assert_eq!(owner_sub(&unpin.acquired_by), Some("dma"), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let releases = json["pages"][0]["releases"].as_array().unwrap();
+    let unpin = releases.iter().find(|r| r["kind"] == "unpin").unwrap();
+    assert_eq!(unpin["acquired_by"]["subsystem"], "dma");
+    assert!(report.to_string().contains("taken before arming by all::attribution::rx_refill [dma]"), "{report}");
+}
+
+/// Item 4: a bounded history (capacity 1001) and 10,001 events on one
+/// page: outstanding holders are only those provably held (the long-term
+/// pin and one held reference), never references whose release was
+/// dropped, and the long-term pin ranks above the busy but harmless pool.
+#[test]
+fn history_overflow_never_invents_holders() {
+    let arena = tracked_arena(1001);
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    let pin = rx_refill(&arena, pfn);
+    drop(block);
+    assert!(arena.reserve_contig(32, 32, Reason::Contig).is_err());
+    for _ in 0..5_000 {
+        drop(pool_get(&arena, pfn));
+    }
+    let held = read_header(&arena, pfn);
+    let stats = arena.tracker_stats();
+    assert!(stats.dropped > 8_000, "{stats:?}");
+    let report = arena.owner_report();
+    let page = &report.pages[0];
+    let holders: Vec<_> = page.outstanding.iter().map(|h| (h.kind, owner_sub(&h.owner))).collect();
+    assert_eq!(holders, [(pinowner::EventKind::Pin, Some("dma")), (pinowner::EventKind::Get, Some("net"))], "{report}");
+    assert_eq!((page.unrecorded_refs, page.unrecorded_pins), (0, 0));
+    assert!(page.dropped > 8_000, "the report says what it dropped");
+    let ranked: Vec<_> = report.by_site.iter().map(|g| (owner_sub(&g.owner), g.refs + g.pins)).collect();
+    assert_eq!(ranked[0], (Some("dma"), 1), "{ranked:?}");
+    assert!(ranked.contains(&(Some("pool"), 0)), "the busy pool holds nothing: {ranked:?}");
+    drop((pin, held));
+}
+
+/// Item 9, pairing: a long-term holder H, a second held reference, then
+/// 8,192 short get/put pairs on the armed page (their 14-bit generations
+/// come round to H's): the outstanding holders are exactly H and the held
+/// reference, and every short release names the short getter.
+#[test]
+fn pairing_stays_right_across_any_number_of_acquisitions() {
+    let arena = tracked_arena(1 << 16);
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    assert!(arena.reserve_contig(32, 32, Reason::Contig).is_err());
+    let h = rx_refill(&arena, pfn);
+    let second = read_header(&arena, pfn);
+    drop(block);
+    for _ in 0..8_192 {
+        drop(pool_get(&arena, pfn));
+    }
+    let report = arena.owner_report();
+    let page = &report.pages[0];
+    let holders: Vec<_> = page.outstanding.iter().map(|h| owner_sub(&h.owner)).collect();
+    assert_eq!(holders, [Some("dma"), Some("net")], "{report}");
+    let short: Vec<_> = page.releases.iter().filter(|r| r.held_ns.is_some()).collect();
+    assert_eq!(short.len(), 8_192);
+    assert!(short.iter().all(|r| owner_sub(&r.acquired_by) == Some("pool")));
+    drop((h, second));
+}

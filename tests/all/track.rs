@@ -128,7 +128,11 @@ fn the_report_pairs_releases_with_acquires_and_counts_holders_from_before_arming
     let text = report.to_string();
     assert!(text.contains(&format!("pfn={pfn:#x} order=0 count=2 pincount=1 reason=contig armed=yes")), "{text}");
     assert!(text.contains("     => "), "{text}");
-    assert!(text.contains("taken before arming, held at least"), "{text}");
+    // The early reference was the latest acquirer when the failure armed
+    // the block: found at arming, its release names it.
+    assert!(text.contains("taken before arming by tests/all/track.rs:"), "{text}");
+    let early_release = page.releases.iter().find(|r| r.held_ns.is_none()).unwrap();
+    assert!(early_release.acquired_by.as_ref().is_some_and(|o| o.function.is_none()), "{early_release:?}");
     drop((held, pin, b));
 }
 
@@ -140,7 +144,10 @@ fn a_holder_from_before_arming_is_attributed_through_a_tail_page() {
     fail_over(&arena, b.pfn(), Reason::Contig);
     let report = arena.owner_report();
     let page = &report.pages[0];
-    assert_eq!((page.pfn, page.unrecorded_pins), (b.pfn(), 1));
+    // The failure attributed the pin: the arming lists it as found held.
+    assert_eq!((page.pfn, page.unrecorded_pins, page.outstanding.len()), (b.pfn(), 0, 1), "{page:#?}");
+    assert!(page.outstanding[0].from_arming);
+    assert_eq!(page.outstanding[0].owner.as_ref().and_then(|o| o.subsystem.as_deref()), Some("dma"));
     assert_eq!(page.attributed.as_ref().and_then(|o| o.subsystem.as_deref()), Some("dma"), "{page:#?}");
     let top = report.top_holder().expect("the pin's site holds a count");
     assert_eq!((top.owner.as_ref().and_then(|o| o.subsystem.as_deref()), top.pins), (Some("dma"), 1));
@@ -328,8 +335,11 @@ fn json_is_versioned_and_folded_stacks_are_flamegraph_lines() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["pages"][0]["pfn"], b.pfn());
     assert_eq!(v["pages"][0]["reason"], "resize");
-    assert_eq!(v["pages"][0]["outstanding"][0]["owner"]["function"], "all::track::dma_pin");
-    assert_eq!(v["pages"][0]["outstanding"][0]["owner"]["subsystem"], "dma");
+    // The block's own reference, which the failure attributed, is found at
+    // arming; the pin after it is recorded.
+    assert_eq!(v["pages"][0]["outstanding"][0]["from_arming"], true);
+    assert_eq!(v["pages"][0]["outstanding"][1]["owner"]["function"], "all::track::dma_pin");
+    assert_eq!(v["pages"][0]["outstanding"][1]["owner"]["subsystem"], "dma");
     assert_eq!(v["events"].as_array().unwrap().len(), 2);
     let folded = report.folded();
     assert!(!folded.is_empty());

@@ -43,6 +43,39 @@ pub struct PageArena {
     pub(crate) leak_check: crate::audit::LeakCheck,
 }
 
+/// What an acquisition hands its handle: the generation it produced (or
+/// that with [`slot::UNCLAIMED`]; see [`slot`]) and the hold it opened on
+/// an armed block (0: none; see `tracker::holds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct Ticket(u32);
+
+impl Ticket {
+    /// A ticket with no hold: the unarmed paths.
+    #[inline(always)]
+    pub(crate) const fn unrecorded(gen: u16) -> Ticket {
+        Ticket(gen as u32)
+    }
+
+    /// A ticket with a hold.
+    #[inline(always)]
+    pub(crate) const fn new(gen: u16, hold: u16) -> Ticket {
+        Ticket(gen as u32 | (hold as u32) << 16)
+    }
+
+    /// The generation.
+    #[inline(always)]
+    pub(crate) const fn gen(self) -> u16 {
+        self.0 as u16
+    }
+
+    /// The hold (0: none).
+    #[inline(always)]
+    pub(crate) const fn hold(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+}
+
 /// A snapshot of one page: its block, zone, state and attributed acquirer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageInfo {
@@ -274,10 +307,10 @@ impl PageArena {
         ((pfn as usize) << self.page_shift, 1usize << (self.page_shift + order as u32))
     }
 
-    /// Allocates and returns the block's head and the generation of its
-    /// first reference.
+    /// Allocates and returns the block's head and the ticket of its first
+    /// reference.
     #[inline(always)]
-    pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Acquirer) -> Result<(u32, u16), AllocError> {
+    pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Acquirer) -> Result<(u32, Ticket), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
@@ -293,10 +326,11 @@ impl PageArena {
             None => self.alloc_fallback(order, movable, flags)?,
         };
         self.desc(pfn).owner.store(slot::encode(who, state::gen(word), false), Relaxed);
+        let mut ticket = Ticket::unrecorded(state::gen(word));
         if self.tracker.config.eager {
-            self.eager_arm(pfn, word, who);
+            ticket = Ticket::new(ticket.gen(), self.eager_arm(pfn, word, who));
         }
-        Ok((pfn, state::gen(word)))
+        Ok((pfn, ticket))
     }
 
     /// The first zone had nothing: a movable allocation falls back to the
@@ -518,14 +552,14 @@ impl PageArena {
         pfn: u32,
         count: Count,
         who: Acquirer,
-    ) -> Result<u16, AcquireError> {
+    ) -> Result<Ticket, AcquireError> {
         let old = hd.state.fetch_add(count.acquire_delta(), Relaxed);
         let gen = state::gen(old.wrapping_add(GEN_ONE));
         if old & count.acquire_slow() != 0 {
             return self.acquire_slow(self.pfn_of(hd), pfn, count, old, gen, who);
         }
         hd.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
-        Ok(gen)
+        Ok(Ticket::unrecorded(gen))
     }
 
     /// Leaked exclusive borrows, overflow, idle and tracked pages after an
@@ -541,7 +575,7 @@ impl PageArena {
         old: u64,
         gen: u16,
         who: Acquirer,
-    ) -> Result<u16, AcquireError> {
+    ) -> Result<Ticket, AcquireError> {
         if old & state::EXCLUSIVE != 0 {
             // A leaked `BytesMut` (a live one borrows the block): refused
             // like an acquisition by page number.
@@ -574,14 +608,27 @@ impl PageArena {
         if old & IDLE != 0 {
             hd.state.fetch_and(!IDLE, Relaxed);
         }
+        let mut hold = 0;
         if old & TRACKED != 0 {
             let kind = count.acquire_kind();
-            self.record_armed(Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw: false });
+            let c = Change {
+                kind,
+                pfn,
+                head,
+                old,
+                new,
+                who: Some(who),
+                gen: Some(gen),
+                raw: false,
+                hold: 0,
+                from_arming: false,
+            };
+            hold = self.record_armed(c);
         }
         if gen & slot::UNCLAIMED == 0 {
             hd.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
         }
-        Ok(gen)
+        Ok(Ticket::new(gen, hold))
     }
 
     /// Takes back a refused add (an overflow, or a leaked exclusive
@@ -604,7 +651,7 @@ impl PageArena {
 
     /// Adds a count on a page named only by its number: succeeds only if the
     /// page belongs to a live allocated block. Returns the block's head
-    /// descriptor and the generation the add produced.
+    /// descriptor and the acquisition's ticket.
     #[inline]
     pub(crate) fn acquire_pfn(
         &self,
@@ -612,7 +659,7 @@ impl PageArena {
         count: Count,
         who: Acquirer,
         raw: bool,
-    ) -> Result<(&Descriptor, u16), AcquireError> {
+    ) -> Result<(&Descriptor, Ticket), AcquireError> {
         // One bounds check: the table has one descriptor per page.
         let Some(d) = self.descs.get(pfn) else { return Err(self.out_of_range(pfn)) };
         let p = pfn as u32;
@@ -623,7 +670,7 @@ impl PageArena {
             && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok()
         {
             d.owner.store(slot::encode(who, state::gen(new), count == Count::Pin), Relaxed);
-            return Ok((d, state::gen(new)));
+            return Ok((d, Ticket::unrecorded(state::gen(new))));
         }
         self.acquire_pfn_slow(p, count, who, raw)
     }
@@ -651,10 +698,10 @@ impl PageArena {
         count: Count,
         who: Acquirer,
         raw: bool,
-    ) -> Result<(&Descriptor, u16), AcquireError> {
+    ) -> Result<(&Descriptor, Ticket), AcquireError> {
         let d = self.desc(pfn);
         if let Some(gen) = self.acquire_pfn_pinned(d, count) {
-            return Ok((d, gen));
+            return Ok((d, Ticket::unrecorded(gen)));
         }
         let mut tries = 0u32;
         loop {
@@ -703,9 +750,10 @@ impl PageArena {
                         if claims {
                             d.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
                         }
+                        let mut hold = 0;
                         if old & TRACKED != 0 {
                             let kind = count.acquire_kind();
-                            self.record_armed(Change {
+                            hold = self.record_armed(Change {
                                 kind,
                                 pfn,
                                 head,
@@ -714,9 +762,11 @@ impl PageArena {
                                 who: Some(who),
                                 gen: Some(gen),
                                 raw,
+                                hold: 0,
+                                from_arming: false,
                             });
                         }
-                        return Ok((d, gen));
+                        return Ok((d, Ticket::new(gen, hold)));
                     }
                     Err(cur) => {
                         old = cur;
@@ -799,7 +849,7 @@ impl PageArena {
                 return self.release_last(self.pfn_of(hd), pfn, count, mine, old);
             }
             if old & TRACKED != 0 {
-                return self.release_slow(self.pfn_of(hd), pfn, count, mine, old);
+                return self.release_slow(self.pfn_of(hd), pfn, count, mine, old, 0);
             }
             match word.compare_exchange_weak(
                 old,
@@ -811,6 +861,16 @@ impl PageArena {
                 Err(cur) => old = cur,
             }
         }
+    }
+
+    /// The release of a handle that keeps a hold (its acquisition was
+    /// recorded on an armed block): closes the hold, and records the
+    /// release if the block is still armed.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn release_hold(&self, hd: &Descriptor, pfn: u32, count: Count, mine: Option<u16>, hold: u16) {
+        let old = hd.state.load(Relaxed);
+        self.release_slow(self.pfn_of(hd), pfn, count, mine, old, hold);
     }
 
     /// What a release adds to the word: one count off, and the generation
@@ -847,7 +907,7 @@ impl PageArena {
         let cache = Self::cache_bound(zone, old);
         let new = Self::last_release_word(old, count, mine, cache.is_some(), self.desc(head));
         if let Err(cur) = self.desc(head).state.compare_exchange(old, new, Release, Relaxed) {
-            return self.release_slow(head, pfn, count, mine, cur);
+            return self.release_slow(head, pfn, count, mine, cur, 0);
         }
         self.free_released(zone, cache, head, state::order(old));
     }
@@ -893,28 +953,47 @@ impl PageArena {
     /// outside any isolated window, makes it a cached free block in the same
     /// compare-and-swap (so `ISOLATED` is checked atomically with it); any
     /// other block is freed into the buddy lists under the zone lock.
+    ///
+    /// `hold`: the hold the releasing handle keeps (0: none), closed here,
+    /// recorded with the release if the block is armed.
     #[cold]
     #[inline(never)]
-    fn release_slow(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, mut old: u64) {
+    fn release_slow(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, mut old: u64, hold: u16) {
         let zone = self.zone_for(head);
-        let word = &self.desc(head).state;
-        let (last, cache) = loop {
+        let hd = self.desc(head);
+        let (last, cache, new) = loop {
             let last = old & COUNTS == count.one();
             let cache = if last { Self::cache_bound(zone, old) } else { None };
-            let new = Self::last_release_word(old, count, mine, cache.is_some(), self.desc(head));
-            match word.compare_exchange_weak(old, new, Release, Relaxed) {
-                Ok(_) => break (last, cache),
+            let new = Self::last_release_word(old, count, mine, cache.is_some(), hd);
+            match hd.state.compare_exchange_weak(old, new, Release, Relaxed) {
+                Ok(_) => break (last, cache, new),
                 Err(cur) => old = cur,
             }
         };
         if old & TRACKED != 0 {
-            let new = old.wrapping_add(Self::release_delta(count, mine, old, self.desc(head)));
+            // The word as a release of the count alone leaves it (not the
+            // cached free word the last release may have written).
+            let new = if cache.is_some() { old.wrapping_add(Self::release_delta(count, mine, old, hd)) } else { new };
             let site = crate::site::current().map(Acquirer::Site);
             let kind = count.release_kind();
-            self.record_armed(Change { kind, pfn, head, old, new, who: site, gen: mine, raw: mine.is_none() });
+            let raw = mine.is_none();
+            self.record_armed(Change {
+                kind,
+                pfn,
+                head,
+                old,
+                new,
+                who: site,
+                gen: mine,
+                raw,
+                hold,
+                from_arming: false,
+            });
             if old & COUNTS == count.one() {
                 self.record_freed(head, old, new);
             }
+        } else if hold != 0 {
+            self.close_hold(hold);
         }
         if last {
             self.free_released(zone, cache, head, state::order(old));

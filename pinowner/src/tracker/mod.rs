@@ -41,12 +41,15 @@
 //! change came after the arming in the word's modification order is always
 //! recorded (the `loom_tracker` models check both).
 
+mod holds;
 mod report;
 mod ring;
 
+pub use holds::MAX_HOLDS;
+
 pub use report::{
-    Holder, OwnerReport, PageReport, ReleaseRecord, ReportOptions, SiteGroup, StackGroup, StackGroupKind,
-    SubsystemGroup, REPORT_VERSION,
+    ArmingSummary, EventRecord, Holder, Owner, OwnerReport, PageReport, ReleaseRecord, ReportOptions, SiteGroup,
+    StackGroup, StackGroupKind, SubsystemGroup, ThreadRef, REPORT_VERSION,
 };
 
 use core::ops::Range;
@@ -207,6 +210,35 @@ pub struct Event {
     pub gen: Option<u16>,
     /// The count went through the raw, page-number API.
     pub raw: bool,
+    /// The hold this event opened (an acquire) or closed (a release): an
+    /// id unique among counts held now, so a release names the acquire it
+    /// ends exactly. 0: none (a count taken before arming that the failure
+    /// did not attribute, or a full holds table; see
+    /// [`TrackerStats::holds_untracked`]).
+    pub hold: u16,
+    /// An acquire found held when the block was armed (the holder the
+    /// owner slot attributed at the failure), not seen happening: its time
+    /// is the arming's and it has no stack.
+    pub from_arming: bool,
+    /// For a release: the acquire it ended, as the holds table knew it
+    /// (paired when the release happened, so neither dropped events nor a
+    /// report taken in between lose it). `None`: a count taken before
+    /// arming that the failure did not attribute.
+    pub acquired: Option<Acquired>,
+}
+
+/// The acquire a release ended (see [`Event::acquired`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acquired {
+    /// Who took the count.
+    pub who: Option<Acquirer>,
+    /// When, since the tracker started (for a holder found at arming: the
+    /// arming's time, so the count was held at least since then).
+    pub at: Duration,
+    /// The acquire's event number.
+    pub seq: u64,
+    /// The holder was found at arming, not seen acquiring.
+    pub from_arming: bool,
 }
 
 /// One arming: a failed reservation (or a request) that armed blocks.
@@ -261,6 +293,12 @@ pub struct TrackerStats {
     /// The stack depot's counters.
     #[serde(skip)]
     pub depot: depot::DepotStats,
+    /// Counts recorded on armed blocks and still held (the report's
+    /// outstanding holders).
+    pub holds: u64,
+    /// Recorded acquisitions that found the holds table full
+    /// ([`MAX_HOLDS`]): their holders are reported as unrecorded counts.
+    pub holds_untracked: u64,
     /// Panics caught in user callbacks (a `tracing` subscriber) called while
     /// the arena's state was mid-change, process-wide: each was printed by
     /// the panic hook and contained, and the arena stayed consistent.
@@ -307,12 +345,16 @@ pub(crate) struct Change {
     pub(crate) gen: Option<u16>,
     /// Through the raw API.
     pub(crate) raw: bool,
+    /// For a release: the hold its handle keeps (0: none).
+    pub(crate) hold: u16,
+    /// An acquire found held at arming.
+    pub(crate) from_arming: bool,
 }
 
 impl Change {
     /// A change of a whole block, not through the raw API.
     fn block(kind: EventKind, head: u32, old: u64, new: u64, who: Option<Acquirer>, gen: Option<u16>) -> Change {
-        Change { kind, pfn: head, head, old, new, who, gen, raw: false }
+        Change { kind, pfn: head, head, old, new, who, gen, raw: false, hold: 0, from_arming: false }
     }
 }
 
@@ -349,6 +391,8 @@ pub(crate) struct Tracker {
     seq: AtomicU64,
     dropped: AtomicU64,
     armed_blocks: AtomicU64,
+    /// Counts recorded on armed blocks and still held.
+    pub(crate) holds: Mutex<holds::Holds>,
     /// Moves on every release of an armed block; `reserve_contig_wait`
     /// waits for it to move.
     releases: AtomicU64,
@@ -380,6 +424,7 @@ impl Tracker {
             seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             armed_blocks: AtomicU64::new(0),
+            holds: Mutex::new(holds::Holds::default()),
             releases: AtomicU64::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
@@ -394,9 +439,10 @@ impl Tracker {
         self.epoch.elapsed()
     }
 
-    /// Records one event: never blocks on a reader, never panics.
-    fn record(&self, c: Change, with_stack: bool) {
-        let Change { kind, pfn, head, old, new, who, gen, raw } = c;
+    /// Records one event: never blocks on a reader, never panics. Returns
+    /// the hold an acquire opened (0: none) and the event's number.
+    fn record(&self, c: Change, with_stack: bool) -> (u16, u64) {
+        let Change { kind, pfn, head, old, new, who, gen, raw, hold, from_arming } = c;
         let stack = if with_stack && self.config.depth > 0 {
             // The depth includes the arena's own few frames (trimmed when a
             // report renders), as the kernel's page pinner counts its own:
@@ -406,8 +452,8 @@ impl Tracker {
         } else {
             None
         };
-        let event = Event {
-            seq: self.seq.fetch_add(1, Relaxed),
+        let mut event = Event {
+            seq: 0,
             kind,
             pfn: pfn as Pfn,
             head: head as Pfn,
@@ -421,7 +467,50 @@ impl Tracker {
             arming: self.ext[head as usize].arming.load(Relaxed),
             gen,
             raw,
+            hold: 0,
+            from_arming,
+            acquired: None,
         };
+        // Numbered under the holds lock, so a hold id closed by a release is
+        // reused only by an acquire numbered after that release.
+        let opened = {
+            let mut holds = self.holds.lock();
+            event.seq = self.seq.fetch_add(1, Relaxed);
+            match kind {
+                k if k.is_acquire() => holds.open(&mut event),
+                k if k.is_release() => {
+                    let pin = k.is_pin();
+                    let id = match (hold, gen) {
+                        (0, _) if raw => holds.find(head, |e| e.raw && e.kind.is_pin() == pin),
+                        // A holder from before arming: the one the failure
+                        // attributed, if this release carries its generation.
+                        (0, Some(g)) => {
+                            holds.find(head, |e| e.from_arming && e.gen == Some(g) && e.kind.is_pin() == pin)
+                        }
+                        (0, None) => None,
+                        (id, _) => Some(id),
+                    };
+                    if let Some(a) = id.and_then(|id| holds.close(id)) {
+                        event.hold = a.hold;
+                        event.acquired =
+                            Some(Acquired { who: a.who, at: a.at, seq: a.seq, from_arming: a.from_arming });
+                    }
+                    0
+                }
+                EventKind::Disarm(DisarmCause::Freed) => {
+                    holds.close_all(head, |_| true);
+                    0
+                }
+                // Their releases will not be seen any more; handle holds
+                // are closed by their handles.
+                EventKind::Disarm(_) => {
+                    holds.close_all(head, |e| e.raw || e.from_arming);
+                    0
+                }
+                _ => 0,
+            }
+        };
+        let seq = event.seq;
         // The user's subscriber may panic; this runs where the page's word
         // is already changed and the block perhaps not yet freed.
         crate::callback::shielded(|| emit_tracing(&event));
@@ -436,6 +525,7 @@ impl Tracker {
             self.releases.fetch_add(1, Relaxed);
             self.wait_cv.notify_all();
         }
+        (opened, seq)
     }
 
     fn drop_event(&self, pfn: u32) {
@@ -471,11 +561,20 @@ impl Tracker {
         self.armings.lock().clone()
     }
 
+    /// The arming that armed the block headed at `head` (0: none).
+    pub(crate) fn arming_of(&self, head: u32) -> u32 {
+        self.ext[head as usize].arming.load(Relaxed)
+    }
+
     pub(crate) fn page_drops(&self, pfn: u32) -> u32 {
         self.ext[pfn as usize].drops.load(Relaxed)
     }
 
     pub(crate) fn stats(&self) -> TrackerStats {
+        let (holds, holds_untracked) = {
+            let h = self.holds.lock();
+            (h.len() as u64, h.full)
+        };
         TrackerStats {
             armed_blocks: self.armed_blocks.load(Relaxed),
             armings: u64::from(self.next_arming.load(Relaxed) - 1),
@@ -484,6 +583,8 @@ impl Tracker {
             dropped: self.dropped.load(Relaxed),
             depot: self.depot.stats(),
             callback_panics: crate::callback::panics(),
+            holds,
+            holds_untracked,
         }
     }
 
@@ -603,32 +704,55 @@ impl PageArena {
     /// Records a count change on an armed block (the hot paths' slow branch).
     #[cold]
     #[inline(never)]
-    pub(crate) fn record_armed(&self, c: Change) {
+    /// Returns the hold an acquire opened (0: none).
+    pub(crate) fn record_armed(&self, c: Change) -> u16 {
         // The word's TRACKED bit was read by a relaxed read-modify-write in a
         // release sequence headed by the arming's release swap: this fence
         // makes the arming's side-table writes visible.
         crate::sync::fence(Acquire);
+        // No closure here: in builds without inlining it would be one more
+        // frame of ours on every recorded stack.
+        match self.tracker.get() {
+            Some(t) => t.record(c, true).0,
+            None => 0,
+        }
+    }
+
+    /// A handle given up as a raw count: its hold (if any) becomes a raw
+    /// hold, closed by a raw release.
+    pub(crate) fn hold_into_raw(&self, hold: u16) {
+        if let (Some(t), true) = (self.tracker.get(), hold != 0) {
+            t.holds.lock().make_raw(hold);
+        }
+    }
+
+    /// Closes the hold a handle kept, on its release from a block that is
+    /// no longer armed (an armed one's release closes it as it records).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn close_hold(&self, hold: u16) {
         if let Some(t) = self.tracker.get() {
-            t.record(c, true);
+            t.holds.lock().close(hold);
         }
     }
 
     /// Eager mode: arms a block just allocated (the caller holds its only
-    /// count) and records the allocation with its stack.
+    /// count) and records the allocation with its stack. Returns the hold
+    /// the allocation opened (the block keeps it).
     #[cold]
     #[inline(never)]
-    pub(crate) fn eager_arm(&self, head: u32, word: u64, who: Acquirer) {
+    pub(crate) fn eager_arm(&self, head: u32, word: u64, who: Acquirer) -> u16 {
         let t = self.tracker();
         t.ext[head as usize].arming.store(EAGER_ARMING, Relaxed);
         // Released like any arming, so a recorder's fence sees the side table.
         let old = self.desc(head).state.fetch_or(TRACKED, Release);
         if old & TRACKED != 0 {
-            return;
+            return 0;
         }
         t.armed_blocks.fetch_add(1, Relaxed);
         let before = word & !(COUNTS | TRACKED);
         let gen = Some(state::gen(word));
-        t.record(Change::block(EventKind::Alloc, head, before, word | TRACKED, Some(who), gen), true);
+        t.record(Change::block(EventKind::Alloc, head, before, word | TRACKED, Some(who), gen), true).0
     }
 
     /// Records the disarm of a block whose last count the caller dropped.
@@ -660,8 +784,46 @@ impl PageArena {
             }
         }
         t.armed_blocks.fetch_add(1, Relaxed);
-        t.record(Change::block(EventKind::Arm, head, old, old | TRACKED, by, None), false);
+        let (_, seq) = t.record(Change::block(EventKind::Arm, head, old, old | TRACKED, by, None), false);
+        self.record_found_holder(t, head, old | TRACKED, seq);
         Some(true)
+    }
+
+    /// At arming: the holder the owner slot attributes (the failure's
+    /// answer) becomes a hold found at arming, so the report starts from
+    /// what the failure knew and its release names it. The record mirrors
+    /// the slot: if the slot stopped naming that holder before the record
+    /// was open (its release, or a newer claim, moved the generation, and
+    /// that release was not matched to the record), it is closed again.
+    ///
+    /// The record is a hold, not an event of the history (nothing happened
+    /// then); it carries the arming event's number `seq`.
+    fn record_found_holder(&self, t: &Tracker, head: u32, w: u64, seq: u64) {
+        let Some((_, who, pin)) = self.latest_hold(head, w) else { return };
+        let gen = state::gen(w);
+        let mut found = Event {
+            seq,
+            kind: if pin { EventKind::Pin } else { EventKind::Get },
+            pfn: head as Pfn,
+            head: head as Pfn,
+            order: state::order(w),
+            refs: (state::refs(w), state::refs(w)),
+            pins: (state::pins(w), state::pins(w)),
+            thread: this_thread(),
+            at: t.now(),
+            who: Some(who),
+            stack: None,
+            arming: t.arming_of(head),
+            gen: Some(gen),
+            raw: false,
+            hold: 0,
+            from_arming: true,
+            acquired: None,
+        };
+        let id = t.holds.lock().open(&mut found);
+        if id != 0 && state::gen(self.desc(head).state.load(Acquire)) != gen {
+            t.holds.lock().close_if(id, seq);
+        }
     }
 
     /// Disarms a live armed block; records the disarm. Exactly one of this and

@@ -125,6 +125,10 @@ pub struct Holder {
     pub held_ns: u64,
     /// The acquire's stack.
     pub stack: Option<u32>,
+    /// Found held when the block was armed (the holder the failure
+    /// attributed), not seen acquiring: held at least since `since_ns`, no
+    /// stack.
+    pub from_arming: bool,
 }
 
 /// A recorded release.
@@ -515,6 +519,14 @@ impl PageArena {
                 }
             }
         }
+        // And blocks with counts recorded and still held (their history may
+        // have been taken by an earlier report).
+        for h in t.holds.lock().heads() {
+            let arming = t.arming_of(h);
+            if in_range(h as Pfn) && reason_ok(arming) {
+                heads.entry(h as Pfn).or_insert(arming);
+            }
+        }
         let mut by_head: BTreeMap<Pfn, Vec<&Event>> = BTreeMap::new();
         for e in &events {
             heads.entry(e.head).or_insert(e.arming);
@@ -543,32 +555,34 @@ impl PageArena {
             };
             // The owner slot speaks for the block only while it is armed.
             let info = info.filter(|_| armed);
-            let mut open = OpenHolds::default();
+            // The counts recorded on the block and still held: from the
+            // holds table, exact whatever the history dropped.
+            let live = t.holds.lock().of(head as u32);
             let mut releases = Vec::new();
             let mut disarmed = None;
             for e in &evs {
                 if e.kind.is_acquire() {
-                    open.push(**e);
                     if let Some(s) = e.stack {
                         let g = stacks.entry((StackGroupKind::Acquire, s)).or_default();
                         g.0 += 1;
                         g.1.insert(e.pfn);
                     }
-                    let owner = e.who.map(Owner::of);
-                    site_group(&mut sites, &owner).acquires += 1;
+                    if !e.from_arming {
+                        let owner = e.who.map(Owner::of);
+                        site_group(&mut sites, &owner).acquires += 1;
+                    }
                 } else if e.kind.is_release() {
-                    let pin = e.kind.is_pin();
-                    let closed = open.take(e.gen, pin);
                     if let Some(s) = e.stack {
                         let g = stacks.entry((StackGroupKind::Release, s)).or_default();
                         g.0 += 1;
                         g.1.insert(e.pfn);
                     }
                     let site = e.who.map(Owner::of);
-                    let held_ns = closed.map(|c| ns(e.at.saturating_sub(c.at)));
-                    let held_at_least_ns = match closed {
-                        Some(_) => None,
-                        None => first_armed(head).map(|a| ns(e.at.saturating_sub(a))),
+                    // Paired when it happened (see `Event::acquired`).
+                    let (held_ns, held_at_least_ns) = match e.acquired {
+                        Some(a) if !a.from_arming => (Some(ns(e.at.saturating_sub(a.at))), None),
+                        Some(a) => (None, Some(ns(e.at.saturating_sub(a.at)))),
+                        None => (None, first_armed(head).map(|a| ns(e.at.saturating_sub(a)))),
                     };
                     let g = site_group(&mut sites, &site);
                     g.releases += 1;
@@ -582,15 +596,11 @@ impl PageArena {
                         held_ns,
                         held_at_least_ns,
                         left: (e.refs.1, e.pins.1),
-                        acquired_by: closed.and_then(|c| c.who.map(Owner::of)),
+                        acquired_by: e.acquired.and_then(|a| a.who.map(Owner::of)),
                         stack: e.stack.map(|s| s.get()),
                     });
                 } else if let EventKind::Disarm(cause) = e.kind {
                     disarmed = Some(cause);
-                    if cause == DisarmCause::Freed {
-                        // Freed: nobody holds it any more.
-                        open.clear();
-                    }
                 } else if e.kind == EventKind::Arm {
                     disarmed = None;
                 }
@@ -598,12 +608,10 @@ impl PageArena {
             if armed {
                 disarmed = None;
             }
-            let recorded_refs = open.iter().filter(|x| !x.kind.is_pin()).count() as u32;
-            let recorded_pins = open.iter().filter(|x| x.kind.is_pin()).count() as u32;
+            let recorded_refs = live.iter().filter(|x| !x.kind.is_pin()).count() as u32;
+            let recorded_pins = live.iter().filter(|x| x.kind.is_pin()).count() as u32;
             let unrecorded_refs = count.saturating_sub(recorded_refs);
             let unrecorded_pins = pincount.saturating_sub(recorded_pins);
-            // The block's latest acquirer, whichever of its pages it came
-            // through (the head's own slot alone would miss a tail's).
             // The block's latest claiming acquirer, if it still holds (the
             // head's slot), with the generation its acquisition produced
             // and whether it took a pin.
@@ -615,10 +623,9 @@ impl PageArena {
             // The slot names one holder; when that holder's acquire is
             // among the recorded ones (same generation), it is listed
             // already.
-            let attributed_is_recorded = hold.is_some_and(|(_, gen, _)| open.iter().any(|x| x.gen == Some(gen)));
+            let attributed_is_recorded = hold.is_some_and(|(_, gen, _)| live.iter().any(|x| x.gen == Some(gen)));
             let mut holders = Vec::new();
-            for x in open.iter() {
-                let e = *x;
+            for e in &live {
                 let owner = e.who.map(Owner::of);
                 let held = ns(now.saturating_sub(e.at));
                 let g = site_group(&mut sites, &owner);
@@ -640,6 +647,7 @@ impl PageArena {
                     since_ns: ns(e.at),
                     held_ns: held,
                     stack: e.stack.map(|s| s.get()),
+                    from_arming: e.from_arming,
                 });
             }
             if let (Some((a, _, pin)), false) = (hold, attributed_is_recorded) {
@@ -871,9 +879,10 @@ impl fmt::Display for OwnerReport {
                 p.attributed.as_ref().map_or(String::new(), |a| format!("; latest acquirer {a}"))
             )?;
             for h in &p.outstanding {
+                let found = if h.from_arming { " (found at arming: held at least)" } else { "" };
                 writeln!(
                     f,
-                    "  holding {} pfn={:#x} for {} by {} thread={}",
+                    "  holding {} pfn={:#x} for {}{found} by {} thread={}",
                     h.kind,
                     h.pfn,
                     secs(h.held_ns),
@@ -907,7 +916,8 @@ impl fmt::Display for OwnerReport {
                 let how = match (&r.held_ns, &r.acquired_by) {
                     (Some(_), Some(a)) => format!("held up to {} (taken by {a})", secs(max)),
                     (Some(_), None) => format!("held up to {}", secs(max)),
-                    _ => format!("taken before arming, held at least {}", secs(max)),
+                    (None, Some(a)) => format!("taken before arming by {a}, held at least {}", secs(max)),
+                    (None, None) => format!("taken before arming, held at least {}", secs(max)),
                 };
                 let freed = if r.left == (0, 0) { "; freed the block" } else { "" };
                 writeln!(
@@ -973,53 +983,5 @@ impl fmt::Display for OwnerReport {
             }
         }
         write!(f, "depot: {} stacks, {} not stored", self.depot_stacks, self.depot_failures)
-    }
-}
-
-/// The acquires of one block not yet paired with a release, in order, with
-/// O(1) pairing: a release with a generation takes the oldest open acquire
-/// of that generation and kind; a raw release (no generation) the oldest
-/// open raw acquire of its kind.
-#[derive(Default)]
-struct OpenHolds {
-    events: Vec<Option<Event>>,
-    by_gen: HashMap<(u16, bool), std::collections::VecDeque<usize>>,
-    raw: [std::collections::VecDeque<usize>; 2],
-}
-
-impl OpenHolds {
-    fn push(&mut self, e: Event) {
-        let i = self.events.len();
-        let pin = e.kind.is_pin();
-        if let Some(g) = e.gen {
-            self.by_gen.entry((g, pin)).or_default().push_back(i);
-        }
-        if e.raw {
-            self.raw[usize::from(pin)].push_back(i);
-        }
-        self.events.push(Some(e));
-    }
-
-    /// Pairs a release: removes and returns the acquire it closes.
-    fn take(&mut self, gen: Option<u16>, pin: bool) -> Option<Event> {
-        let queue = match gen {
-            Some(g) => self.by_gen.get_mut(&(g, pin))?,
-            None => &mut self.raw[usize::from(pin)],
-        };
-        // Entries taken through the other index are skipped here.
-        while let Some(i) = queue.pop_front() {
-            if let Some(e) = self.events[i].take() {
-                return Some(e);
-            }
-        }
-        None
-    }
-
-    fn clear(&mut self) {
-        *self = OpenHolds::default();
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Event> {
-        self.events.iter().flatten()
     }
 }
