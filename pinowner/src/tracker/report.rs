@@ -442,8 +442,12 @@ impl PageArena {
     /// let failure = arena.reserve_range(block.pfn(), 1, Reason::Contig).unwrap_err();
     /// let pin = block.pin(0)?; // recorded: the page is armed now
     /// let report = arena.owner_report();
-    /// assert_eq!(report.pages[0].outstanding.len(), 1);
-    /// assert_eq!(report.pages[0].unrecorded_refs, 1); // the block's own reference
+    /// // The block's own reference, which the failure named, found held at
+    /// // arming; then the pin, recorded.
+    /// let holders = &report.pages[0].outstanding;
+    /// assert_eq!(holders.len(), 2);
+    /// assert!(holders[0].from_arming && !holders[1].from_arming);
+    /// assert_eq!(report.pages[0].unrecorded_refs, 0);
     /// println!("{failure}\n{report}");
     /// # drop(pin);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
