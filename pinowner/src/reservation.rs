@@ -535,9 +535,12 @@ impl PageArena {
     }
 
     /// Like [`reserve_contig`](Self::reserve_contig), but on failure waits
-    /// for the blocking pages: the failure arms them, and every release of
-    /// an armed block wakes the waiter (a notification, not a sleep loop) to
-    /// try again, until `timeout` has passed.
+    /// until a window can be reserved, or until `timeout` has passed: the
+    /// failure arms the blocking pages, and every release of an armed block
+    /// and every block freed in the movable zone while someone waits wakes
+    /// the waiter (a notification, not a sleep loop) to try again, choosing
+    /// the best window anew each time. (As a safety net against a missed
+    /// notification it also looks again every 50 ms.)
     ///
     /// # Errors
     ///
@@ -570,18 +573,68 @@ impl PageArena {
         timeout: Duration,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let who = crate::owner_here();
+        self.wait_for_run(self.zone(ZoneKind::Movable), timeout, |wait| {
+            self.reserve_contig_as(pages, align, reason, who, wait)
+        })
+    }
+
+    /// Like [`reserve_range`](Self::reserve_range), but on failure waits
+    /// until the range can be reserved, or until `timeout` has passed (a
+    /// buffer pool shrinking its top frames wants exactly those). Woken as
+    /// [`reserve_contig_wait`](Self::reserve_contig_wait) is. A wait after
+    /// a failed `reserve_range` of the same range continues that failure's
+    /// arming instead of adding one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`reserve_range`](Self::reserve_range); on timeout the last
+    /// failure, with [`ContigFailure::waited`].
+    #[track_caller]
+    pub fn reserve_range_wait(
+        &self,
+        start: Pfn,
+        pages: usize,
+        reason: Reason,
+        timeout: Duration,
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
+        let who = crate::owner_here();
+        let zone = self.window_zone(start, pages)?;
+        let request = Request { reason, pages, align: 0, start: Some(start) };
+        self.wait_for_run(zone, timeout, |wait| {
+            let Some(_serial) = zone.reserving.lock_until(wait.map(|(_, d)| d)) else {
+                let waited = wait.map_or(Duration::ZERO, |(started, _)| started.elapsed());
+                return Err(ContigError::Timeout { zone: zone.kind, waited });
+            };
+            self.reserve_window(zone, start as u32, pages as u32, request, 1, who, wait.map(|(_, d)| d))
+        })
+    }
+
+    /// The wait of `reserve_*_wait`: `attempt` (given when the wait began
+    /// and its deadline) until it succeeds or fails other than busy, or
+    /// the timeout passes; in between, sleeps until an armed block is
+    /// released or a block of `zone` is freed.
+    fn wait_for_run<'a>(
+        &'a self,
+        zone: &Zone,
+        timeout: Duration,
+        mut attempt: impl FnMut(Option<(Instant, Instant)>) -> Result<ContigRun<&'a PageArena>, ContigError>,
+    ) -> Result<ContigRun<&'a PageArena>, ContigError> {
+        /// The longest sleep between looks: a safety net for a notification
+        /// missed on a path that cannot order itself with the waiter.
+        const POLL: Duration = Duration::from_millis(50);
         let started = Instant::now();
         // A timeout too large to add is no deadline at all.
         let deadline = started.checked_add(timeout);
         let wait = deadline.map(|d| (started, d));
         let events_before = self.tracker_stats().recorded;
+        let _waiting = zone.wait();
         let mut attempts = 0;
         let mut releases = 0;
         let mut last: Option<Box<ContigFailure>> = None;
         loop {
             // Read before the attempt: a release after this moves the epoch.
             let epoch = self.tracker.get().map_or(0, |t| t.release_epoch());
-            match self.reserve_contig_as(pages, align, reason, who, wait) {
+            match attempt(wait) {
                 Err(ContigError::Busy(f)) => last = Some(f),
                 // The deadline passed waiting for another reservation of the
                 // zone: the last failure of ours, if there was one.
@@ -607,7 +660,7 @@ impl PageArena {
             if (load.busy, load.holders) < (failure.busy_pages(), failure.holders()) {
                 continue;
             }
-            let left = deadline.map_or(Duration::MAX, |d| d - now);
+            let left = deadline.map_or(POLL, |d| (d - now).min(POLL));
             if self.tracker().wait_release(epoch, left) {
                 releases += 1;
             }

@@ -244,3 +244,62 @@ fn pairing_stays_right_across_any_number_of_acquisitions() {
     assert!(short.iter().all(|r| owner_sub(&r.acquired_by) == Some("pool")));
     drop((h, second));
 }
+
+/// Item 6: a waiting reservation succeeds as soon as any suitable window
+/// is free, not only when the window its first failure armed is (before,
+/// it slept until its timeout and failed).
+#[test]
+fn a_wait_succeeds_when_another_window_frees() {
+    let arena = PageArena::builder().pages(128).movable_pages(64).build().unwrap();
+    let all: Vec<_> = (0..64).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let (mut a, mut b) = (None, None);
+    for blk in all {
+        match blk.pfn() {
+            65 => a = Some(blk),
+            100 => b = Some(blk),
+            _ => drop(blk),
+        }
+    }
+    let (a, b) = (a.unwrap(), b.unwrap());
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            arena.reserve_contig_wait(32, 32, Reason::Contig, std::time::Duration::from_secs(20)).map(|r| r.range())
+        });
+        // Let it fail once and sleep (its best window is the first).
+        while arena.armings().is_empty() {
+            std::thread::yield_now();
+        }
+        let freed = std::time::Instant::now();
+        drop(b); // frees the second window, which nothing armed
+        assert_eq!(waiter.join().unwrap(), Ok(96..128));
+        // Woken by the free, not by its 20 s timeout (a bound 100 times
+        // what it takes, so a loaded machine does not fail it).
+        assert!(freed.elapsed() < std::time::Duration::from_secs(5), "woke after {:?}", freed.elapsed());
+    });
+    drop(a);
+}
+
+/// Item 6: `reserve_range_wait` waits for exactly its range, and a wait
+/// after a failed `reserve_range` of the same range continues that
+/// failure's arming instead of adding one.
+#[test]
+fn reserve_range_wait_waits_for_its_range_and_continues_its_arming() {
+    let arena = arena();
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    let w = pfn & !7;
+    assert!(matches!(arena.reserve_range(w, 8, Reason::Shrink), Err(ContigError::Busy(_))));
+    assert_eq!(arena.armings().len(), 1);
+    let e = arena.reserve_range_wait(w, 8, Reason::Shrink, std::time::Duration::from_millis(30)).unwrap_err();
+    let ContigError::Busy(f) = e else { panic!("{e}") };
+    assert!(f.waited.unwrap().attempts >= 1);
+    assert_eq!(arena.armings().len(), 1, "the wait continued the failure's arming");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(block);
+        });
+        let run = arena.reserve_range_wait(w, 8, Reason::Shrink, std::time::Duration::from_secs(20));
+        assert_eq!(run.map(|r| r.range()), Ok(w..w + 8));
+    });
+}

@@ -18,7 +18,8 @@ pub use pcp::ThreadCache;
 pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Lists, Pcp};
 
 use crate::error::BuildError;
-use crate::sync::Mutex;
+use crate::sync::Ordering::SeqCst;
+use crate::sync::{AtomicUsize, Mutex};
 
 /// The zone a page belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,6 +55,9 @@ pub(crate) struct Zone {
     /// land; no other reservation may carve, commit or roll back pages of
     /// the zone meanwhile.
     pub(crate) reserving: Mutex<()>,
+    /// Reservations waiting for blocks of this zone to be freed
+    /// (`reserve_*_wait`): while any does, a block freed here wakes them.
+    pub(crate) waiters: AtomicUsize,
 }
 
 impl Zone {
@@ -71,7 +75,15 @@ impl Zone {
         cache: Option<ThreadCache>,
     ) -> Result<Zone, BuildError> {
         let pcp = cache.map(|c| Pcp::new(c, max_order, end - start)).transpose()?;
-        Ok(Zone { kind, start, end, area: Mutex::new(FreeArea::new(max_order)), pcp, reserving: Mutex::new(()) })
+        Ok(Zone {
+            kind,
+            start,
+            end,
+            area: Mutex::new(FreeArea::new(max_order)),
+            pcp,
+            reserving: Mutex::new(()),
+            waiters: AtomicUsize::new(0),
+        })
     }
 
     pub(crate) fn pages(&self) -> u32 {
@@ -80,5 +92,22 @@ impl Zone {
 
     pub(crate) fn contains(&self, pfn: u32) -> bool {
         (self.start..self.end).contains(&pfn)
+    }
+
+    /// Counts the caller as a waiter until the guard drops.
+    pub(crate) fn wait(&self) -> Waiting<'_> {
+        // SeqCst, with the freeing side's load: either the waiter's next
+        // attempt sees the freed block, or the freer sees the waiter.
+        self.waiters.fetch_add(1, SeqCst);
+        Waiting(self)
+    }
+}
+
+/// A waiting reservation, counted in its zone while it lives.
+pub(crate) struct Waiting<'a>(&'a Zone);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, SeqCst);
     }
 }

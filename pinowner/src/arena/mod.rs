@@ -944,6 +944,18 @@ impl PageArena {
             Some(pcp) => self.free_to_cache(zone, pcp, head, order),
             None => self.free_block(head, order),
         }
+        if zone.waiters.load(crate::sync::Ordering::SeqCst) != 0 {
+            self.wake_waiters();
+        }
+    }
+
+    /// A block was freed while reservations wait on its zone: wake them.
+    #[cold]
+    #[inline(never)]
+    fn wake_waiters(&self) {
+        if let Some(t) = self.tracker.get() {
+            t.wake_waiters();
+        }
     }
 
     /// A release of a count on an armed page, or one whose first attempt

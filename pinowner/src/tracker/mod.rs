@@ -518,12 +518,7 @@ impl Tracker {
             self.drop_event(pfn);
         }
         if kind.is_release() {
-            // Under the waiters' lock, so a waiter between its check and its
-            // sleep cannot miss the change (a lock held for two instructions;
-            // notifying with nobody waiting is one load in parking_lot).
-            let _g = self.wait_lock.lock();
-            self.releases.fetch_add(1, Relaxed);
-            self.wait_cv.notify_all();
+            self.wake_waiters();
         }
         (opened, seq)
     }
@@ -586,6 +581,17 @@ impl Tracker {
             holds,
             holds_untracked,
         }
+    }
+
+    /// Moves the waiters' epoch and wakes them: a release of an armed
+    /// block, or a block freed in a zone where a reservation waits.
+    pub(crate) fn wake_waiters(&self) {
+        // Under the waiters' lock, so a waiter between its check and its
+        // sleep cannot miss the change (a lock held for two instructions;
+        // notifying with nobody waiting is one load in parking_lot).
+        let _g = self.wait_lock.lock();
+        self.releases.fetch_add(1, Relaxed);
+        self.wait_cv.notify_all();
     }
 
     /// Releases of armed blocks so far (`reserve_contig_wait`'s epoch).
