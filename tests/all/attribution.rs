@@ -303,3 +303,24 @@ fn reserve_range_wait_waits_for_its_range_and_continues_its_arming() {
         assert_eq!(run.map(|r| r.range()), Ok(w..w + 8));
     });
 }
+
+/// A raw holder the failure named is recorded at arming; its raw release
+/// (which cannot say which acquisition it ends) closes that record once it
+/// moves the generation, so the report never lists it after it left.
+#[test]
+fn a_raw_holder_found_at_arming_is_gone_once_released() {
+    let arena = tracked_arena(64);
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    drop(block);
+    // The block alone: only the raw reference holds it now.
+    let block = arena.alloc_movable(0).unwrap();
+    assert_eq!(block.pfn(), pfn);
+    let head = block.into_raw();
+    arena.get_raw(head).unwrap();
+    assert!(arena.reserve_contig(32, 32, Reason::Contig).is_err());
+    assert_eq!(arena.tracker_stats().holds, 1, "the raw holder the failure named");
+    arena.put_raw(head).unwrap();
+    assert_eq!(arena.tracker_stats().holds, 0, "{}", arena.owner_report());
+    arena.put_raw(head).unwrap();
+}

@@ -610,19 +610,7 @@ impl PageArena {
         }
         let mut hold = 0;
         if old & TRACKED != 0 {
-            let kind = count.acquire_kind();
-            let c = Change {
-                kind,
-                pfn,
-                head,
-                old,
-                new,
-                who: Some(who),
-                gen: Some(gen),
-                raw: false,
-                hold: 0,
-                from_arming: false,
-            };
+            let c = Change::acquire(count.acquire_kind(), pfn, head, old, new, who, gen, false);
             hold = self.record_armed(c);
         }
         if gen & slot::UNCLAIMED == 0 {
@@ -753,18 +741,7 @@ impl PageArena {
                         let mut hold = 0;
                         if old & TRACKED != 0 {
                             let kind = count.acquire_kind();
-                            hold = self.record_armed(Change {
-                                kind,
-                                pfn,
-                                head,
-                                old,
-                                new,
-                                who: Some(who),
-                                gen: Some(gen),
-                                raw,
-                                hold: 0,
-                                from_arming: false,
-                            });
+                            hold = self.record_armed(Change::acquire(kind, pfn, head, old, new, who, gen, raw));
                         }
                         return Ok((d, Ticket::new(gen, hold)));
                     }

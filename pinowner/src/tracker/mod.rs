@@ -352,6 +352,21 @@ pub(crate) struct Change {
 }
 
 impl Change {
+    /// An acquire through page `pfn` of the block headed at `head`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn acquire(
+        kind: EventKind,
+        pfn: u32,
+        head: u32,
+        old: u64,
+        new: u64,
+        who: Acquirer,
+        gen: u16,
+        raw: bool,
+    ) -> Change {
+        Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw, hold: 0, from_arming: false }
+    }
+
     /// A change of a whole block, not through the raw API.
     fn block(kind: EventKind, head: u32, old: u64, new: u64, who: Option<Acquirer>, gen: Option<u16>) -> Change {
         Change { kind, pfn: head, head, old, new, who, gen, raw: false, hold: 0, from_arming: false }
@@ -439,10 +454,33 @@ impl Tracker {
         self.epoch.elapsed()
     }
 
+    /// The event describing `c` now, unnumbered.
+    fn event(&self, c: &Change, stack: Option<StackHandle>) -> Event {
+        Event {
+            seq: 0,
+            kind: c.kind,
+            pfn: c.pfn as Pfn,
+            head: c.head as Pfn,
+            order: state::order(c.old),
+            refs: (state::refs(c.old), state::refs(c.new)),
+            pins: (state::pins(c.old), state::pins(c.new)),
+            thread: this_thread(),
+            at: self.now(),
+            who: c.who,
+            stack,
+            arming: self.arming_of(c.head),
+            gen: c.gen,
+            raw: c.raw,
+            hold: 0,
+            from_arming: c.from_arming,
+            acquired: None,
+        }
+    }
+
     /// Records one event: never blocks on a reader, never panics. Returns
     /// the hold an acquire opened (0: none) and the event's number.
     fn record(&self, c: Change, with_stack: bool) -> (u16, u64) {
-        let Change { kind, pfn, head, old, new, who, gen, raw, hold, from_arming } = c;
+        let Change { kind, pfn, head, gen, raw, hold, .. } = c;
         let stack = if with_stack && self.config.depth > 0 {
             // The depth includes the arena's own few frames (trimmed when a
             // report renders), as the kernel's page pinner counts its own:
@@ -452,25 +490,7 @@ impl Tracker {
         } else {
             None
         };
-        let mut event = Event {
-            seq: 0,
-            kind,
-            pfn: pfn as Pfn,
-            head: head as Pfn,
-            order: state::order(old),
-            refs: (state::refs(old), state::refs(new)),
-            pins: (state::pins(old), state::pins(new)),
-            thread: this_thread(),
-            at: self.now(),
-            who,
-            stack,
-            arming: self.ext[head as usize].arming.load(Relaxed),
-            gen,
-            raw,
-            hold: 0,
-            from_arming,
-            acquired: None,
-        };
+        let mut event = self.event(&c, stack);
         // Numbered under the holds lock, so a hold id closed by a release is
         // reused only by an acquire numbered after that release.
         let opened = {
@@ -481,7 +501,15 @@ impl Tracker {
                 k if k.is_release() => {
                     let pin = k.is_pin();
                     let id = match (hold, gen) {
-                        (0, _) if raw => holds.find(head, |e| e.raw && e.kind.is_pin() == pin),
+                        // A raw release closes the oldest raw hold of its
+                        // kind; failing that, if it moved the generation, the
+                        // holder found at arming that the slot named (it may
+                        // have been that holder: the record never outlives
+                        // the slot's naming it).
+                        (0, _) if raw => holds.find(head, |e| e.raw && e.kind.is_pin() == pin).or_else(|| {
+                            let (g, moved) = (state::gen(c.old), state::gen(c.old) != state::gen(c.new));
+                            moved.then(|| holds.find(head, |e| e.from_arming && e.gen == Some(g))).flatten()
+                        }),
                         // A holder from before arming: the one the failure
                         // attributed, if this release carries its generation.
                         (0, Some(g)) => {
@@ -807,25 +835,10 @@ impl PageArena {
     fn record_found_holder(&self, t: &Tracker, head: u32, w: u64, seq: u64) {
         let Some((_, who, pin)) = self.latest_hold(head, w) else { return };
         let gen = state::gen(w);
-        let mut found = Event {
-            seq,
-            kind: if pin { EventKind::Pin } else { EventKind::Get },
-            pfn: head as Pfn,
-            head: head as Pfn,
-            order: state::order(w),
-            refs: (state::refs(w), state::refs(w)),
-            pins: (state::pins(w), state::pins(w)),
-            thread: this_thread(),
-            at: t.now(),
-            who: Some(who),
-            stack: None,
-            arming: t.arming_of(head),
-            gen: Some(gen),
-            raw: false,
-            hold: 0,
-            from_arming: true,
-            acquired: None,
-        };
+        let kind = if pin { EventKind::Pin } else { EventKind::Get };
+        let c = Change::acquire(kind, head, head, w, w, who, gen, false);
+        let mut found = t.event(&Change { from_arming: true, ..c }, None);
+        found.seq = seq;
         let id = t.holds.lock().open(&mut found);
         if id != 0 && state::gen(self.desc(head).state.load(Acquire)) != gen {
             t.holds.lock().close_if(id, seq);
