@@ -324,3 +324,43 @@ fn a_raw_holder_found_at_arming_is_gone_once_released() {
     assert_eq!(arena.tracker_stats().holds, 0, "{}", arena.owner_report());
     arena.put_raw(head).unwrap();
 }
+
+/// Item 8: the holders' flamegraph is weighted by what is held, not by how
+/// busy a path was: a busy reader that holds nothing is absent, the
+/// long-term pinner found at arming appears under its site, and runtime
+/// frames below the test thread's start are trimmed.
+#[test]
+fn the_holders_flamegraph_weighs_what_is_held() {
+    let arena = PageArena::builder()
+        .pages(64)
+        .movable_pages(32)
+        .tracking(pinowner::Tracking { depth: 32, ..pinowner::Tracking::default() })
+        .build()
+        .unwrap();
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    let pin = rx_refill(&arena, pfn);
+    drop(block);
+    assert!(arena.reserve_contig(32, 32, Reason::Contig).is_err());
+    for _ in 0..100 {
+        drop(pool_get(&arena, pfn));
+    }
+    let held = read_header(&arena, pfn);
+    let report = arena.owner_report();
+    let holders = report.folded_holders(pinowner::tracker::HoldWeight::Holds);
+    let lines: Vec<&str> = holders.lines().collect();
+    assert_eq!(lines.len(), 2, "{holders}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("held;all::attribution::rx_refill [dma];(held since before arming) 1")),
+        "{holders}"
+    );
+    let reader = lines.iter().find(|l| l.contains("read_header")).expect("the held reader");
+    assert!(reader.starts_with("held;all::attribution::"), "runtime frames trimmed: {reader}");
+    assert!(reader.ends_with(" 1"));
+    assert!(!holders.contains("pool_get"), "the busy pool holds nothing: {holders}");
+    // The event view still shows how busy the pool was.
+    assert!(report.folded().lines().any(|l| l.contains("pool_get") && l.ends_with(" 100")), "{}", report.folded());
+    let timed = report.folded_holders(pinowner::tracker::HoldWeight::HeldMicros);
+    assert_eq!(timed.lines().count(), 2);
+    drop((pin, held));
+}

@@ -48,8 +48,8 @@ mod ring;
 pub use holds::MAX_HOLDS;
 
 pub use report::{
-    ArmingSummary, EventRecord, Holder, Owner, OwnerReport, PageReport, ReleaseRecord, ReportOptions, SiteGroup,
-    StackGroup, StackGroupKind, SubsystemGroup, ThreadRef, REPORT_VERSION,
+    ArmingSummary, EventRecord, HoldWeight, Holder, Owner, OwnerReport, PageReport, ReleaseRecord, ReportOptions,
+    SiteGroup, StackGroup, StackGroupKind, SubsystemGroup, ThreadRef, REPORT_VERSION,
 };
 
 use core::ops::Range;
