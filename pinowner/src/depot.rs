@@ -390,7 +390,7 @@ impl fmt::Display for StackHandle {
 ///
 /// Read from separate atomics: while inserts run concurrently, the fields
 /// need not be mutually consistent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DepotStats {
     /// Distinct stacks stored.
     pub unique_stacks: u64,

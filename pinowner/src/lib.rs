@@ -10,6 +10,7 @@ pub mod depot;
 pub mod error;
 mod handle;
 pub mod implementation;
+mod json;
 pub mod page;
 mod region;
 pub mod reservation;

@@ -364,3 +364,34 @@ fn the_holders_flamegraph_weighs_what_is_held() {
     assert_eq!(timed.lines().count(), 2);
     drop((pin, held));
 }
+
+/// Item 7: a failure, an audit, fragmentation statistics and the tracker's
+/// counters have the owner report's versioned JSON form, with acquirers as
+/// its owner objects.
+#[test]
+fn every_report_has_a_versioned_json_form() {
+    let arena = tracked_arena(64);
+    let block = arena.alloc_movable(0).unwrap();
+    let pfn = block.pfn();
+    let pin = rx_refill(&arena, pfn);
+    let ContigError::Busy(f) = arena.reserve_contig(32, 32, Reason::Contig).unwrap_err() else { panic!() };
+    let parse = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
+    let v = parse(f.to_json());
+    assert_eq!((v["version"].as_u64(), v["kind"].as_str()), (Some(1), Some("contig_failure")));
+    assert_eq!(v["busy"][0]["head"], pfn);
+    assert_eq!(v["busy"][0]["attributed"]["subsystem"], "dma");
+    assert_eq!(v["busy"][0]["attributed_pin"], true);
+    assert_eq!(v["by_acquirer"][0]["acquirer"]["function"], "all::attribution::rx_refill");
+    assert_eq!((v["holders"].as_u64(), v["attributed"].as_u64()), (Some(2), Some(1)));
+    let v = parse(arena.audit().to_json());
+    assert_eq!((v["version"].as_u64(), v["kind"].as_str()), (Some(1), Some("audit")));
+    assert_eq!(v["blocks"][0]["latest"]["subsystem"], "dma");
+    let v = parse(arena.frag_stats().to_json());
+    assert_eq!(v["kind"], "frag_stats");
+    assert_eq!(v["zones"][1]["zone"], "movable");
+    let v = parse(arena.tracker_stats().to_json());
+    assert_eq!(v["kind"], "tracker_stats");
+    assert_eq!(v["armings"], 1);
+    assert!(v["depot"]["unique_stacks"].is_u64());
+    drop((pin, block));
+}

@@ -3,7 +3,7 @@
 use super::ZoneKind;
 
 /// Free memory of one zone, by order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ZoneFrag {
     /// The zone.
     pub zone: ZoneKind,
@@ -55,7 +55,7 @@ impl ZoneFrag {
 }
 
 /// Fragmentation statistics of an arena, one entry per zone.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FragStats {
     /// Per zone, normal first. A zone of zero pages is left out.
     pub zones: Vec<ZoneFrag>,

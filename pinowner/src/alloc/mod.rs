@@ -22,7 +22,8 @@ use crate::sync::Ordering::SeqCst;
 use crate::sync::{AtomicUsize, Mutex};
 
 /// The zone a page belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ZoneKind {
     /// Ordinary allocations, movable or not.
     Normal,

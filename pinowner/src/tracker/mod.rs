@@ -291,7 +291,6 @@ pub struct TrackerStats {
     /// Events dropped because the queue or the history was full.
     pub dropped: u64,
     /// The stack depot's counters.
-    #[serde(skip)]
     pub depot: depot::DepotStats,
     /// Counts recorded on armed blocks and still held (the report's
     /// outstanding holders).

@@ -28,7 +28,8 @@ use crate::page::slot::Acquirer;
 use crate::reservation::Reason;
 use crate::{PageArena, Pfn};
 
-/// The JSON schema version of [`OwnerReport`].
+/// The JSON schema version of [`OwnerReport`] and of every other report
+/// with a `to_json` (`ContigFailure`, `Audit`, `FragStats`, `TrackerStats`).
 pub const REPORT_VERSION: u32 = 1;
 
 /// What a report covers.
@@ -66,7 +67,7 @@ pub struct Owner {
 }
 
 impl Owner {
-    fn of(a: Acquirer) -> Owner {
+    pub(crate) fn of(a: Acquirer) -> Owner {
         match a {
             Acquirer::Location(l) => {
                 Owner { function: None, subsystem: None, location: format!("{}:{}:{}", l.file(), l.line(), l.column()) }

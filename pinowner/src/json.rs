@@ -1,0 +1,195 @@
+//! Versioned JSON for every report a user may want to store or ship: the
+//! owner report ([`OwnerReport::to_json`](crate::OwnerReport::to_json)),
+//! a reservation failure, an audit, fragmentation statistics and the
+//! tracker's counters. Each is an object with `"version"`
+//! ([`REPORT_VERSION`]) and `"kind"` first; acquirers appear as the owner
+//! report's [`Owner`] objects (function, subsystem, location).
+
+use core::ops::Range;
+
+use serde::Serialize;
+
+use crate::alloc::FragStats;
+use crate::audit::Audit;
+use crate::page::slot::Acquirer;
+use crate::reservation::{AcquirerGroup, ContigFailure};
+use crate::tracker::{Owner, TrackerStats, REPORT_VERSION};
+use crate::Pfn;
+
+#[derive(Serialize)]
+struct Versioned<'a, T: Serialize> {
+    version: u32,
+    kind: &'static str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// `body` as pretty JSON, with the version and its kind first.
+fn versioned<T: Serialize>(kind: &'static str, body: &T) -> String {
+    serde_json::to_string_pretty(&Versioned { version: REPORT_VERSION, kind, body })
+        .expect("plain data always serializes")
+}
+
+#[derive(Serialize)]
+struct Group {
+    acquirer: Option<Owner>,
+    blocks: usize,
+    refs: u32,
+    pins: u32,
+}
+
+fn groups(g: &[AcquirerGroup]) -> Vec<Group> {
+    g.iter()
+        .map(|g| Group { acquirer: g.acquirer.map(Owner::of), blocks: g.blocks, refs: g.refs, pins: g.pins })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct Busy {
+    head: Pfn,
+    order: u8,
+    pages_in_window: Range<Pfn>,
+    refcount: u32,
+    pincount: u32,
+    flags: String,
+    zone: String,
+    attributed: Option<Owner>,
+    attributed_pin: bool,
+}
+
+#[derive(Serialize)]
+struct Waited {
+    waited_ns: u64,
+    attempts: u32,
+    releases: u64,
+    events: u64,
+}
+
+#[derive(Serialize)]
+struct Failure {
+    reason: String,
+    window: Range<Pfn>,
+    windows_considered: usize,
+    busy_pages: usize,
+    holders: u32,
+    pins: u32,
+    attributed: u32,
+    busy: Vec<Busy>,
+    by_acquirer: Vec<Group>,
+    waited: Option<Waited>,
+}
+
+impl ContigFailure {
+    /// The failure as pretty-printed, versioned JSON (kind
+    /// `"contig_failure"`): the window, every busy block with its counts
+    /// and attributed acquirer, and the ranking of who is in the way.
+    ///
+    /// ```
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+    /// let block = arena.alloc_movable(0)?;
+    /// let Err(ContigError::Busy(f)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+    /// let v: serde_json::Value = serde_json::from_str(&f.to_json())?;
+    /// assert_eq!((v["version"].as_u64(), v["kind"].as_str()), (Some(1), Some("contig_failure")));
+    /// assert_eq!(v["busy"][0]["head"], block.pfn());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_json(&self) -> String {
+        let owner = |a: Option<(Pfn, Acquirer)>| a.map(|(_, a)| Owner::of(a));
+        let body = Failure {
+            reason: self.reason.to_string(),
+            window: self.window.clone(),
+            windows_considered: self.windows_considered,
+            busy_pages: self.busy_pages(),
+            holders: self.holders(),
+            pins: self.pins(),
+            attributed: self.attributed(),
+            busy: self
+                .busy
+                .iter()
+                .map(|b| Busy {
+                    head: b.head,
+                    order: b.order,
+                    pages_in_window: b.pages_in_window.clone(),
+                    refcount: b.state.refcount,
+                    pincount: b.state.pincount,
+                    flags: b.state.flags.to_string(),
+                    zone: b.zone.to_string(),
+                    attributed: owner(b.attributed),
+                    attributed_pin: b.attributed_pin,
+                })
+                .collect(),
+            by_acquirer: groups(&self.by_acquirer()),
+            waited: self.waited.map(|w| Waited {
+                waited_ns: w.waited.as_nanos().min(u64::MAX as u128) as u64,
+                attempts: w.attempts,
+                releases: w.releases,
+                events: w.events,
+            }),
+        };
+        versioned("contig_failure", &body)
+    }
+}
+
+#[derive(Serialize)]
+struct Held {
+    head: Pfn,
+    order: u8,
+    zone: String,
+    refs: u32,
+    pins: u32,
+    contig: bool,
+    latest: Option<Owner>,
+    latest_pin: bool,
+    raw_refs: u32,
+    raw_pins: u32,
+}
+
+#[derive(Serialize)]
+struct AuditJson {
+    blocks: Vec<Held>,
+    by_acquirer: Vec<Group>,
+}
+
+impl Audit {
+    /// The audit as pretty-printed, versioned JSON (kind `"audit"`).
+    pub fn to_json(&self) -> String {
+        let body = AuditJson {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| Held {
+                    head: b.head,
+                    order: b.order,
+                    zone: b.zone.to_string(),
+                    refs: b.refs,
+                    pins: b.pins,
+                    contig: b.contig,
+                    latest: b.latest.map(Owner::of),
+                    latest_pin: b.latest_pin,
+                    raw_refs: b.raw.0,
+                    raw_pins: b.raw.1,
+                })
+                .collect(),
+            by_acquirer: groups(&self.by_acquirer),
+        };
+        versioned("audit", &body)
+    }
+}
+
+impl FragStats {
+    /// The statistics as pretty-printed, versioned JSON (kind
+    /// `"frag_stats"`).
+    pub fn to_json(&self) -> String {
+        versioned("frag_stats", self)
+    }
+}
+
+impl TrackerStats {
+    /// The counters as pretty-printed, versioned JSON (kind
+    /// `"tracker_stats"`).
+    pub fn to_json(&self) -> String {
+        versioned("tracker_stats", self)
+    }
+}
