@@ -87,7 +87,7 @@ pub enum Unwinder {
 }
 
 /// Whether this target has a frame-pointer walk (x86-64 and AArch64).
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) const fn fp_supported() -> bool {
     fp::SUPPORTED
 }

@@ -444,11 +444,32 @@ impl PageArena {
         pages: usize,
         reason: Reason,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        let who = crate::owner_here();
+        self.reserve_range_as(start, pages, reason, crate::owner_here(), None)
+    }
+
+    /// `wait`: as for `reserve_contig_as`.
+    fn reserve_range_as(
+        &self,
+        start: Pfn,
+        pages: usize,
+        reason: Reason,
+        who: Acquirer,
+        wait: Option<(Instant, Instant)>,
+    ) -> Result<ContigRun<&PageArena>, ContigError> {
         let zone = self.window_zone(start, pages)?;
         let request = Request { reason, pages, align: 0, start: Some(start) };
-        let _serial = zone.reserving.lock();
-        self.reserve_window(zone, start as u32, pages as u32, request, 1, who, None)
+        let _serial = Self::reserving(zone, wait)?;
+        self.reserve_window(zone, start as u32, pages as u32, request, 1, who, wait.map(|(_, d)| d))
+    }
+
+    /// Takes `zone`'s reservation lock (one reservation of a zone at a
+    /// time), waiting until the deadline of `wait` (started, deadline) at
+    /// most.
+    fn reserving(zone: &Zone, wait: Option<(Instant, Instant)>) -> Result<impl Sized + '_, ContigError> {
+        zone.reserving.lock_until(wait.map(|(_, d)| d)).ok_or_else(|| ContigError::Timeout {
+            zone: zone.kind,
+            waited: wait.map_or(Duration::ZERO, |(started, _)| started.elapsed()),
+        })
     }
 
     /// Reserves `pages` contiguous pages aligned to `align` pages in the
@@ -500,10 +521,7 @@ impl PageArena {
             });
         }
         let deadline = wait.map(|(_, d)| d);
-        let Some(_serial) = zone.reserving.lock_until(deadline) else {
-            let waited = wait.map_or(Duration::ZERO, |(started, _)| started.elapsed());
-            return Err(ContigError::Timeout { zone: ZoneKind::Movable, waited });
-        };
+        let _serial = Self::reserving(zone, wait)?;
         // Rank candidate windows (with no other reservation of the zone
         // running, so a run another one just committed is seen): windows
         // that overlap a committed run last, then by busy pages, then by
@@ -599,14 +617,7 @@ impl PageArena {
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let who = crate::owner_here();
         let zone = self.window_zone(start, pages)?;
-        let request = Request { reason, pages, align: 0, start: Some(start) };
-        self.wait_for_run(zone, timeout, |wait| {
-            let Some(_serial) = zone.reserving.lock_until(wait.map(|(_, d)| d)) else {
-                let waited = wait.map_or(Duration::ZERO, |(started, _)| started.elapsed());
-                return Err(ContigError::Timeout { zone: zone.kind, waited });
-            };
-            self.reserve_window(zone, start as u32, pages as u32, request, 1, who, wait.map(|(_, d)| d))
-        })
+        self.wait_for_run(zone, timeout, |wait| self.reserve_range_as(start, pages, reason, who, wait))
     }
 
     /// The wait of `reserve_*_wait`: `attempt` (given when the wait began
