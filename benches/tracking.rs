@@ -148,6 +148,50 @@ fn report_scale(c: &mut Criterion) {
         b.iter(|| black_box(pages.owner_report_with(&ReportOptions { frames: 0, ..ReportOptions::default() })))
     });
     g.finish();
+
+    // Recording itself at scale: 60,000 references held at once on one
+    // armed block, then released (each release finds and closes its hold),
+    // against the same number of get+put pairs one at a time. Linear if a
+    // release costs the same with many holds open.
+    let n: usize = if in_test_mode() { 1_000 } else { 60_000 };
+    let mut g = c.benchmark_group("armed_holds_scale");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let fresh = || {
+        let a = std::sync::Arc::new(PageArena::builder().pages(16).tracking(tracking(4 * n)).build().unwrap());
+        let block = a.alloc_owned(0).unwrap();
+        a.arm(block.pfn()..block.pfn() + 1, Reason::Contig);
+        (a, block)
+    };
+    g.bench_function(format!("baseline: {n} get+put pairs, one held at a time"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (a, block) = fresh();
+                let start = Instant::now();
+                for _ in 0..n {
+                    drop(black_box(block.page_ref(0)));
+                }
+                total += start.elapsed();
+                drop((block, a));
+            }
+            total
+        })
+    });
+    g.bench_function(format!("{n} references held at once, then released"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (a, block) = fresh();
+                let start = Instant::now();
+                let refs: Vec<_> = (0..n).map(|_| block.page_ref(0)).collect();
+                drop(black_box(refs));
+                total += start.elapsed();
+                drop((block, a));
+            }
+            total
+        })
+    });
+    g.finish();
 }
 
 /// `tracking --callgrind <armed|armed-no-stack|plain> <iters>`: the armed

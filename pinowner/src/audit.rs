@@ -162,8 +162,8 @@ impl PageArena {
                     refs: state::refs(w),
                     pins: state::pins(w),
                     contig: w & state::CONTIG != 0,
-                    latest: hold.map(|(_, a, _)| a),
-                    latest_pin: hold.is_some_and(|(_, _, pin)| pin),
+                    latest: hold.map(|(a, _)| a),
+                    latest_pin: hold.is_some_and(|(_, pin)| pin),
                     raw,
                 });
             });

@@ -874,8 +874,8 @@ impl PageArena {
             pages_in_window: head.max(start) as Pfn..last.min(end) as Pfn,
             state: PageState::from_word(w & !ISOLATED),
             zone: self.zone_for(head).kind,
-            attributed: hold.map(|(p, a, _)| (p, a)),
-            attributed_pin: hold.is_some_and(|(_, _, pin)| pin),
+            attributed: hold.map(|(a, _)| (head as Pfn, a)),
+            attributed_pin: hold.is_some_and(|(_, pin)| pin),
         }
     }
 

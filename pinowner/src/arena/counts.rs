@@ -271,11 +271,11 @@ impl PageArena {
 
     /// The acquirer of a live block's latest claiming acquisition, if that
     /// holder still holds it (the head's owner slot carries the generation
-    /// of the block's word `w`: never a guess), with the block's head and
-    /// whether the acquisition was a pin.
-    pub(crate) fn latest_hold(&self, head: u32, w: u64) -> Option<(Pfn, Acquirer, bool)> {
+    /// of the block's word `w`: never a guess), and whether the acquisition
+    /// was a pin.
+    pub(crate) fn latest_hold(&self, head: u32, w: u64) -> Option<(Acquirer, bool)> {
         let word = self.desc(head).owner.load(Acquire);
-        slot::decode_if_current(word, state::gen(w)).map(|a| (head as Pfn, a, slot::is_pin(word)))
+        slot::decode_if_current(word, state::gen(w)).map(|a| (a, slot::is_pin(word)))
     }
 
     /// Drops a count the caller holds on the block headed by `head`, taken

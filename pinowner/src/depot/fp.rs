@@ -97,9 +97,9 @@ fn pthread_stack() -> Option<(usize, usize)> {
     }
     let mut addr: *mut libc::c_void = core::ptr::null_mut();
     let mut size: libc::size_t = 0;
+    // `attr` is destroyed once here and not used after.
     // SAFETY: `pthread_getattr_np` succeeded, so `attr` is initialised; the
-    // out-pointers are valid locals; `attr` is destroyed once and not used
-    // after.
+    // out-pointers are valid locals.
     let ok = unsafe {
         let ok = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
         libc::pthread_attr_destroy(attr.as_mut_ptr());

@@ -252,12 +252,12 @@ fn with_frame_pointers_the_walk_names_the_callers_like_the_dwarf_unwinder() {
 #[cfg(target_arch = "x86_64")]
 fn with_frame_pointer(fp: usize, walk: extern "C" fn(*mut StackTrace)) -> StackTrace {
     let mut out = StackTrace::new();
-    // SAFETY: `rbp` is saved and restored around the call, and the stack
-    // pointer is back where it started (two 8-byte adjustments, so the
-    // call sees the 16-byte alignment the asm block starts with); `walk`
-    // is an `extern "C"` function taking one pointer (in `rdi`) to a live
-    // `StackTrace` it may write, and `clobber_abi("C")` declares every
-    // register the call may change.
+    // `rbp` is saved and restored around the call, and the stack pointer
+    // is back where it started (two 8-byte adjustments, so the call sees
+    // the 16-byte alignment the asm block starts with); `walk` is an
+    // `extern "C"` function taking one pointer (in `rdi`) to a live
+    // `StackTrace` it may write.
+    // SAFETY: as just said; `clobber_abi("C")` declares every register the call may change.
     unsafe {
         core::arch::asm!(
             "push rbp",

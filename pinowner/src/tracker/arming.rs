@@ -48,7 +48,7 @@ impl PageArena {
     /// The record is a hold, not an event of the history (nothing happened
     /// then); it carries the arming event's number `seq`.
     fn record_found_holder(&self, t: &Tracker, head: u32, w: u64, seq: u64) {
-        let Some((_, who, pin)) = self.latest_hold(head, w) else { return };
+        let Some((who, pin)) = self.latest_hold(head, w) else { return };
         let gen = state::gen(w);
         let kind = if pin { EventKind::Pin } else { EventKind::Get };
         let c = Change::acquire(kind, head, head, w, w, who, gen, false);

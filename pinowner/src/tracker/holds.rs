@@ -26,7 +26,7 @@
 //! until their handles let go. Everything on a block is closed when it is
 //! freed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Event;
 
@@ -40,7 +40,10 @@ pub(crate) struct Holds {
     /// Slot `id - 1`: the acquire event of hold `id`.
     slots: Vec<Option<Event>>,
     free: Vec<u16>,
-    by_head: HashMap<u32, Vec<u16>>,
+    /// The live holds of each block, by acquire event number (oldest
+    /// first): opening, closing and finding the oldest are logarithmic, so
+    /// a block with many holders stays cheap to release.
+    by_head: HashMap<u32, BTreeMap<u64, u16>>,
     /// Recorded acquisitions that found the table full.
     pub(crate) full: u64,
 }
@@ -62,7 +65,7 @@ impl Holds {
         };
         e.hold = id;
         self.slots[usize::from(id) - 1] = Some(*e);
-        self.by_head.entry(e.head as u32).or_default().push(id);
+        self.by_head.entry(e.head as u32).or_default().insert(e.seq, id);
         id
     }
 
@@ -71,7 +74,7 @@ impl Holds {
         let e = self.slots.get_mut(usize::from(id).checked_sub(1)?)?.take()?;
         self.free.push(id);
         if let Some(ids) = self.by_head.get_mut(&(e.head as u32)) {
-            ids.retain(|&i| i != id);
+            ids.remove(&e.seq);
             if ids.is_empty() {
                 self.by_head.remove(&(e.head as u32));
             }
@@ -99,16 +102,13 @@ impl Holds {
     /// The oldest live hold on `head` that `matches`.
     pub(crate) fn find(&self, head: u32, matches: impl Fn(&Event) -> bool) -> Option<u16> {
         let ids = self.by_head.get(&head)?;
-        ids.iter()
-            .copied()
-            .filter(|&id| self.slots[usize::from(id) - 1].as_ref().is_some_and(&matches))
-            .min_by_key(|&id| self.slots[usize::from(id) - 1].map_or(u64::MAX, |e| e.seq))
+        ids.values().copied().find(|&id| self.slots[usize::from(id) - 1].as_ref().is_some_and(&matches))
     }
 
     /// Closes the holds on `head` that `matches`.
     pub(crate) fn close_all(&mut self, head: u32, matches: impl Fn(&Event) -> bool) {
         let ids: Vec<u16> = self.by_head.get(&head).map_or_else(Vec::new, |ids| {
-            ids.iter().copied().filter(|&id| self.slots[usize::from(id) - 1].as_ref().is_some_and(&matches)).collect()
+            ids.values().copied().filter(|&id| self.slots[usize::from(id) - 1].as_ref().is_some_and(&matches)).collect()
         });
         for id in ids {
             self.close(id);
@@ -117,12 +117,9 @@ impl Holds {
 
     /// The live holds on `head`, oldest first.
     pub(crate) fn of(&self, head: u32) -> Vec<Event> {
-        let mut v: Vec<Event> = self
-            .by_head
+        self.by_head
             .get(&head)
-            .map_or_else(Vec::new, |ids| ids.iter().filter_map(|&id| self.slots[usize::from(id) - 1]).collect());
-        v.sort_by_key(|e| e.seq);
-        v
+            .map_or_else(Vec::new, |ids| ids.values().filter_map(|&id| self.slots[usize::from(id) - 1]).collect())
     }
 
     /// Blocks with live holds.

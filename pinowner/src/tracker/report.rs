@@ -599,7 +599,7 @@ impl PageArena {
             // and whether it took a pin.
             let hold = info.and_then(|_| {
                 let w = self.desc(head as u32).state.load(crate::sync::Ordering::Acquire);
-                self.latest_hold(head as u32, w).map(|(_, a, pin)| (a, crate::page::state::gen(w), pin))
+                self.latest_hold(head as u32, w).map(|(a, pin)| (a, crate::page::state::gen(w), pin))
             });
             let attributed = hold.map(|(a, _, _)| a);
             // The slot names one holder; when that holder's acquire is
@@ -647,7 +647,7 @@ impl PageArena {
                     site_pages.entry(owner).or_default().insert(head);
                 }
             }
-            let dropped = (head..(head + (1usize << order)).min(self.pages())).map(|p| t.page_drops(p as u32)).sum();
+            let dropped = (head..head + (1usize << order)).map(|p| t.page_drops(p as u32)).sum();
             pages.push(PageReport {
                 pfn: head,
                 order,
