@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::alloc::{FreeArea, Zone, ZoneKind};
 use crate::handle::ArenaRef;
-use crate::page::slot::{self, Acquirer};
+use crate::page::slot::{self, Acquirer, Who};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
 use crate::sync::Ordering::Relaxed;
@@ -453,7 +453,7 @@ impl PageArena {
         start: Pfn,
         pages: usize,
         reason: Reason,
-        who: Acquirer,
+        who: Who,
         wait: Option<(Instant, Instant)>,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let zone = self.window_zone(start, pages)?;
@@ -498,7 +498,7 @@ impl PageArena {
         pages: usize,
         align: usize,
         reason: Reason,
-        who: Acquirer,
+        who: Who,
         wait: Option<(Instant, Instant)>,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         if pages == 0 {
@@ -723,7 +723,7 @@ impl PageArena {
         pages: u32,
         request: Request,
         considered: usize,
-        who: Acquirer,
+        who: Who,
         deadline: Option<Instant>,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
         let reason = request.reason;
@@ -816,7 +816,7 @@ impl PageArena {
             // reallocated and armed for its next owner by mistake (arming
             // requires a live block).
             let heads: Vec<u32> = busy.iter().map(|&(h, _)| h).collect();
-            self.arm_blocks(&heads, reason, start..end, Some(who), Some(request.key()));
+            self.arm_blocks(&heads, reason, start..end, who.acquirer(), Some(request.key()));
             self.rollback(&mut area, zone, start, end);
             drop(area);
             drop(caches);
@@ -888,7 +888,7 @@ impl PageArena {
 
     /// Turns the isolated free blocks of the window into one run (zone lock
     /// held, every block of the window free and inside it).
-    fn commit(&self, area: &mut FreeArea, start: u32, end: u32, who: Acquirer) -> ContigRun<&PageArena> {
+    fn commit(&self, area: &mut FreeArea, start: u32, end: u32, who: Who) -> ContigRun<&PageArena> {
         self.unisolate(start, end);
         let mut blocks = Vec::new();
         self.for_each_block(start, end, |head, w| {

@@ -90,7 +90,7 @@ use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use crate::page::Acquirer;
+use crate::page::slot::{self, Who};
 use crate::sync::{ConstAtomicBool, ConstMutex};
 
 /// A static description of an owner: the function and subsystem that take
@@ -224,16 +224,18 @@ const _: () = assert!(MAX_CHAIN.is_power_of_two());
 /// innermost `MAX_CHAIN` scopes. A scope that overwrites a slot keeps the old
 /// value in its guard and puts it back on exit, so scopes left in reverse
 /// order (as lexical scopes and polls are) always leave the ring exact.
-/// `current` duplicates the innermost entry so the hot path reads one cell.
+/// `current` duplicates the innermost entry, as the owner slot stores it (a
+/// tagged pointer, [`slot::site_word`], 0 for none), so the hot path reads
+/// one cell and uses it as it is.
 struct Frames {
-    current: Cell<Option<&'static Site>>,
+    current: Cell<u64>,
     depth: Cell<u32>,
     ring: [Cell<Option<&'static Site>>; MAX_CHAIN],
 }
 
 impl Frames {
     const fn new() -> Frames {
-        Frames { current: Cell::new(None), depth: Cell::new(0), ring: [const { Cell::new(None) }; MAX_CHAIN] }
+        Frames { current: Cell::new(0), depth: Cell::new(0), ring: [const { Cell::new(None) }; MAX_CHAIN] }
     }
 }
 
@@ -250,18 +252,17 @@ fn slot(depth: u32) -> usize {
 /// scope.
 #[inline]
 pub fn current() -> Option<&'static Site> {
-    FRAMES.with(|f| f.current.get())
+    slot::site_of(FRAMES.with(|f| f.current.get()))
 }
 
 /// The acquirer to record for a count taken here: the current site, or the
 /// caller's location.
 #[track_caller]
 #[inline(always)]
-pub(crate) fn owner_here() -> Acquirer {
-    match current() {
-        Some(site) => Acquirer::Site(site),
-        None => Acquirer::Location(core::panic::Location::caller()),
-    }
+pub(crate) fn owner_here() -> Who {
+    let site = FRAMES.with(|f| f.current.get());
+    let word = if site != 0 { site } else { slot::location_word(core::panic::Location::caller()) };
+    Who::from_tagged(word)
 }
 
 /// Makes `site` the thread's current owner until the returned guard drops.
@@ -281,7 +282,7 @@ pub fn enter(site: &'static Site) -> SiteGuard {
     FRAMES.with(|f| {
         let depth = f.depth.get();
         let saved = f.ring[slot(depth)].replace(Some(site));
-        let outer = f.current.replace(Some(site));
+        let outer = f.current.replace(slot::site_word(site));
         f.depth.set(depth.wrapping_add(1));
         SiteGuard { saved, outer, depth, _not_send: PhantomData }
     })
@@ -294,9 +295,10 @@ pub fn enter(site: &'static Site) -> SiteGuard {
 pub struct SiteGuard {
     /// The ring entry this scope overwrote.
     saved: Option<&'static Site>,
-    /// The site current when the scope was entered, restored on exit (so
-    /// leaving is three stores, with no branch and no load).
-    outer: Option<&'static Site>,
+    /// The site current when the scope was entered (tagged, as `current`
+    /// keeps it), restored on exit (so leaving is three stores, with no
+    /// branch and no load).
+    outer: u64,
     /// The depth of the scope (the number of scopes around it).
     depth: u32,
     _not_send: PhantomData<*const ()>,

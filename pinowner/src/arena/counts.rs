@@ -5,7 +5,7 @@
 use super::{PageArena, Ticket};
 use crate::alloc::{Pcp, Zone};
 use crate::error::AcquireError;
-use crate::page::slot::{self, Acquirer};
+use crate::page::slot::{self, Acquirer, Who};
 use crate::page::state::{self, Count, COUNTS, FREE, GEN_ONE, HEAD, IDLE, PCP, TRACKED};
 use crate::page::{Descriptor, PageState};
 use crate::sync::fence;
@@ -31,7 +31,7 @@ impl PageArena {
         hd: &Descriptor,
         pfn: u32,
         count: Count,
-        who: Acquirer,
+        who: Who,
     ) -> Result<Ticket, AcquireError> {
         let old = hd.state.fetch_add(count.acquire_delta(), Relaxed);
         let gen = state::gen(old.wrapping_add(GEN_ONE));
@@ -54,7 +54,7 @@ impl PageArena {
         count: Count,
         old: u64,
         gen: u16,
-        who: Acquirer,
+        who: Who,
     ) -> Result<Ticket, AcquireError> {
         if old & state::EXCLUSIVE != 0 {
             // A leaked `BytesMut` (a live one borrows the block): refused
@@ -125,7 +125,7 @@ impl PageArena {
         &self,
         pfn: Pfn,
         count: Count,
-        who: Acquirer,
+        who: Who,
         raw: bool,
     ) -> Result<(&Descriptor, Ticket), AcquireError> {
         // One bounds check: the table has one descriptor per page.
@@ -133,10 +133,7 @@ impl PageArena {
         let p = pfn as u32;
         let old = d.state.load(Relaxed);
         let new = old.wrapping_add(count.acquire_delta());
-        if state::is_live_head(old)
-            && old & count.acquire_slow() == 0
-            && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok()
-        {
+        if count.pfn_fast(old) && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok() {
             d.owner.store(slot::encode(who, state::gen(new), count == Count::Pin), Relaxed);
             return Ok((d, Ticket::unrecorded(state::gen(new))));
         }
@@ -164,7 +161,7 @@ impl PageArena {
         &self,
         pfn: u32,
         count: Count,
-        who: Acquirer,
+        who: Who,
         raw: bool,
     ) -> Result<(&Descriptor, Ticket), AcquireError> {
         let d = self.desc(pfn);

@@ -11,7 +11,7 @@ pub use verify::VerifyError;
 use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
-use crate::page::slot::{self, Acquirer};
+use crate::page::slot::{self, Acquirer, Who};
 use crate::page::state::{self, Count, COUNTS, FREE, HEAD, PCP};
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
@@ -310,7 +310,7 @@ impl PageArena {
     /// Allocates and returns the block's head and the ticket of its first
     /// reference.
     #[inline(always)]
-    pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Acquirer) -> Result<(u32, Ticket), AllocError> {
+    pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }

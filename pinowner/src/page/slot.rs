@@ -3,9 +3,15 @@
 //! | bits   | field   | meaning |
 //! |--------|---------|---------|
 //! | 0..2   | tag     | 0 empty, 1 `&'static Location`, 2 `&'static Site`, 3 free-list index |
-//! | 2..48  | payload | the pointer (its low two bits are the tag) or the index shifted left by 2 |
+//! | 2      | pin     | the acquisition was a pin (else a reference); 0 in a free-list index |
+//! | 3..48  | payload | the pointer (its low three bits are the tag and pin bit) or the index shifted left by 3 |
 //! | 48..62 | gen     | the state word's generation right after the count change that wrote it |
-//! | 62     | pin     | the acquisition was a pin (else a reference) |
+//!
+//! The acquirer's half (tag and pointer, [`Who`]) is made once per call
+//! without a branch on the acquirer's kind: the thread's current site is
+//! kept tagged, and the caller's location is a constant. (On a target whose
+//! `Location` or `Site` is aligned to less than 8 bytes, the pin bit is bit
+//! 62 instead.)
 //!
 //! A block has one slot that counts: its **head** page's (a count through
 //! any page is a count on the block). An acquirer writes it after its count
@@ -52,7 +58,17 @@ const TAG_INDEX: u64 = 3;
 const PAYLOAD_MASK: u64 = (1 << 48) - 1;
 const GEN_SHIFT: u32 = 48;
 const GEN_MASK: u64 = ((1 << 14) - 1) << GEN_SHIFT;
-const PIN_BIT: u64 = 1 << 62;
+/// Bit 2 where both pointer kinds leave it clear (8-byte alignment), so the
+/// pin bit folds into the constant or-ed with the tag.
+const PIN_BIT: u64 = if core::mem::align_of::<Location<'static>>() >= 8 && core::mem::align_of::<Site>() >= 8 {
+    1 << 2
+} else {
+    1 << 62
+};
+/// The low bits of a pointer word that are not the pointer's.
+const LOW_BITS: u64 = TAG_MASK | (PIN_BIT & PAYLOAD_MASK);
+/// A free-list index's shift (above the tag and the pin bit).
+const INDEX_SHIFT: u32 = 3;
 
 /// Or-ed into the generation a handle keeps when its acquisition did not
 /// claim the slot (a reference on a pinned block): no state word generation
@@ -95,26 +111,74 @@ fn gen_bits(gen: u16) -> u64 {
     ((gen as u64) & ((1 << 14) - 1)) << GEN_SHIFT
 }
 
-/// Encodes an acquirer with the generation its count change produced, and
-/// whether it took a pin. Pointers that do not fit the format are stored as
-/// empty (unattributed).
-#[inline(always)]
-pub(crate) fn encode(acq: Acquirer, gen: u16, pin: bool) -> u64 {
-    // The pointer's tag bits are clear (both types are aligned past them,
-    // asserted below), so the tag is or-ed in and one test on the result
-    // checks that the pointer fits the payload.
-    let word = match acq {
-        Acquirer::Location(l) => l as *const Location<'static> as u64 | TAG_LOCATION,
-        Acquirer::Site(s) => s as *const Site as u64 | TAG_SITE,
-    };
-    if word & !PAYLOAD_MASK != 0 {
-        // Never taken where user addresses fit 48 bits (x86-64 and AArch64
-        // by default): a predicted branch, not a conditional move, on the
-        // hot path.
-        core::hint::cold_path();
-        return 0;
+/// An acquirer as the owner slot stores it: its tagged pointer (tag and
+/// pointer, no generation, no pin bit), or 0 if the pointer does not fit the
+/// slot's 48 bits (no such address on x86-64 or AArch64 Linux by default;
+/// the count then goes unattributed rather than misnamed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Who(u64);
+
+impl Who {
+    /// No acquirer: a slot written with it is never attributed.
+    pub(crate) const NONE: Who = Who(0);
+
+    /// From a tagged pointer ([`site_word`] or [`location_word`]).
+    #[inline(always)]
+    pub(crate) fn from_tagged(word: u64) -> Who {
+        // The pointer's tag bits are clear (both types are aligned past
+        // them, asserted below), so the tag is or-ed in and one test on the
+        // result checks that the pointer fits the payload.
+        if word & !PAYLOAD_MASK != 0 {
+            // Never taken where user addresses fit 48 bits: a predicted
+            // branch, not a conditional move, on the hot path.
+            core::hint::cold_path();
+            return Who::NONE;
+        }
+        Who(word)
     }
-    word | gen_bits(gen) | if pin { PIN_BIT } else { 0 }
+
+    /// The acquirer's slot form.
+    pub(crate) fn of(acq: Acquirer) -> Who {
+        match acq {
+            Acquirer::Location(l) => Who::from_tagged(location_word(l)),
+            Acquirer::Site(s) => Who::from_tagged(site_word(s)),
+        }
+    }
+
+    /// The acquirer, if there is one.
+    #[inline]
+    pub(crate) fn acquirer(self) -> Option<Acquirer> {
+        decode(self.0)
+    }
+}
+
+/// A site's tagged pointer (the form the thread's current site is kept in).
+#[inline(always)]
+pub(crate) fn site_word(site: &'static Site) -> u64 {
+    site as *const Site as u64 | TAG_SITE
+}
+
+/// A source location's tagged pointer.
+#[inline(always)]
+pub(crate) fn location_word(loc: &'static Location<'static>) -> u64 {
+    loc as *const Location<'static> as u64 | TAG_LOCATION
+}
+
+/// The site a tagged word names (0, or a word of [`site_word`]).
+#[inline(always)]
+pub(crate) fn site_of(word: u64) -> Option<&'static Site> {
+    match decode(word) {
+        Some(Acquirer::Site(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Encodes an acquirer with the generation its count change produced, and
+/// whether it took a pin: two or-s of the acquirer's word (the pin bit is a
+/// constant at every call).
+#[inline(always)]
+pub(crate) fn encode(who: Who, gen: u16, pin: bool) -> u64 {
+    who.0 | gen_bits(gen) | if pin { PIN_BIT } else { 0 }
 }
 
 // A reference's address is a multiple of its type's alignment: the two tag
@@ -125,13 +189,13 @@ const _: () = assert!(core::mem::align_of::<Site>() > TAG_MASK as usize);
 /// Encodes a free-list index.
 #[inline(always)]
 pub(crate) fn encode_index(index: u32) -> u64 {
-    ((index as u64) << 2) | TAG_INDEX
+    ((index as u64) << INDEX_SHIFT) | TAG_INDEX
 }
 
 /// The free-list index in `word`, if it holds one.
 #[inline(always)]
 pub(crate) fn index_of(word: u64) -> Option<u32> {
-    (word & TAG_MASK == TAG_INDEX).then_some(((word & PAYLOAD_MASK) >> 2) as u32)
+    (word & TAG_MASK == TAG_INDEX).then_some(((word & PAYLOAD_MASK) >> INDEX_SHIFT) as u32)
 }
 
 /// Decodes a free-list index written by [`encode_index`].
@@ -167,7 +231,7 @@ pub(crate) fn is_pin(word: u64) -> bool {
 
 /// Decodes whatever acquirer the slot holds, current or not.
 pub(crate) fn decode(word: u64) -> Option<Acquirer> {
-    let ptr = (word & PAYLOAD_MASK & !TAG_MASK) as usize;
+    let ptr = (word & PAYLOAD_MASK & !LOW_BITS) as usize;
     match word & TAG_MASK {
         TAG_LOCATION => {
             // SAFETY: a slot tagged LOCATION is only ever written by `encode`
@@ -191,12 +255,24 @@ mod tests {
     #[track_caller]
     fn a_slot_is_attributed_only_for_its_own_generation() {
         let loc = Location::caller();
-        let w = encode(Acquirer::Location(loc), 7, true);
+        let w = encode(Who::of(Acquirer::Location(loc)), 7, true);
         assert!(is_pin(w));
-        assert!(!is_pin(encode(Acquirer::Location(loc), 7, false)));
+        assert!(!is_pin(encode(Who::of(Acquirer::Location(loc)), 7, false)));
         assert_eq!(decode_if_current(w, 7), Some(Acquirer::Location(loc)));
         assert_eq!(decode_if_current(w, 8), None);
         assert_eq!(decode_if_current(w, 7 + (1 << 14)), Some(Acquirer::Location(loc)));
+    }
+
+    #[test]
+    fn the_pin_bit_never_changes_the_pointer_decoded() {
+        static S: Site = Site::new("s", module_path!(), file!(), line!(), Some("dma"));
+        for pin in [false, true] {
+            let w = encode(Who::of(Acquirer::Site(&S)), 3, pin);
+            assert_eq!(is_pin(w), pin);
+            assert_eq!(decode_if_current(w, 3), Some(Acquirer::Site(&S)));
+            assert_eq!(site_of(site_word(&S)).map(|s| s as *const Site), Some(&S as *const Site));
+        }
+        assert_eq!(decode(encode(Who::NONE, 3, true)), None);
     }
 
     #[test]

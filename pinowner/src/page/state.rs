@@ -83,6 +83,8 @@ const _: () = assert!(REF_MASK & PIN_MASK == 0);
 const _: () = assert!(PIN_MASK & ORDER_MASK == 0);
 const _: () = assert!(ORDER_MASK & HEAD == 0);
 const _: () = assert!(CONTIG < GEN_ONE);
+// `Count::pfn_fast`'s range test needs every flag it rejects above `HEAD`.
+const _: () = assert!(FREE > HEAD && EXCLUSIVE > HEAD && TRACKED > HEAD && IDLE > HEAD && PIN_MASK < HEAD);
 const _: () = assert!(GEN_SHIFT + GEN_BITS == 64);
 
 /// Bits whose presence sends an acquire (get or pin on a held page) to the
@@ -133,6 +135,23 @@ impl Count {
             Count::Ref => ACQUIRE_SLOW | PIN_MASK,
             Count::Pin => ACQUIRE_SLOW,
         }
+    }
+
+    /// True if an acquisition by page number may take the fast path on a
+    /// page whose word is `old`: a live block head (head, not free, held)
+    /// with none of [`ACQUIRE_SLOW`]'s flags, room in this count, and for a
+    /// reference no pins. One range test: the word's head, flag and count
+    /// bits, less `HEAD + 1`, lie below the count's bound only in exactly
+    /// those words (a flag above `HEAD`, or a missing `HEAD`, puts it far
+    /// above; no count at all wraps it around).
+    #[inline(always)]
+    pub(crate) const fn pfn_fast(self, old: u64) -> bool {
+        const FIELDS: u64 = HEAD | FREE | EXCLUSIVE | TRACKED | IDLE | PIN_MASK | REF_MASK;
+        let bound = match self {
+            Count::Ref => REF_LIMIT - 1,
+            Count::Pin => (PIN_LIMIT << PIN_SHIFT) - 1,
+        };
+        (old & FIELDS).wrapping_sub(HEAD + 1) < bound
     }
 
     /// True if an add of this count on a block whose word is `old` claims
@@ -338,6 +357,32 @@ impl core::fmt::Display for PageState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The range test is the predicate it replaced (a live head without
+    /// the slow flags, and for a reference no pins), on every combination
+    /// of flags and boundary counts.
+    #[test]
+    fn the_by_number_fast_test_admits_exactly_live_heads_without_slow_flags() {
+        let flags = [HEAD, FREE, PCP, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
+        let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
+        let pins = [0, 1, PIN_LIMIT - 1, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
+        for set in 0u32..1 << flags.len() {
+            let f: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
+            for &r in &refs {
+                for &p in &pins {
+                    let w = f | r | (p << PIN_SHIFT) | (5 << ORDER_SHIFT) | (77 * GEN_ONE);
+                    for c in [Count::Ref, Count::Pin] {
+                        let mut slow = ACQUIRE_SLOW & !REF_LIMIT;
+                        if c == Count::Ref {
+                            slow = ACQUIRE_SLOW | PIN_MASK;
+                        }
+                        let want = is_live_head(w) && w & slow == 0;
+                        assert_eq!(c.pfn_fast(w), want, "{c:?} on {w:#x}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn release_delta_drops_one_count_and_bumps_generation() {

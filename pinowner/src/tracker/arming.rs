@@ -51,7 +51,7 @@ impl PageArena {
         let Some((who, pin)) = self.latest_hold(head, w) else { return };
         let gen = state::gen(w);
         let kind = if pin { EventKind::Pin } else { EventKind::Get };
-        let c = Change::acquire(kind, head, head, w, w, who, gen, false);
+        let c = Change::acquire(kind, head, head, w, w, crate::page::slot::Who::of(who), gen, false);
         let mut found = t.event(&Change { from_arming: true, ..c }, None);
         found.seq = seq;
         let id = t.holds.lock().open(&mut found);
@@ -189,7 +189,7 @@ impl PageArena {
     /// ```
     #[track_caller]
     pub fn arm(&self, range: Range<Pfn>, reason: Reason) -> usize {
-        let by = Some(crate::owner_here());
+        let by = crate::owner_here().acquirer();
         let end = range.end.min(self.pages());
         let start = range.start.min(end);
         let heads = self.live_heads(start..end, 0);

@@ -59,7 +59,7 @@ use core::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::depot::{self, StackDepot, StackHandle, Unwinder};
-use crate::page::slot::Acquirer;
+use crate::page::slot::{Acquirer, Who};
 use crate::page::state::{self, COUNTS, FREE, TRACKED};
 use crate::reservation::Reason;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
@@ -362,11 +362,11 @@ impl Change {
         head: u32,
         old: u64,
         new: u64,
-        who: Acquirer,
+        who: Who,
         gen: u16,
         raw: bool,
     ) -> Change {
-        Change { kind, pfn, head, old, new, who: Some(who), gen: Some(gen), raw, hold: 0, from_arming: false }
+        Change { kind, pfn, head, old, new, who: who.acquirer(), gen: Some(gen), raw, hold: 0, from_arming: false }
     }
 
     /// A change of a whole block, not through the raw API.
@@ -777,7 +777,7 @@ impl PageArena {
     /// the allocation opened (the block keeps it).
     #[cold]
     #[inline(never)]
-    pub(crate) fn eager_arm(&self, head: u32, word: u64, who: Acquirer) -> u16 {
+    pub(crate) fn eager_arm(&self, head: u32, word: u64, who: Who) -> u16 {
         let t = self.tracker();
         t.ext[head as usize].arming.store(EAGER_ARMING, Relaxed);
         // Released like any arming, so a recorder's fence sees the side table.
@@ -788,7 +788,7 @@ impl PageArena {
         t.armed_blocks.fetch_add(1, Relaxed);
         let before = word & !(COUNTS | TRACKED);
         let gen = Some(state::gen(word));
-        t.record(Change::block(EventKind::Alloc, head, before, word | TRACKED, Some(who), gen), true).0
+        t.record(Change::block(EventKind::Alloc, head, before, word | TRACKED, who.acquirer(), gen), true).0
     }
 
     /// Records the disarm of a block whose last count the caller dropped.
