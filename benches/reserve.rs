@@ -94,7 +94,7 @@ fn failure(c: &mut Criterion) {
     let zone = a.zone_range(ZoneKind::Movable);
     // Fill the movable zone with single pages, pin page 7 of every window,
     // and give the rest back.
-    let blocks: Vec<_> = (0..MOVABLE).map(|_| a.alloc_movable(0).unwrap()).collect();
+    let blocks: Vec<_> = (0..MOVABLE).map(|_| a.alloc_movable(0).unwrap().into_block()).collect();
     assert!(blocks.iter().all(|b| a.zone_of(b.pfn()) == Some(ZoneKind::Movable)));
     let pins: Vec<_> = blocks.iter().filter(|b| b.pfn() % RUN == PINNED_OFFSET).map(|b| b.pin(0).unwrap()).collect();
     assert_eq!(pins.len(), MOVABLE / RUN);

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use pinowner::{pin_tracked, Block, ContigError, PageArena, PagePin, PageRef, Reason, ReportOptions, ZoneKind};
+use pinowner::{pin_tracked, ContigError, MovableBlock, PageArena, PagePin, PageRef, Reason, ReportOptions, ZoneKind};
 
 /// The DMA ring's refill: pins a frame for a receive descriptor.
 #[pin_tracked(subsystem = "dma", name = "rx_refill")]
-fn rx_refill<'a>(frame: &Block<&'a PageArena>) -> PagePin<&'a PageArena> {
+fn rx_refill<'a>(frame: &MovableBlock<&'a PageArena>) -> PagePin<&'a PageArena> {
     frame.pin(0).expect("pin a receive buffer")
 }
 

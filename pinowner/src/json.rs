@@ -55,6 +55,8 @@ struct Busy {
     zone: String,
     attributed: Option<Owner>,
     attributed_pin: bool,
+    unmovable: String,
+    unmovable_temporary: bool,
 }
 
 #[derive(Serialize)]
@@ -75,6 +77,7 @@ struct Failure {
     pins: u32,
     attributed: u32,
     busy: Vec<Busy>,
+    movable: usize,
     by_acquirer: Vec<Group>,
     waited: Option<Waited>,
 }
@@ -89,10 +92,12 @@ impl ContigFailure {
     ///
     /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
     /// let block = arena.alloc_movable(0)?;
+    /// let pin = block.pin(0)?; // a pinned page never moves
     /// let Err(ContigError::Busy(f)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
     /// let v: serde_json::Value = serde_json::from_str(&f.to_json())?;
     /// assert_eq!((v["version"].as_u64(), v["kind"].as_str()), (Some(1), Some("contig_failure")));
     /// assert_eq!(v["busy"][0]["head"], block.pfn());
+    /// assert_eq!(v["busy"][0]["unmovable"], "pinned");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_json(&self) -> String {
@@ -118,8 +123,11 @@ impl ContigFailure {
                     zone: b.zone.to_string(),
                     attributed: owner(b.attributed),
                     attributed_pin: b.attributed_pin,
+                    unmovable: b.why.to_string(),
+                    unmovable_temporary: b.why.is_temporary(),
                 })
                 .collect(),
+            movable: self.movable,
             by_acquirer: groups(&self.by_acquirer()),
             waited: self.waited.map(|w| Waited {
                 waited_ns: w.waited.as_nanos().min(u64::MAX as u128) as u64,

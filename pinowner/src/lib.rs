@@ -11,6 +11,7 @@ pub mod error;
 mod handle;
 pub mod implementation;
 mod json;
+pub mod migrate;
 pub mod page;
 mod region;
 pub mod reservation;
@@ -23,6 +24,10 @@ pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDE
 pub use audit::{Audit, LeakCheck};
 pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
+pub use migrate::{
+    Compaction, LongtermPinError, Migrated, Migration, MovableBlock, MoveBorrow, MoveBorrowMut, MoveOutcome, Mover,
+    RangePin, RangePinError, Unmovable,
+};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};

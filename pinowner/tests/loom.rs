@@ -253,7 +253,7 @@ fn a_cached_order_1_block_against_a_reservation_keeps_isolation_exact() {
 fn two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact() {
     model("two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact", || {
         let arena = Arc::new(PageArena::builder().pages(2).movable_pages(2).max_order(1).build().unwrap());
-        let block = arena.alloc_movable_owned(0).unwrap();
+        let block = arena.alloc_movable_owned(0).unwrap().into_block();
         let held = block.pfn();
         let t = thread::spawn(move || drop(block));
         let a = arena.clone();

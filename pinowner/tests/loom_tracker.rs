@@ -121,7 +121,7 @@ fn a_waiting_reservation_is_woken_by_the_release() {
                 .build()
                 .unwrap(),
         );
-        let held = arena.alloc_movable_owned(0).unwrap();
+        let held = arena.alloc_movable_owned(0).unwrap().into_block();
         let a = arena.clone();
         let waiter = thread::spawn(move || {
             a.reserve_contig_wait(2, 2, Reason::Contig, Duration::from_secs(3600)).map(|r| r.pages())

@@ -62,7 +62,7 @@ fn unmovable_allocations_never_use_the_movable_zone() {
     }
     assert_eq!(held.len(), 32);
     // Movable allocations prefer the movable zone...
-    let m = arena.alloc_movable(0).unwrap();
+    let m = arena.alloc_movable(0).unwrap().into_block();
     assert_eq!(arena.zone_of(m.pfn()), Some(ZoneKind::Movable));
     assert!(m.state().flags.contains(pinowner::PageFlags::MOVABLE));
 }
@@ -70,8 +70,8 @@ fn unmovable_allocations_never_use_the_movable_zone() {
 #[test]
 fn movable_allocations_fall_back_to_the_normal_zone() {
     let arena = PageArena::builder().pages(64).movable_pages(16).build().unwrap();
-    let _all_movable = arena.alloc_movable(4).unwrap();
-    let m = arena.alloc_movable(0).unwrap();
+    let _all_movable = arena.alloc_movable(4).unwrap().into_block();
+    let m = arena.alloc_movable(0).unwrap().into_block();
     assert_eq!(arena.zone_of(m.pfn()), Some(ZoneKind::Normal));
 }
 

@@ -36,7 +36,7 @@ fn arena() -> PageArena {
 #[test]
 fn a_transient_reader_never_hides_the_long_term_pinner() {
     let arena = arena();
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let pin = rx_refill(&arena, pfn);
     drop(block);
@@ -60,7 +60,7 @@ fn a_transient_reader_never_hides_the_long_term_pinner() {
 #[test]
 fn concurrent_readers_never_hide_the_pinner_from_a_failure() {
     let arena = arena();
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let pin = rx_refill(&arena, pfn);
     drop(block);
@@ -96,7 +96,7 @@ fn counts_are_credited_only_to_the_holder_known_to_hold_them() {
         arena.pin(pfn).unwrap()
     }
     let arena = arena();
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let dma: Vec<_> = (0..3).map(|_| rx_refill(&arena, pfn)).collect();
     let rdma = register_mr(&arena, pfn);
@@ -166,7 +166,7 @@ fn owner_sub(o: &Option<pinowner::tracker::Owner>) -> Option<&str> {
 #[test]
 fn the_report_starts_from_the_holder_the_failure_named() {
     let arena = tracked_arena(4096);
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let pin = rx_refill(&arena, pfn);
     drop(block);
@@ -196,7 +196,7 @@ fn the_report_starts_from_the_holder_the_failure_named() {
 #[test]
 fn history_overflow_never_invents_holders() {
     let arena = tracked_arena(1001);
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let pin = rx_refill(&arena, pfn);
     drop(block);
@@ -226,7 +226,7 @@ fn history_overflow_never_invents_holders() {
 #[test]
 fn pairing_stays_right_across_any_number_of_acquisitions() {
     let arena = tracked_arena(1 << 16);
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     assert!(arena.reserve_contig(32, 32, Reason::Contig).is_err());
     let h = rx_refill(&arena, pfn);
@@ -251,7 +251,7 @@ fn pairing_stays_right_across_any_number_of_acquisitions() {
 #[test]
 fn a_wait_succeeds_when_another_window_frees() {
     let arena = PageArena::builder().pages(128).movable_pages(64).build().unwrap();
-    let all: Vec<_> = (0..64).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let all: Vec<_> = (0..64).map(|_| arena.alloc_movable(0).unwrap().into_block()).collect();
     let (mut a, mut b) = (None, None);
     for blk in all {
         match blk.pfn() {
@@ -285,7 +285,7 @@ fn a_wait_succeeds_when_another_window_frees() {
 #[test]
 fn reserve_range_wait_waits_for_its_range_and_continues_its_arming() {
     let arena = arena();
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let w = pfn & !7;
     assert!(matches!(arena.reserve_range(w, 8, Reason::Shrink), Err(ContigError::Busy(_))));
@@ -310,11 +310,11 @@ fn reserve_range_wait_waits_for_its_range_and_continues_its_arming() {
 #[test]
 fn a_raw_holder_found_at_arming_is_gone_once_released() {
     let arena = tracked_arena(64);
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     drop(block);
     // The block alone: only the raw reference holds it now.
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     assert_eq!(block.pfn(), pfn);
     let head = block.into_raw();
     arena.get_raw(head).unwrap();
@@ -337,7 +337,7 @@ fn the_holders_flamegraph_weighs_what_is_held() {
         .tracking(pinowner::Tracking { depth: 32, ..pinowner::Tracking::default() })
         .build()
         .unwrap();
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let pin = rx_refill(&arena, pfn);
     drop(block);
@@ -371,7 +371,7 @@ fn the_holders_flamegraph_weighs_what_is_held() {
 #[test]
 fn every_report_has_a_versioned_json_form() {
     let arena = tracked_arena(64);
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     let pfn = block.pfn();
     let pin = rx_refill(&arena, pfn);
     let ContigError::Busy(f) = arena.reserve_contig(32, 32, Reason::Contig).unwrap_err() else { panic!() };

@@ -37,7 +37,7 @@ fn cached_arena() -> Arc<PageArena> {
 
 /// The order-0 movable block at `pfn`, armed (the rest given back).
 fn armed_page(arena: &Arc<PageArena>, pfn: usize) -> Block<Arc<PageArena>> {
-    let mut all: Vec<_> = (0..32).map(|_| arena.alloc_movable_owned(0).unwrap()).collect();
+    let mut all: Vec<_> = (0..32).map(|_| arena.alloc_movable_owned(0).unwrap().into_block()).collect();
     let i = all.iter().position(|b| b.pfn() == pfn).expect("every movable page was allocated");
     let block = all.swap_remove(i);
     drop(all);
@@ -203,7 +203,7 @@ fn a_page_of_a_dropped_run_still_held_is_an_ordinary_busy_page() {
 fn eager_mode_keeps_held_blocks_armed_after_a_request_succeeds() {
     let tracking = Tracking { eager: true, depth: 0, ..Tracking::default() };
     let arena = Arc::new(PageArena::builder().pages(64).movable_pages(32).tracking(tracking).build().unwrap());
-    let mut all: Vec<_> = (0..32).map(|_| arena.alloc_movable_owned(0).unwrap()).collect();
+    let mut all: Vec<_> = (0..32).map(|_| arena.alloc_movable_owned(0).unwrap().into_block()).collect();
     let x = all.remove(all.iter().position(|b| b.pfn() == 33).unwrap());
     let y = all.remove(all.iter().position(|b| b.pfn() == 50).unwrap());
     drop(all);

@@ -5,6 +5,7 @@ mod attribution;
 mod counts;
 mod faults;
 mod geometry;
+mod migrate;
 mod model;
 mod region;
 mod reserve;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use pinowner::{AcquireError, Block, PageArena, PagePin, PageRef, ReleaseError, ZoneKind};
+use pinowner::{AcquireError, Block, MovableBlock, PageArena, PagePin, PageRef, ReleaseError, ZoneKind};
 use proptest::prelude::*;
 
 const PAGES: usize = 64;
@@ -85,7 +85,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         match op {
             Op::Alloc { order, movable } => {
-                let r = if movable { arena.alloc_movable(order) } else { arena.alloc(order) };
+                let r =
+                    if movable { arena.alloc_movable(order).map(MovableBlock::into_block) } else { arena.alloc(order) };
                 match r {
                     Ok(b) => {
                         let (p, n) = (b.pfn(), b.pages());

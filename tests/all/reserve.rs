@@ -26,7 +26,7 @@ fn a_free_window_is_reserved_and_freed_back_on_drop() {
 #[test]
 fn a_pinned_page_fails_the_reservation_and_is_named_with_its_acquirer() {
     let arena = arena();
-    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap().into_block()).collect();
     let line = line!() + 1;
     let pin = blocks[5].pin(0).unwrap();
     let pinned = blocks[5].pfn();
@@ -68,7 +68,7 @@ fn a_pinned_page_fails_the_reservation_and_is_named_with_its_acquirer() {
 #[test]
 fn reserve_contig_tries_the_window_with_fewest_busy_pages() {
     let arena = arena();
-    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap().into_block()).collect();
     // Windows of 32 pages in the movable zone: keep 3, 1, 2 and 4 pins in them.
     let keep: Vec<_> =
         [128usize, 129, 130, 160, 192, 193, 224, 225, 226, 227].iter().map(|&p| arena.pin(p).unwrap()).collect();
@@ -88,7 +88,7 @@ fn a_block_straddling_the_window_is_split_and_only_the_window_is_taken() {
     let arena = arena();
     let run = arena.reserve_range(133, 7, Reason::Contig).unwrap();
     assert_eq!(arena.free_pages(), 256 - 7);
-    let a = arena.alloc_movable(0).unwrap();
+    let a = arena.alloc_movable(0).unwrap().into_block();
     assert!(!(133..140).contains(&a.pfn()));
     drop(a);
     drop(run);
@@ -99,7 +99,7 @@ fn a_block_straddling_the_window_is_split_and_only_the_window_is_taken() {
 fn cached_pages_in_the_window_are_drained_not_counted_busy() {
     let cache = ThreadCache { batch: 8, high: 64, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(64).movable_pages(64).max_order(6).thread_cache(cache).build().unwrap();
-    drop(arena.alloc_movable(0).unwrap());
+    drop(arena.alloc_movable(0).unwrap().into_block());
     assert!(arena.frag_stats().zones[0].cached_pages > 0);
     let run = arena.reserve_range(0, 64, Reason::Contig).unwrap();
     assert_eq!(run.pages(), 64);
@@ -137,7 +137,7 @@ fn a_failure_names_both_subsystems_that_pin_pages_with_correct_counts() {
         arena.pin(pfn).unwrap()
     }
     let arena = arena();
-    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let blocks: Vec<_> = (0..128).map(|_| arena.alloc_movable(0).unwrap().into_block()).collect();
     let dma: Vec<_> = [130usize, 131].iter().map(|&p| dma_pin(&arena, p)).collect();
     let rdma: Vec<_> = [140usize, 140, 141].iter().map(|&p| rdma_pin(&arena, p)).collect();
     drop(blocks);

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pinowner::{PageArena, ThreadCache};
+use pinowner::{MovableBlock, PageArena, ThreadCache};
 
 fn hammer(arena: &PageArena, threads: usize, iters: usize) {
     let published: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
@@ -24,7 +24,11 @@ fn hammer(arena: &PageArena, threads: usize, iters: usize) {
                     let r = next();
                     if held.len() < 8 && r % 3 != 0 {
                         let order = (r >> 8) as u8 % 3;
-                        let alloc = if r & 16 == 0 { arena.alloc(order) } else { arena.alloc_movable(order) };
+                        let alloc = if r & 16 == 0 {
+                            arena.alloc(order)
+                        } else {
+                            arena.alloc_movable(order).map(MovableBlock::into_block)
+                        };
                         if let Ok(mut b) = alloc {
                             let canary = ((t as u8) << 5) ^ (i as u8);
                             // Another thread may hold a transient count from a

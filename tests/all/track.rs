@@ -42,7 +42,7 @@ fn fail_over(arena: &PageArena, pfn: usize, reason: Reason) {
 #[test]
 fn nothing_is_recorded_or_allocated_while_nothing_is_armed() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let r = arena.get(b.pfn()).unwrap();
     let p = b.pin(0).unwrap();
     drop((r, p));
@@ -54,7 +54,7 @@ fn nothing_is_recorded_or_allocated_while_nothing_is_armed() {
 #[test]
 fn a_failure_arms_its_busy_block_and_later_count_changes_are_recorded_with_stacks() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let pfn = b.pfn();
     fail_over(&arena, pfn, Reason::Shrink);
     assert!(arena.page_state(pfn).unwrap().flags.contains(PageFlags::TRACKED));
@@ -90,7 +90,7 @@ fn a_failure_arms_its_busy_block_and_later_count_changes_are_recorded_with_stack
 #[test]
 fn the_report_pairs_releases_with_acquires_and_counts_holders_from_before_arming() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let pfn = b.pfn();
     let early = arena.get(pfn).unwrap(); // before arming: never recorded
     fail_over(&arena, pfn, Reason::Contig);
@@ -139,7 +139,7 @@ fn the_report_pairs_releases_with_acquires_and_counts_holders_from_before_arming
 #[test]
 fn a_holder_from_before_arming_is_attributed_through_a_tail_page() {
     let arena = arena();
-    let b = arena.alloc_movable(1).unwrap();
+    let b = arena.alloc_movable(1).unwrap().into_block();
     let pin = dma_pin(&arena, b.pfn() + 1); // through the tail, before arming
     fail_over(&arena, b.pfn(), Reason::Contig);
     let report = arena.owner_report();
@@ -157,7 +157,7 @@ fn a_holder_from_before_arming_is_attributed_through_a_tail_page() {
 #[test]
 fn the_last_put_disarms_exactly_once_and_the_history_stays() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let pfn = b.pfn();
     fail_over(&arena, pfn, Reason::Contig);
     assert_eq!(arena.tracker_stats().armed_blocks, 1);
@@ -167,7 +167,7 @@ fn the_last_put_disarms_exactly_once_and_the_history_stays() {
     assert_eq!(arena.tracker_stats().armed_blocks, 0);
     assert_eq!(arena.disarm_all(), 0, "a freed block is not disarmed twice");
     // Reallocated, it is not armed for its new owner.
-    let again = arena.alloc_movable(0).unwrap();
+    let again = arena.alloc_movable(0).unwrap().into_block();
     assert_eq!(again.pfn(), pfn);
     drop(arena.get(pfn).unwrap());
     assert_eq!(arena.tracked_events().len(), 3);
@@ -179,7 +179,7 @@ fn the_last_put_disarms_exactly_once_and_the_history_stays() {
 #[test]
 fn disarm_on_request_leaves_the_history_and_stops_recording() {
     let arena = arena();
-    let a = arena.alloc_movable(0).unwrap();
+    let a = arena.alloc_movable(0).unwrap().into_block();
     fail_over(&arena, a.pfn(), Reason::Contig);
     assert_eq!(arena.disarm(a.pfn()..a.pfn() + 1), 1);
     assert_eq!(arena.disarm(a.pfn()..a.pfn() + 1), 0, "exactly once");
@@ -193,7 +193,7 @@ fn disarm_on_request_leaves_the_history_and_stops_recording() {
 fn a_later_success_of_the_same_request_disarms_what_its_failure_armed() {
     let arena = arena();
     let movable = arena.zone_range(pinowner::ZoneKind::Movable);
-    let c = arena.alloc_movable(0).unwrap();
+    let c = arena.alloc_movable(0).unwrap().into_block();
     let other = if (movable.start..movable.start + 64).contains(&c.pfn()) { movable.start + 64 } else { movable.start };
     let blocker = arena.reserve_range(other, 64, Reason::Contig).unwrap();
     let e = arena.reserve_contig(64, 64, Reason::Compaction).unwrap_err();
@@ -219,7 +219,7 @@ fn a_full_history_drops_and_counts_per_page_and_in_total() {
         .tracking(Tracking { capacity: 8, depth: 4, ..Tracking::default() })
         .build()
         .unwrap();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     fail_over(&arena, b.pfn(), Reason::Contig);
     for _ in 0..50 {
         drop(arena.get(b.pfn()).unwrap());
@@ -246,7 +246,7 @@ fn an_overflowing_pin_on_an_armed_page_records_nothing_and_keeps_the_attribution
         .tracking(Tracking { depth: 0, ..Tracking::default() })
         .build()
         .unwrap();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let pins: Vec<_> = (0..32767).map(|_| b.pin(0).unwrap()).collect();
     fail_over(&arena, b.pfn(), Reason::Contig);
     let last = dma_pin(&arena, b.pfn()); // the 32768th: at the limit
@@ -306,8 +306,8 @@ fn eager_mode_records_every_allocation_with_its_stack_from_the_start() {
 #[test]
 fn reports_filter_by_reason_and_range_and_apply_the_stack_threshold() {
     let arena = arena();
-    let a = arena.alloc_movable(0).unwrap();
-    let b = arena.alloc_movable(0).unwrap();
+    let a = arena.alloc_movable(0).unwrap().into_block();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     fail_over(&arena, a.pfn(), Reason::Shrink);
     fail_over(&arena, b.pfn(), Reason::LongtermPin);
     let pa = dma_pin(&arena, a.pfn());
@@ -327,7 +327,7 @@ fn reports_filter_by_reason_and_range_and_apply_the_stack_threshold() {
 #[test]
 fn json_is_versioned_and_folded_stacks_are_flamegraph_lines() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     fail_over(&arena, b.pfn(), Reason::Custom("resize"));
     let pin = dma_pin(&arena, b.pfn());
     let report = arena.owner_report_with(&ReportOptions { events: true, ..Default::default() });
@@ -382,7 +382,7 @@ fn capture_tracing(f: impl FnOnce()) -> String {
 #[test]
 fn each_recorded_event_is_a_tracing_event_with_target_pinowner() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let pfn = b.pfn();
     let log = capture_tracing(|| {
         fail_over(&arena, pfn, Reason::Contig);
@@ -399,7 +399,7 @@ fn each_recorded_event_is_a_tracing_event_with_target_pinowner() {
 #[test]
 fn every_reservation_step_is_a_tracing_event() {
     let arena = arena();
-    let b = arena.alloc_movable(0).unwrap();
+    let b = arena.alloc_movable(0).unwrap().into_block();
     let pfn = b.pfn();
     let log = capture_tracing(|| {
         fail_over(&arena, pfn, Reason::Contig);
@@ -411,10 +411,7 @@ fn every_reservation_step_is_a_tracing_event() {
         .filter(|l| l.contains("reservation step"))
         .map(|l| l.split("step=").nth(1).unwrap().split_whitespace().next().unwrap().trim_matches('"').to_owned())
         .collect();
-    assert_eq!(
-        steps,
-        ["isolate", "drain", "migrate", "test", "rollback", "isolate", "drain", "migrate", "test", "commit"]
-    );
+    assert_eq!(steps, ["isolate", "drain", "test", "rollback", "isolate", "drain", "test", "commit"]);
 }
 
 #[test]
@@ -458,7 +455,7 @@ fn the_audit_lists_held_blocks_by_site_and_a_leaky_drop_warns_or_panics() {
 #[test]
 fn reserve_contig_wait_is_woken_by_the_release_and_succeeds() {
     let arena = PageArena::builder().pages(64).movable_pages(32).build().unwrap();
-    let held = arena.alloc_movable(0).unwrap();
+    let held = arena.alloc_movable(0).unwrap().into_block();
     std::thread::scope(|s| {
         let waiter = s.spawn(|| arena.reserve_contig_wait(32, 32, Reason::Contig, Duration::from_secs(60)));
         // Wait until the waiter's failure armed the block, then release it.
@@ -474,7 +471,7 @@ fn reserve_contig_wait_is_woken_by_the_release_and_succeeds() {
 #[test]
 fn reserve_contig_wait_times_out_with_what_happened_while_waiting() {
     let arena = PageArena::builder().pages(64).movable_pages(32).build().unwrap();
-    let held = arena.alloc_movable(0).unwrap();
+    let held = arena.alloc_movable(0).unwrap().into_block();
     let e = arena.reserve_contig_wait(32, 32, Reason::Contig, Duration::from_millis(50)).unwrap_err();
     let ContigError::Busy(f) = e else { panic!("{e:?}") };
     let w = f.waited.expect("a wait log");
@@ -507,7 +504,7 @@ fn a_report_on_an_armed_block_merged_away_since_stays_inside_the_arena() {
 #[test]
 fn the_first_arming_is_numbered_one() {
     let arena = pinowner::PageArena::builder().pages(64).movable_pages(32).build().unwrap();
-    let block = arena.alloc_movable(0).unwrap();
+    let block = arena.alloc_movable(0).unwrap().into_block();
     assert!(arena.reserve_contig(32, 32, pinowner::Reason::Contig).is_err());
     let armings = arena.armings();
     assert_eq!(armings.iter().map(|a| a.id).collect::<Vec<_>>(), [1]);

@@ -204,6 +204,7 @@ impl ArenaBuilder {
             raw: ShardedMap::new(),
             tracker: TrackerCell::new(self.tracking),
             leak_check: self.leak_check,
+            moves: std::sync::OnceLock::new(),
         })
         .inspect(|arena| {
             if self.tracking.eager {

@@ -390,7 +390,7 @@ impl PageArena {
     /// Frees a block whose last count the caller's compare-and-swap just
     /// dropped: into `cache`, or to the buddy lists.
     #[inline(always)]
-    fn free_released(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8) {
+    pub(crate) fn free_released(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8) {
         // Like `Arc`: every holder's release was `Release`; this acquire
         // makes all their accesses happen before the block is reused.
         fence(Acquire);

@@ -39,6 +39,9 @@ pub struct PageArena {
     /// The owner tracker, allocated on first arming (or at build in eager
     /// mode).
     pub(crate) tracker: crate::tracker::TrackerCell,
+    /// Movable allocations and migration history, made on the first
+    /// movable allocation.
+    pub(crate) moves: std::sync::OnceLock<crate::migrate::MoveTable>,
     /// What dropping the arena does when pages are still held.
     pub(crate) leak_check: crate::audit::LeakCheck,
 }
@@ -91,6 +94,9 @@ pub struct PageInfo {
     /// it (the generation in the owner slot matches). `None` means
     /// unattributed, never a guess.
     pub acquirer: Option<Acquirer>,
+    /// How often the data on this page moved here, and why last; `None`
+    /// if it never did.
+    pub migrated: Option<crate::migrate::Migrated>,
 }
 
 impl PageArena {
@@ -242,33 +248,6 @@ impl PageArena {
         Ok(Block::new(self, pfn, order, gen))
     }
 
-    /// Allocates a movable block: from the movable zone, falling back to
-    /// the normal zone when the movable zone has no block of that order (the
-    /// kernel's rule: movable allocations may use either zone, unmovable
-    /// ones never use the movable zone).
-    ///
-    /// # Errors
-    ///
-    /// As for [`alloc`](Self::alloc).
-    #[track_caller]
-    pub fn alloc_movable(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
-        let who = crate::owner_here();
-        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self, pfn, order, gen))
-    }
-
-    /// Like [`alloc_movable`](Self::alloc_movable), with the bytes zeroed.
-    ///
-    /// # Errors
-    ///
-    /// As for [`alloc`](Self::alloc).
-    #[track_caller]
-    pub fn alloc_movable_zeroed(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
-        let who = crate::owner_here();
-        let (pfn, gen) = self.alloc_in(order, true, who)?;
-        self.zero_block(pfn, order);
-        Ok(Block::new(self, pfn, order, gen))
-    }
-
     /// [`alloc`](Self::alloc) for an arena shared through `Arc`: the block
     /// keeps the arena alive and is `'static`.
     ///
@@ -281,21 +260,7 @@ impl PageArena {
         self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
     }
 
-    /// [`alloc_movable`](Self::alloc_movable) for an arena shared through `Arc`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`alloc`](Self::alloc).
-    #[track_caller]
-    pub fn alloc_movable_owned(
-        self: &std::sync::Arc<Self>,
-        order: u8,
-    ) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
-        let who = crate::owner_here();
-        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
-    }
-
-    fn zero_block(&self, pfn: u32, order: u8) {
+    pub(crate) fn zero_block(&self, pfn: u32, order: u8) {
         let (off, len) = self.byte_range(pfn, order);
         // SAFETY: the block was just allocated and no handle to it exists yet:
         // we have exclusive access to its bytes.
@@ -560,12 +525,19 @@ impl PageArena {
             state.flags = state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED));
             let live = s1 & FREE == 0 && s1 & COUNTS != 0;
             let acquirer = if live { slot::decode_if_current(owner, state::gen(s1)) } else { None };
-            return Ok(PageInfo { pfn, head: head as Pfn, zone, state, acquirer });
+            return Ok(PageInfo { pfn, head: head as Pfn, zone, state, acquirer, migrated: self.migrated(p) });
         }
         // A page whose block is being split or merged right now: report it
         // with its own word.
         let w = self.desc(p).state.load(Acquire);
-        Ok(PageInfo { pfn, head: pfn, zone, state: PageState::from_word(w), acquirer: None })
+        Ok(PageInfo {
+            pfn,
+            head: pfn,
+            zone,
+            state: PageState::from_word(w),
+            acquirer: None,
+            migrated: self.migrated(p),
+        })
     }
 
     /// The state of a page's block.

@@ -136,6 +136,12 @@ pub enum EventKind {
     Arm,
     /// The block was disarmed.
     Disarm(DisarmCause),
+    /// The block's data moved to the block headed by `to` (its holders
+    /// went with it); the old block is freed.
+    Migrated {
+        /// The new block's head.
+        to: Pfn,
+    },
 }
 
 impl EventKind {
@@ -165,6 +171,7 @@ impl EventKind {
             EventKind::Disarm(DisarmCause::Freed) => "disarm(freed)",
             EventKind::Disarm(DisarmCause::Succeeded) => "disarm(succeeded)",
             EventKind::Disarm(DisarmCause::Request) => "disarm(request)",
+            EventKind::Migrated { .. } => "migrated",
         }
     }
 }
@@ -793,6 +800,17 @@ impl PageArena {
 
     /// Records the disarm of a block whose last count the caller dropped.
     #[cold]
+    /// Records that the armed block headed by `head` moved to `to` (its
+    /// word went from `old` to `new`, every count gone), and that it is
+    /// freed.
+    pub(crate) fn record_migrated(&self, head: u32, to: u32, old: u64, new: u64) {
+        if let Some(t) = self.tracker.get() {
+            let kind = EventKind::Migrated { to: to as Pfn };
+            t.record(Change::block(kind, head, old, new, None, None), true);
+        }
+        self.record_freed(head, old, new);
+    }
+
     pub(crate) fn record_freed(&self, head: u32, old: u64, new: u64) {
         if let Some(t) = self.tracker.get() {
             t.armed_blocks.fetch_sub(1, Relaxed);

@@ -416,7 +416,7 @@ impl PageArena {
     /// use pinowner::{PageArena, Reason};
     ///
     /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
-    /// let block = arena.alloc_movable(0)?;
+    /// let block = arena.alloc_movable(0)?.into_block(); // keeps its address
     /// let failure = arena.reserve_range(block.pfn(), 1, Reason::Contig).unwrap_err();
     /// let pin = block.pin(0)?; // recorded: the page is armed now
     /// let report = arena.owner_report();

@@ -10,21 +10,32 @@
 //!    so free blocks parked there are isolated too (and repeat, if a block
 //!    freed towards a cache but not yet in it, or a block whose last count
 //!    is gone but which is not yet free, is found: the arena's own
-//!    bookkeeping never fails a reservation). Steps 1–5 run holding every
-//!    cache of the zone and the zone lock; one `membarrier` per pass.
-//! 3. **migrate** — the hook where movable holders will be asked to move
-//!    their pages; today only free pages count.
-//! 4. **test** — every block of the window must be free.
+//!    bookkeeping never fails a reservation). Steps 1, 2, 3 and 5 run
+//!    holding every cache of the zone and the zone lock; one `membarrier`
+//!    per pass.
+//! 3. **test** — every block of the window must be free.
+//! 4. **migrate** — if every busy block may move (a [`MovableBlock`]
+//!    held only by its handles, none borrowing), the locks are let go and
+//!    each is moved out of the window (see [`crate::migrate`]): the window
+//!    stays isolated, so the freed pages land in it; then back to step 2.
+//!    At most ten such passes (the kernel's `migrate_pages` tries ten); a
+//!    block that cannot move (pinned, not movable, held without a mover,
+//!    refused) fails the window without moving the others for nothing.
 //! 5. **commit** the free blocks into a [`ContigRun`], or **roll back**
 //!    completely: isolation cleared, every free block back on the lists,
-//!    coalesced. A failure names every busy block of the window.
+//!    coalesced. A failure names every block in the way and why it
+//!    stayed ([`BusyBlock::why`]).
+//!
+//! [`MovableBlock`]: crate::MovableBlock
 
 use core::ops::Range;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::alloc::{FreeArea, Zone, ZoneKind};
 use crate::handle::ArenaRef;
-use crate::page::slot::{self, Acquirer, Who};
+use crate::migrate::{Dest, Unmovable};
+use crate::page::slot::{self, Who};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
 use crate::sync::Ordering::Relaxed;
@@ -61,11 +72,11 @@ impl core::fmt::Display for Reason {
 /// What a reservation asked for: its failures and success are matched by
 /// this (a later success disarms what its failures armed).
 #[derive(Clone, Copy, Debug)]
-struct Request {
-    reason: Reason,
-    pages: usize,
-    align: usize,
-    start: Option<Pfn>,
+pub(crate) struct Request {
+    pub(crate) reason: Reason,
+    pub(crate) pages: usize,
+    pub(crate) align: usize,
+    pub(crate) start: Option<Pfn>,
 }
 
 impl Request {
@@ -74,302 +85,9 @@ impl Request {
     }
 }
 
-/// One busy block inside a reservation window.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BusyBlock {
-    /// The first page of the block.
-    pub head: Pfn,
-    /// The block's order.
-    pub order: u8,
-    /// The pages of the window the block covers.
-    pub pages_in_window: Range<Pfn>,
-    /// The block's state when tested.
-    pub state: PageState,
-    /// The block's zone.
-    pub zone: ZoneKind,
-    /// The block's head and the acquirer of its latest claiming acquisition
-    /// if that holder still holds the block (otherwise `None`:
-    /// unattributed, never guessed). A reference taken on a pinned block
-    /// does not claim: the pinner stays named.
-    pub attributed: Option<(Pfn, Acquirer)>,
-    /// Whether the attributed acquirer holds a pin (else a reference): the
-    /// one count it is credited with; the block's other counts are
-    /// unattributed.
-    pub attributed_pin: bool,
-}
+mod failure;
 
-impl BusyBlock {
-    /// Holders of the block: references plus pins.
-    pub fn holders(&self) -> u32 {
-        self.state.refcount + self.state.pincount
-    }
-}
-
-/// Why a reservation failed: the window tried and every busy block in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContigFailure {
-    /// Why the run was wanted.
-    pub reason: Reason,
-    /// The window tried: for `reserve_contig`, the best one (fewest busy
-    /// pages, then fewest holders) — the smallest set of releases that would
-    /// let the request succeed.
-    pub window: Range<Pfn>,
-    /// Busy blocks in the window, in page order.
-    pub busy: Vec<BusyBlock>,
-    /// Aligned windows considered (1 for `reserve_range`).
-    pub windows_considered: usize,
-    /// What happened while [`PageArena::reserve_contig_wait`] waited, if it
-    /// did.
-    pub waited: Option<WaitLog>,
-}
-
-/// What happened while a reservation waited for its blocking pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaitLog {
-    /// Time spent, from the first attempt to the last failure.
-    pub waited: Duration,
-    /// Reservation attempts made.
-    pub attempts: u32,
-    /// Releases of armed blocks seen while waiting (each woke the waiter).
-    pub releases: u64,
-    /// Events recorded on armed blocks while waiting.
-    pub events: u64,
-}
-
-impl ContigFailure {
-    /// Busy pages in the window.
-    pub fn busy_pages(&self) -> usize {
-        self.busy.iter().map(|b| b.pages_in_window.len()).sum()
-    }
-
-    /// Holders (refs + pins) of the busy blocks.
-    pub fn holders(&self) -> u32 {
-        self.busy.iter().map(|b| b.holders()).sum()
-    }
-
-    /// Holders that are attributed (at most one per block: the latest).
-    pub fn attributed(&self) -> u32 {
-        self.busy.iter().filter(|b| b.attributed.is_some()).count() as u32
-    }
-
-    /// Pins on the busy blocks.
-    pub fn pins(&self) -> u32 {
-        self.busy.iter().map(|b| b.state.pincount).sum()
-    }
-
-    /// The busy blocks grouped by their attributed acquirer, ranked: most
-    /// blocks first, then most holders (a top-N of who is in the way). An
-    /// acquirer is credited only with what it is known to hold (its one
-    /// pin or reference per block); the group with no acquirer (`None`)
-    /// gathers every other count, and a block with both an attributed and
-    /// unattributed holders counts in both groups.
-    pub fn by_acquirer(&self) -> Vec<AcquirerGroup> {
-        AcquirerGroup::rank(AcquirerGroup::credit(self.busy.iter().map(|b| {
-            let who = b.attributed.map(|(_, a)| (a, b.attributed_pin));
-            (who, b.state.refcount, b.state.pincount)
-        })))
-    }
-
-    /// The busy blocks grouped by subsystem of their attributed acquirer
-    /// (`None`: unattributed blocks and acquirers without a subsystem),
-    /// ranked like [`by_acquirer`](Self::by_acquirer).
-    pub fn by_subsystem(&self) -> Vec<(Option<&'static str>, AcquirerGroup)> {
-        let mut out: Vec<(Option<&'static str>, AcquirerGroup)> = Vec::new();
-        for g in self.by_acquirer() {
-            let sub = g.acquirer.and_then(|a| a.subsystem());
-            match out.iter_mut().find(|(s, _)| *s == sub) {
-                Some((_, t)) => {
-                    t.blocks += g.blocks;
-                    t.refs += g.refs;
-                    t.pins += g.pins;
-                    if t.acquirer != g.acquirer {
-                        t.acquirer = None;
-                    }
-                }
-                None => out.push((sub, g)),
-            }
-        }
-        out.sort_by_key(|(s, g)| (s.is_none(), core::cmp::Reverse((g.blocks, g.refs + g.pins))));
-        out
-    }
-}
-
-/// Blocks that share an attributed acquirer: the busy blocks of a failure
-/// ([`ContigFailure::by_acquirer`]) or the blocks still held at an audit
-/// ([`Audit::by_acquirer`](crate::Audit::by_acquirer)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AcquirerGroup {
-    /// The acquirer (`None`: unattributed). In [`ContigFailure::by_subsystem`],
-    /// the one acquirer of the subsystem, or `None` if it has several.
-    pub acquirer: Option<Acquirer>,
-    /// Blocks.
-    pub blocks: usize,
-    /// References on them.
-    pub refs: u32,
-    /// Pins on them.
-    pub pins: u32,
-}
-
-impl AcquirerGroup {
-    /// Splits each block, given as (attributed acquirer and whether it
-    /// holds a pin, refs, pins), into what its acquirer is known to hold
-    /// (one pin or one reference) and the rest, unattributed: the input of
-    /// [`rank`](Self::rank).
-    pub(crate) fn credit(
-        blocks: impl IntoIterator<Item = (Option<(Acquirer, bool)>, u32, u32)>,
-    ) -> impl Iterator<Item = (Option<Acquirer>, u32, u32)> {
-        blocks.into_iter().flat_map(|(who, refs, pins)| {
-            let (known, rest) = match who {
-                Some((a, true)) if pins > 0 => (Some((Some(a), 0, 1)), (refs, pins - 1)),
-                Some((a, false)) if refs > 0 => (Some((Some(a), 1, 0)), (refs - 1, pins)),
-                _ => (None, (refs, pins)),
-            };
-            let rest = (rest != (0, 0) || known.is_none()).then_some((None, rest.0, rest.1));
-            known.into_iter().chain(rest)
-        })
-    }
-
-    /// Groups blocks, given as (acquirer, refs, pins), by acquirer and ranks
-    /// the groups: attributed before unattributed, then most blocks, then
-    /// most holders.
-    pub(crate) fn rank(blocks: impl IntoIterator<Item = (Option<Acquirer>, u32, u32)>) -> Vec<AcquirerGroup> {
-        let mut groups: Vec<AcquirerGroup> = Vec::new();
-        for (acquirer, refs, pins) in blocks {
-            match groups.iter_mut().find(|g| g.acquirer == acquirer) {
-                Some(g) => {
-                    g.blocks += 1;
-                    g.refs += refs;
-                    g.pins += pins;
-                }
-                None => groups.push(AcquirerGroup { acquirer, blocks: 1, refs, pins }),
-            }
-        }
-        groups.sort_by_key(|g| (g.acquirer.is_none(), core::cmp::Reverse((g.blocks, g.refs + g.pins))));
-        groups
-    }
-}
-
-impl core::fmt::Display for ContigFailure {
-    /// Kernel-style text: the failed test line, then one line per busy block.
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let fin = self.busy.first().map_or(self.window.start, |b| b.pages_in_window.start);
-        writeln!(
-            f,
-            "test_pages_isolated: start_pfn={:#x} end_pfn={:#x} fin_pfn={:#x} ret=fail reason={}",
-            self.window.start, self.window.end, fin, self.reason
-        )?;
-        for b in &self.busy {
-            write!(
-                f,
-                "  pfn={:#x} order={} count={} pincount={} zone={} flags={}",
-                b.head, b.order, b.state.refcount, b.state.pincount, b.zone, b.state.flags
-            )?;
-            match &b.attributed {
-                Some((p, who)) => writeln!(f, " owner=pfn {p:#x} by {who}")?,
-                None => writeln!(f, " owner=unattributed")?,
-            }
-        }
-        let groups = self.by_acquirer();
-        if groups.len() > 1 || groups.first().is_some_and(|g| g.acquirer.is_some()) {
-            writeln!(f, "  in the way, by acquirer:")?;
-            for (i, g) in groups.iter().enumerate() {
-                let who = g.acquirer.map_or_else(|| "(unattributed)".to_owned(), |a| a.to_string());
-                writeln!(f, "    {}. {who}: {} blocks, {} refs, {} pins", i + 1, g.blocks, g.refs, g.pins)?;
-            }
-        }
-        if let Some(w) = &self.waited {
-            writeln!(
-                f,
-                "  waited {:.3}s: {} attempts, {} releases of armed blocks, {} events recorded",
-                w.waited.as_secs_f64(),
-                w.attempts,
-                w.releases,
-                w.events
-            )?;
-        }
-        write!(
-            f,
-            "{} busy pages in {} blocks; {} holders ({} pins), {} attributed; {} windows considered",
-            self.busy_pages(),
-            self.busy.len(),
-            self.holders(),
-            self.pins(),
-            self.attributed(),
-            self.windows_considered
-        )
-    }
-}
-
-/// Why a reservation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ContigError {
-    /// A reservation of zero pages.
-    #[error("a reservation needs at least one page")]
-    ZeroPages,
-    /// The alignment is not a power of two.
-    #[error("alignment {align} is not a power of two")]
-    BadAlign {
-        /// The alignment asked for.
-        align: usize,
-    },
-    /// The window is not inside one zone of the arena.
-    #[error("window {start:#x}..{end:#x} is not inside one zone of the arena ({pages} pages)")]
-    OutOfRange {
-        /// First page.
-        start: Pfn,
-        /// One past the last page.
-        end: Pfn,
-        /// Pages in the arena.
-        pages: usize,
-    },
-    /// More pages than the movable zone has.
-    #[error("{pages} pages is more than the movable zone's {zone_pages}")]
-    TooLarge {
-        /// Pages asked for.
-        pages: usize,
-        /// Pages in the movable zone.
-        zone_pages: usize,
-    },
-    /// The movable zone has room for the pages, but no window of them
-    /// starts on a multiple of the alignment.
-    #[error(
-        "no window of {pages} pages aligned to {align} pages fits the movable zone {zone_start:#x}..{zone_end:#x}"
-    )]
-    NoAlignedWindow {
-        /// Pages asked for.
-        pages: usize,
-        /// The alignment asked for, in pages.
-        align: usize,
-        /// The movable zone's first page.
-        zone_start: Pfn,
-        /// One past the movable zone's last page.
-        zone_end: Pfn,
-    },
-    /// [`PageArena::reserve_contig_wait`]'s timeout passed while another
-    /// reservation of the zone was still running, before this one could
-    /// make its first attempt.
-    #[error("timed out after {waited:?} waiting for another reservation of the {zone} zone")]
-    Timeout {
-        /// The zone.
-        zone: ZoneKind,
-        /// Time spent waiting.
-        waited: Duration,
-    },
-    /// The window overlaps a run already reserved.
-    #[error("window {start:#x}..{end:#x} overlaps the reserved run at {run:#x}")]
-    Overlap {
-        /// First page.
-        start: Pfn,
-        /// One past the last page.
-        end: Pfn,
-        /// A page of the reserved run.
-        run: Pfn,
-    },
-    /// Pages in the window are held.
-    #[error("{0}")]
-    Busy(Box<ContigFailure>),
-}
+pub use failure::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, WaitLog};
 
 /// A committed contiguous run of pages, owned: dropping it frees the run.
 #[must_use = "dropping a run frees it"]
@@ -465,7 +183,7 @@ impl PageArena {
     /// Takes `zone`'s reservation lock (one reservation of a zone at a
     /// time), waiting until the deadline of `wait` (started, deadline) at
     /// most.
-    fn reserving(zone: &Zone, wait: Option<(Instant, Instant)>) -> Result<impl Sized + '_, ContigError> {
+    pub(crate) fn reserving(zone: &Zone, wait: Option<(Instant, Instant)>) -> Result<impl Sized + '_, ContigError> {
         zone.reserving.lock_until(wait.map(|(_, d)| d)).ok_or_else(|| ContigError::Timeout {
             zone: zone.kind,
             waited: wait.map_or(Duration::ZERO, |(started, _)| started.elapsed()),
@@ -524,8 +242,8 @@ impl PageArena {
         let _serial = Self::reserving(zone, wait)?;
         // Rank candidate windows (with no other reservation of the zone
         // running, so a run another one just committed is seen): windows
-        // that overlap a committed run last, then by busy pages, then by
-        // holders. Read without the zone lock; the chosen window is then
+        // that overlap a committed run last, then by busy pages that cannot
+        // move, then by busy pages, then by holders. Read without the zone lock; the chosen window is then
         // reserved properly.
         let mut best: Option<(WindowLoad, u32)> = None;
         let mut considered = 0;
@@ -536,7 +254,7 @@ impl PageArena {
             if best.as_ref().is_none_or(|(b, _)| load.key() < b.key()) {
                 best = Some((load, w as u32));
             }
-            if load.key() == (false, 0, 0) {
+            if load.key() == (false, 0, 0, 0) {
                 break;
             }
             w += align;
@@ -571,7 +289,8 @@ impl PageArena {
     /// use pinowner::{PageArena, Reason};
     ///
     /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
-    /// let block = arena.alloc_movable(0)?;
+    /// // A block that keeps its address (a movable one would just move).
+    /// let block = arena.alloc_movable(0)?.into_block();
     /// std::thread::scope(|s| {
     ///     s.spawn(move || {
     ///         std::thread::sleep(Duration::from_millis(20));
@@ -696,12 +415,16 @@ impl PageArena {
 
     /// Busy pages and holders in a window, and a committed run in it, read
     /// without locks.
-    fn window_load(&self, start: u32, end: u32) -> WindowLoad {
-        let mut load = WindowLoad { busy: 0, holders: 0, run: None };
+    pub(crate) fn window_load(&self, start: u32, end: u32) -> WindowLoad {
+        let mut load = WindowLoad { unmovable: 0, busy: 0, holders: 0, run: None };
         self.for_each_block(start, end, |head, w| {
             if w & FREE == 0 {
                 let last = (head + (1u32 << state::order(w))).min(end);
-                load.busy += (last - head.max(start)) as usize;
+                let pages = (last - head.max(start)) as usize;
+                load.busy += pages;
+                if w & COUNTS != 0 && self.why_unmovable(head, w).is_some() {
+                    load.unmovable += pages;
+                }
                 load.holders += state::refs(w) + state::pins(w);
                 if w & CONTIG != 0 && load.run.is_none() {
                     load.run = Some(head);
@@ -726,6 +449,27 @@ impl PageArena {
         who: Who,
         deadline: Option<Instant>,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
+        self.clear_window(zone, start, pages, request, considered, who, deadline, true)
+            .map(|run| run.expect("a committed window is a run"))
+    }
+
+    /// Clears one window: isolates it, moves what is movable out of it,
+    /// and then commits it as a run (`commit`), or only lets it go as free
+    /// blocks, coalesced (compaction). The caller holds the zone's
+    /// `reserving` lock. A failure arms the blocks in the way only when
+    /// committing (a compaction's failure is nobody's request).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn clear_window(
+        &self,
+        zone: &Zone,
+        start: u32,
+        pages: u32,
+        request: Request,
+        considered: usize,
+        who: Who,
+        deadline: Option<Instant>,
+        commit: bool,
+    ) -> Result<Option<ContigRun<&PageArena>>, ContigError> {
         let reason = request.reason;
         let end = start + pages;
         // Every pass holds the remote side of each of the zone's caches (one
@@ -736,6 +480,12 @@ impl PageArena {
         // where the test saw them.
         let mut isolated = false;
         let mut backoff = crate::sync::Backoff::default();
+        // Migration: passes that moved blocks (bounded like `migrate_pages`'
+        // ten tries), blocks that will not move (not tried again), and the
+        // last reason each block stayed.
+        let mut passes = 0;
+        let mut stuck: HashMap<u32, Unmovable> = HashMap::new();
+        let mut stayed: HashMap<u32, Unmovable> = HashMap::new();
         loop {
             let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
@@ -758,12 +508,10 @@ impl PageArena {
                 isolated = true;
             }
             // 2. drain the zone's per-thread caches (blocks in the window
-            // land isolated); 3. migrate (hook: nothing movable yet);
-            // 4. test; 5. commit or roll back.
+            // land isolated); then test; 3. migrate what is movable and test
+            // again; 4. commit or roll back.
             let drained = self.drain_caches(zone, &mut caches, &mut area);
             step("drain", start, end, reason, drained);
-            // The migration hook: no holder is movable yet.
-            step("migrate", start, end, reason, 0);
             // Blocks freed since isolation whose head lies outside the window
             // went to the lists: isolate them too.
             self.isolate_free(&mut area, start, end);
@@ -777,6 +525,7 @@ impl PageArena {
                 }
             });
             step("test", start, end, reason, busy.len());
+            let time_left = deadline.is_none_or(|d| Instant::now() < d);
             if !in_flight.is_empty() {
                 // A page freed into a cache just before isolation reached it,
                 // or a block whose last count is gone and whose freeing thread
@@ -786,14 +535,23 @@ impl PageArena {
                 // reservations out of it meanwhile); the next pass isolates
                 // the page. Only a caller's deadline ends the wait: then the
                 // blocks still in flight count as busy.
-                if deadline.is_none_or(|d| Instant::now() < d) {
+                if time_left {
                     drop(area);
                     drop(caches);
                     backoff.sleep();
                     continue;
                 }
+                for &(h, _) in &in_flight {
+                    stayed.insert(h, Unmovable::InFlight);
+                }
                 busy.append(&mut in_flight);
                 busy.sort_unstable_by_key(|&(h, _)| h);
+            }
+            if busy.is_empty() && !commit {
+                self.rollback(&mut area, zone, start, end);
+                drop(area);
+                step("release", start, end, reason, 0);
+                return Ok(None);
             }
             if busy.is_empty() {
                 let run = self.commit(&mut area, start, end, who);
@@ -802,12 +560,65 @@ impl PageArena {
                 // The request is met: what its earlier failures armed
                 // needs no more watching.
                 self.disarm_request(reason, request.key());
-                return Ok(run);
+                return Ok(Some(run));
+            }
+            // 3. migrate: with no lock held but the zone's `reserving` (the
+            // window stays isolated, so a moved block's old pages land in it
+            // and no destination is taken from it), then test again.
+            // Only when every busy block may move: one that cannot (a pin,
+            // a holder without a mover, a refusal) fails the window anyway,
+            // and moving the others would be copying for nothing.
+            let movable: Vec<u32> = busy
+                .iter()
+                .filter(|&&(h, w)| !stuck.contains_key(&h) && self.why_unmovable(h, w).is_none())
+                .map(|&(h, _)| h)
+                .collect();
+            if movable.len() == busy.len() && passes < MIGRATE_PASSES && time_left {
+                drop(area);
+                drop(caches);
+                passes += 1;
+                let mut moved = 0;
+                for head in movable {
+                    match self.migrate_block(head, reason, Dest::Any) {
+                        Ok(_) => moved += 1,
+                        // Tried again on the next pass: what may end by
+                        // itself soon (`migrate_pages`' -EAGAIN). No memory
+                        // for a destination is not retried (its -ENOMEM).
+                        Err(why @ (Unmovable::Borrowed | Unmovable::Refused { temporary: true, .. })) => {
+                            stayed.insert(head, why);
+                        }
+                        Err(why) => {
+                            stuck.insert(head, why);
+                        }
+                    }
+                }
+                step("migrate", start, end, reason, moved);
+                if moved == 0 {
+                    backoff.sleep();
+                }
+                continue;
+            }
+            // The blocks in the way, each with why it stayed; blocks that
+            // could have moved (had the others) are only counted.
+            let mut in_the_way = Vec::new();
+            let mut could_move = 0;
+            for &(h, w) in &busy {
+                let why = stuck.get(&h).or(stayed.get(&h)).copied().or_else(|| self.why_unmovable(h, w));
+                match why {
+                    Some(why) => in_the_way.push(self.busy_block(h, w, start, end, why)),
+                    None if movable.len() == busy.len() => {
+                        // Every pass ran out with this block movable but
+                        // never moved: a borrow or a race each time.
+                        in_the_way.push(self.busy_block(h, w, start, end, Unmovable::Borrowed));
+                    }
+                    None => could_move += 1,
+                }
             }
             let failure = ContigFailure {
                 reason,
                 window: start as Pfn..end as Pfn,
-                busy: busy.iter().map(|&(h, w)| self.busy_block(h, w, start, end)).collect(),
+                busy: in_the_way,
+                movable: could_move,
                 windows_considered: considered,
                 waited: None,
             };
@@ -815,12 +626,14 @@ impl PageArena {
             // freed since the test is isolated and unlisted, so it cannot be
             // reallocated and armed for its next owner by mistake (arming
             // requires a live block).
-            let heads: Vec<u32> = busy.iter().map(|&(h, _)| h).collect();
-            self.arm_blocks(&heads, reason, start..end, who.acquirer(), Some(request.key()));
+            if commit {
+                let heads: Vec<u32> = failure.busy.iter().map(|b| b.head as u32).collect();
+                self.arm_blocks(&heads, reason, start..end, who.acquirer(), Some(request.key()));
+            }
             self.rollback(&mut area, zone, start, end);
             drop(area);
             drop(caches);
-            step("rollback", start, end, reason, busy.len());
+            step("rollback", start, end, reason, failure.busy.len());
             return Err(ContigError::Busy(Box::new(failure)));
         }
     }
@@ -864,7 +677,7 @@ impl PageArena {
         self.carve(area, upper, half, start, end);
     }
 
-    fn busy_block(&self, head: u32, w: u64, start: u32, end: u32) -> BusyBlock {
+    fn busy_block(&self, head: u32, w: u64, start: u32, end: u32, why: Unmovable) -> BusyBlock {
         let order = state::order(w);
         let last = head + (1u32 << order);
         let hold = self.latest_hold(head, w);
@@ -876,6 +689,7 @@ impl PageArena {
             zone: self.zone_for(head).kind,
             attributed: hold.map(|(a, _)| (head as Pfn, a)),
             attributed_pin: hold.is_some_and(|(_, pin)| pin),
+            why,
         }
     }
 
@@ -928,8 +742,10 @@ impl PageArena {
 }
 
 /// Each step of a reservation is a `tracing` event (target `pinowner`,
-/// level debug): `isolate`, `drain` (pages drained), `migrate`, `test` (busy
-/// blocks), then `commit` or `rollback` (busy blocks).
+/// level debug): `isolate`, `drain` (pages drained), `test` (busy blocks),
+/// `migrate` (blocks moved; only when there is something to move, then
+/// `drain` and `test` again), then `commit` or `rollback` (blocks in the
+/// way).
 fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
     // Under the zone lock, with the window isolated: shielded from a
     // panicking subscriber.
@@ -938,18 +754,24 @@ fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
     );
 }
 
+/// Passes of a reservation that move blocks out of its window, at most (the
+/// kernel's `migrate_pages` tries ten times).
+const MIGRATE_PASSES: u32 = 10;
+
 /// What stands in a window: busy pages, their holders, and a committed run.
 #[derive(Clone, Copy, Debug)]
-struct WindowLoad {
-    busy: usize,
+pub(crate) struct WindowLoad {
+    /// Busy pages that cannot be moved out.
+    pub(crate) unmovable: usize,
+    pub(crate) busy: usize,
     holders: u32,
     /// A block of a committed run in the window.
-    run: Option<u32>,
+    pub(crate) run: Option<u32>,
 }
 
 impl WindowLoad {
     /// Windows rank by this, least first.
-    fn key(&self) -> (bool, usize, u32) {
-        (self.run.is_some(), self.busy, self.holders)
+    fn key(&self) -> (bool, usize, usize, u32) {
+        (self.run.is_some(), self.unmovable, self.busy, self.holders)
     }
 }

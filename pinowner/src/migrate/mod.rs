@@ -1,0 +1,484 @@
+//! Migration: movable blocks move out of the way (the kernel's
+//! `migrate_pages`, as `alloc_contig_range` and compaction use it).
+//!
+//! A movable allocation ([`MovableBlock`]) does not keep its address: its
+//! handles reach the block through one indirection, an entry whose word
+//! holds the block's head, a count of live borrows and a `FROZEN` bit. A
+//! borrow adds to the count (waiting while `FROZEN`), so the block stays
+//! put while any borrow lives. Holders that keep their own references to
+//! the block register a [`Mover`] and are asked to follow it.
+//!
+//! Moving one block (`PageArena::migrate_block`), with no zone lock held:
+//!
+//! 1. **freeze the entry**: compare-and-swap its word from "this head, no
+//!    borrows" to `FROZEN` (new borrows wait; the swap acquires what every
+//!    ended borrow released);
+//! 2. **freeze the block**: compare-and-swap its state word from exactly
+//!    the holders' references and no pins to the same with `EXCLUSIVE`, so
+//!    no acquisition by page number succeeds from then on (a count taken
+//!    by anyone else in between fails the swap: the block has a holder
+//!    without a mover and stays);
+//! 3. **allocate the destination** outside any isolated window (the movable
+//!    zone first, then the normal zone; only the normal zone for a
+//!    long-term pin), copy the bytes;
+//! 4. **ask every mover** in registration order; a refusal puts back the
+//!    ones that moved, frees the destination and unfreezes both words;
+//! 5. **switch**: the destination gets the holders' references, the entry's
+//!    word gets the new head (unfreezing it: waiting borrows see the new
+//!    block, with its bytes), and the old block's word drops every count in
+//!    one swap (so a `get(pfn)` on the old page fails: never resurrected)
+//!    and the block is freed (into its window, if one is isolated).
+
+mod compact;
+mod handle;
+mod mover;
+mod pins;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use compact::Compaction;
+pub use handle::{MovableBlock, MoveBorrow, MoveBorrowMut};
+pub use mover::{Migration, MoveOutcome, Mover};
+pub use pins::{LongtermPinError, RangePin, RangePinError};
+
+use crate::page::slot::{Acquirer, Who};
+use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, REF_ONE, TRACKED};
+use crate::reservation::Reason;
+use crate::sync::AtomicU64;
+use crate::sync::Mutex;
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::{PageArena, Pfn};
+
+/// Why a busy block could not be moved out of a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmovable {
+    /// The block has pins (a pinned page never moves); the block's
+    /// attribution names the pinner when it is known.
+    Pinned,
+    /// Not a movable allocation: a [`Block`](crate::Block), a run or a raw
+    /// allocation, whose owner keeps the address.
+    NotMovable,
+    /// Movable, but held by `holders` holders without a mover (references
+    /// or pins taken by page number or through a page handle).
+    NoMover {
+        /// Counts on the block beyond its movable handles.
+        holders: u32,
+    },
+    /// A borrow of the movable handle was live on every pass.
+    Borrowed,
+    /// A holder's mover did not move it.
+    Refused {
+        /// The holder that refused (where it registered its mover).
+        by: Option<Acquirer>,
+        /// True for [`MoveOutcome::Busy`] on the last pass, false for
+        /// [`MoveOutcome::Refused`] (or a mover that panicked).
+        temporary: bool,
+    },
+    /// No free block of its order outside the window.
+    NoDestination,
+    /// Being freed by another thread when the reservation's deadline
+    /// passed.
+    InFlight,
+}
+
+impl Unmovable {
+    /// True if trying again later may succeed without any holder letting
+    /// go (a borrow ending, a busy mover, memory freed elsewhere).
+    pub fn is_temporary(self) -> bool {
+        matches!(
+            self,
+            Unmovable::Borrowed
+                | Unmovable::Refused { temporary: true, .. }
+                | Unmovable::NoDestination
+                | Unmovable::InFlight
+        )
+    }
+}
+
+impl core::fmt::Display for Unmovable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Unmovable::Pinned => f.write_str("pinned"),
+            Unmovable::NotMovable => f.write_str("not movable"),
+            Unmovable::NoMover { holders } => write!(f, "{holders} holders without a mover"),
+            Unmovable::Borrowed => f.write_str("borrowed"),
+            Unmovable::Refused { by, temporary } => {
+                let what = if *temporary { "busy" } else { "refused" };
+                match by {
+                    Some(a) => write!(f, "{what} by {a}"),
+                    None => f.write_str(what),
+                }
+            }
+            Unmovable::NoDestination => f.write_str("no free block outside the window"),
+            Unmovable::InFlight => f.write_str("being freed"),
+        }
+    }
+}
+
+/// How often a page moved, and why last (page_owner's "Page has been
+/// migrated, last migrate reason").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    /// Moves of the block this page belongs to, counted across blocks (a
+    /// page's count is its block's when it moved here).
+    pub times: u32,
+    /// Why it moved last.
+    pub last_reason: Reason,
+}
+
+/// Where a destination may come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dest {
+    /// The movable zone, then the normal zone.
+    Any,
+    /// The normal zone only (before a long-term pin).
+    Normal,
+}
+
+// ----- entries ------------------------------------------------------------
+
+/// The entry word: the block's head in the low 32 bits, live borrows above.
+const PFN_MASK: u64 = u32::MAX as u64;
+const BORROW_ONE: u64 = 1 << 32;
+const BORROW_MASK: u64 = ((1 << 24) - 1) << 32;
+/// A migration owns the block: borrows wait.
+const FROZEN: u64 = 1 << 62;
+
+/// One registered holder of a movable block.
+#[derive(Clone)]
+pub(crate) struct Holder {
+    pub(crate) key: u64,
+    pub(crate) mover: Option<Arc<dyn Mover>>,
+    pub(crate) who: Option<Acquirer>,
+    /// The ticket of its reference, while the block has not moved since
+    /// (after a move the references are the destination's, unrecorded).
+    pub(crate) ticket: Option<crate::arena::Ticket>,
+}
+
+/// The indirection of one movable allocation.
+pub(crate) struct Entry {
+    word: AtomicU64,
+    pub(crate) order: u8,
+    /// Who allocated it (the destination's owner slot keeps naming it).
+    pub(crate) owner: Who,
+    /// The handles that hold a reference each, in registration order.
+    pub(crate) holders: Mutex<Vec<Holder>>,
+    next_key: AtomicU64,
+}
+
+impl Entry {
+    /// Starts a borrow: waits while a migration owns the block; returns the
+    /// head, which stays the block's until [`leave`](Self::leave).
+    pub(crate) fn enter(&self) -> u32 {
+        let mut backoff = crate::sync::Backoff::default();
+        let mut w = self.word.load(Acquire);
+        loop {
+            if w & FROZEN != 0 {
+                backoff.sleep();
+                w = self.word.load(Acquire);
+                continue;
+            }
+            assert!(w & BORROW_MASK != BORROW_MASK, "too many live borrows of one movable block");
+            match self.word.compare_exchange_weak(w, w + BORROW_ONE, Acquire, Acquire) {
+                Ok(_) => return (w & PFN_MASK) as u32,
+                Err(cur) => w = cur,
+            }
+        }
+    }
+
+    /// Starts a borrow unless a migration owns the block.
+    pub(crate) fn try_enter(&self) -> Option<u32> {
+        let mut w = self.word.load(Acquire);
+        while w & FROZEN == 0 {
+            match self.word.compare_exchange_weak(w, w + BORROW_ONE, Acquire, Acquire) {
+                Ok(_) => return Some((w & PFN_MASK) as u32),
+                Err(cur) => w = cur,
+            }
+        }
+        None
+    }
+
+    /// Ends a borrow: what it did to the bytes happens before any later
+    /// migration's copy.
+    pub(crate) fn leave(&self) {
+        self.word.fetch_sub(BORROW_ONE, Release);
+    }
+
+    /// The head right now (it may change as soon as this returns, unless
+    /// the caller borrows).
+    pub(crate) fn head(&self) -> u32 {
+        (self.word.load(Acquire) & PFN_MASK) as u32
+    }
+
+    pub(crate) fn add_holder(
+        &self,
+        mover: Option<Arc<dyn Mover>>,
+        who: Option<Acquirer>,
+        ticket: Option<crate::arena::Ticket>,
+    ) -> u64 {
+        let key = self.next_key.fetch_add(1, Relaxed);
+        self.holders.lock().push(Holder { key, mover, who, ticket });
+        key
+    }
+}
+
+/// The arena's movable allocations: entries by block head, and every
+/// page's migration history. Made on the first movable allocation.
+pub(crate) struct MoveTable {
+    /// Block head → its entry.
+    by_head: Mutex<HashMap<u32, Arc<Entry>>>,
+    /// Per page: moves (low 32 bits) and the last reason's index in
+    /// `reasons` (high 32 bits); 0 if it never moved.
+    history: Box<[AtomicU64]>,
+    reasons: Mutex<Vec<Reason>>,
+    /// Blocks moved, pages moved, bytes copied.
+    pub(crate) moved_blocks: AtomicU64,
+    pub(crate) moved_pages: AtomicU64,
+}
+
+impl core::fmt::Debug for MoveTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MoveTable")
+            .field("entries", &self.by_head.lock().len())
+            .field("moved_blocks", &self.moved_blocks.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MoveTable {
+    fn new(pages: u32) -> MoveTable {
+        MoveTable {
+            by_head: Mutex::new(HashMap::new()),
+            history: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+            reasons: Mutex::new(Vec::new()),
+            moved_blocks: AtomicU64::new(0),
+            moved_pages: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn entry_at(&self, head: u32) -> Option<Arc<Entry>> {
+        self.by_head.lock().get(&head).cloned()
+    }
+
+    fn reason_index(&self, reason: Reason) -> u64 {
+        let mut reasons = self.reasons.lock();
+        match reasons.iter().position(|r| *r == reason) {
+            Some(i) => i as u64,
+            None => {
+                reasons.push(reason);
+                (reasons.len() - 1) as u64
+            }
+        }
+    }
+
+    pub(crate) fn migrated(&self, pfn: u32) -> Option<Migrated> {
+        let h = self.history.get(pfn as usize)?.load(Relaxed);
+        let times = h as u32;
+        if times == 0 {
+            return None;
+        }
+        let last_reason = self.reasons.lock()[(h >> 32) as usize];
+        Some(Migrated { times, last_reason })
+    }
+}
+
+impl PageArena {
+    /// The movable table, made on first use.
+    pub(crate) fn moves(&self) -> &MoveTable {
+        self.moves.get_or_init(|| MoveTable::new(self.pages))
+    }
+
+    /// A page's migration history, if it ever received a moved block.
+    pub(crate) fn migrated(&self, pfn: u32) -> Option<Migrated> {
+        self.moves.get()?.migrated(pfn)
+    }
+
+    /// Registers a freshly allocated movable block (one reference, the
+    /// allocating handle's).
+    pub(crate) fn new_entry(&self, head: u32, order: u8, owner: Who) -> Arc<Entry> {
+        let entry = Arc::new(Entry {
+            word: AtomicU64::new(head as u64),
+            order,
+            owner,
+            holders: Mutex::new(Vec::new()),
+            next_key: AtomicU64::new(0),
+        });
+        self.moves().by_head.lock().insert(head, entry.clone());
+        entry
+    }
+
+    /// Forgets the entry of the block headed by `head` (its last handle is
+    /// letting go, inside a borrow).
+    pub(crate) fn drop_entry(&self, head: u32) {
+        self.moves().by_head.lock().remove(&head);
+    }
+
+    /// Why the busy block headed by `head` (word `w`) cannot be moved, or
+    /// `None` if it is a candidate (a movable allocation held only by its
+    /// handles, none borrowing).
+    pub(crate) fn why_unmovable(&self, head: u32, w: u64) -> Option<Unmovable> {
+        if state::pins(w) != 0 {
+            return Some(Unmovable::Pinned);
+        }
+        if w & MOVABLE == 0 {
+            return Some(Unmovable::NotMovable);
+        }
+        let Some(entry) = self.moves.get().and_then(|t| t.entry_at(head)) else {
+            return Some(Unmovable::NotMovable);
+        };
+        let handles = entry.holders.lock().len() as u32;
+        if state::refs(w) > handles {
+            return Some(Unmovable::NoMover { holders: state::refs(w) - handles });
+        }
+        None
+    }
+
+    /// Moves the block headed by `head` (see the module docs). Returns the
+    /// new head, or why the block stays.
+    pub(crate) fn migrate_block(&self, head: u32, reason: Reason, dest: Dest) -> Result<u32, Unmovable> {
+        let Some(entry) = self.moves.get().and_then(|t| t.entry_at(head)) else {
+            return Err(Unmovable::NotMovable);
+        };
+        // 1. Freeze the entry.
+        let ew = entry.word.load(Acquire);
+        if ew & PFN_MASK != head as u64 || ew & FROZEN != 0 {
+            return Err(Unmovable::Borrowed); // moving or moved meanwhile
+        }
+        if ew & BORROW_MASK != 0 {
+            return Err(Unmovable::Borrowed);
+        }
+        if entry.word.compare_exchange(ew, ew | FROZEN, Acquire, Relaxed).is_err() {
+            return Err(Unmovable::Borrowed);
+        }
+        let unfreeze_entry = || entry.word.fetch_and(!FROZEN, Release);
+        // Holders change only inside a borrow: stable while frozen.
+        let holders = entry.holders.lock().clone();
+        let handles = holders.len() as u32;
+        // 2. Freeze the block.
+        let d = self.desc(head);
+        let old = d.state.load(Relaxed);
+        let why = if old & (HEAD | FREE | EXCLUSIVE) != HEAD {
+            Some(Unmovable::Borrowed)
+        } else if state::pins(old) != 0 {
+            Some(Unmovable::Pinned)
+        } else if state::refs(old) != handles {
+            Some(Unmovable::NoMover { holders: state::refs(old).saturating_sub(handles) })
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            unfreeze_entry();
+            return Err(why);
+        }
+        if d.state.compare_exchange(old, old | EXCLUSIVE, Acquire, Relaxed).is_err() {
+            unfreeze_entry();
+            let now = d.state.load(Relaxed);
+            return Err(self.why_unmovable(head, now).unwrap_or(Unmovable::Borrowed));
+        }
+        let frozen = old | EXCLUSIVE;
+        let unfreeze = || {
+            d.state.fetch_and(!EXCLUSIVE, Release);
+            unfreeze_entry();
+        };
+        // 3. The destination: outside every isolated window (isolated free
+        // blocks are on no list), with the allocation's owner.
+        let order = entry.order;
+        let Ok((new, ticket)) = self.alloc_in(order, dest == Dest::Any, entry.owner) else {
+            unfreeze();
+            return Err(Unmovable::NoDestination);
+        };
+        if dest == Dest::Normal {
+            self.desc(new).state.fetch_or(MOVABLE, Relaxed);
+        }
+        let (old_off, len) = self.byte_range(head, order);
+        let (new_off, _) = self.byte_range(new, order);
+        // SAFETY: the old block is frozen (no borrow is live, none can
+        // start, and no count can be added through the API): nothing writes
+        // it while this lives.
+        let old_bytes = unsafe { self.region.bytes(old_off, len) };
+        // SAFETY: the new block was just allocated for this migration and
+        // no handle to it exists: the bytes are ours.
+        let new_bytes = unsafe { self.region.bytes_mut(new_off, len) };
+        let m = Migration {
+            old: head as Pfn,
+            new: new as Pfn,
+            order,
+            reason,
+            old_bytes,
+            new_bytes: core::cell::Cell::new(Some(new_bytes)),
+            copied: core::cell::Cell::new(false),
+        };
+        if !holders.iter().any(|h| h.mover.as_ref().is_some_and(|mv| mv.copies_bytes())) {
+            m.copy_if_needed();
+        }
+        // 4. Ask every mover.
+        let mut moved: Vec<&Arc<dyn Mover>> = Vec::new();
+        let mut refusal = None;
+        for h in &holders {
+            let Some(mover) = &h.mover else { continue };
+            let mut answer = MoveOutcome::Refused;
+            crate::callback::shielded(|| answer = mover.migrate(&m));
+            match answer {
+                MoveOutcome::Moved => moved.push(mover),
+                MoveOutcome::Busy => {
+                    refusal = Some(Unmovable::Refused { by: h.who, temporary: true });
+                    break;
+                }
+                MoveOutcome::Refused => {
+                    refusal = Some(Unmovable::Refused { by: h.who, temporary: false });
+                    break;
+                }
+            }
+        }
+        if let Some(why) = refusal {
+            for mover in moved.into_iter().rev() {
+                crate::callback::shielded(|| mover.putback(&m));
+            }
+            self.release_ticket(new, state::Count::Ref, Some(ticket));
+            unfreeze();
+            return Err(why);
+        }
+        m.copy_if_needed();
+        // 5. Switch. The destination holds the handles' references.
+        if handles > 1 {
+            self.desc(new).state.fetch_add(u64::from(handles - 1) * REF_ONE, Relaxed);
+        }
+        let table = self.moves();
+        {
+            let mut by_head = table.by_head.lock();
+            by_head.remove(&head);
+            by_head.insert(new, entry.clone());
+        }
+        let pages = 1usize << order;
+        let before = table.history[head as usize].load(Relaxed) as u32;
+        let record = u64::from(before.saturating_add(1)) | table.reason_index(reason) << 32;
+        for p in &table.history[new as usize..new as usize + pages] {
+            p.store(record, Relaxed);
+        }
+        for h in entry.holders.lock().iter_mut() {
+            h.ticket = None;
+        }
+        table.moved_blocks.fetch_add(1, Relaxed);
+        table.moved_pages.fetch_add(pages as u64, Relaxed);
+        entry.word.store(new as u64, Release);
+        // The old block: every count gone in one swap (a by-number
+        // acquisition needs a count, so the old page is never resurrected),
+        // then freed like a last release.
+        let mut was = frozen;
+        let dead = loop {
+            // Only flags move on a frozen block (an arming's `TRACKED`).
+            debug_assert_eq!(was & (COUNTS | EXCLUSIVE), frozen & (COUNTS | EXCLUSIVE));
+            let dead = (was & !(COUNTS | EXCLUSIVE)).wrapping_add(GEN_ONE);
+            match d.state.compare_exchange_weak(was, dead, Release, Relaxed) {
+                Ok(_) => break dead,
+                Err(cur) => was = cur,
+            }
+        };
+        if was & TRACKED != 0 {
+            self.record_migrated(head, new, was, dead);
+        }
+        self.free_released(self.zone_for(head), None, head, order);
+        Ok(new)
+    }
+}
