@@ -261,14 +261,35 @@ impl MoveTable {
         self.by_head.lock().get(&head).cloned()
     }
 
+    /// The reason's index: the four built-in reasons are fixed (no lock on
+    /// the moving path), a caller's own label is interned.
     fn reason_index(&self, reason: Reason) -> u64 {
-        let mut reasons = self.reasons.lock();
-        match reasons.iter().position(|r| *r == reason) {
-            Some(i) => i as u64,
-            None => {
-                reasons.push(reason);
-                (reasons.len() - 1) as u64
+        match reason {
+            Reason::Contig => 0,
+            Reason::Compaction => 1,
+            Reason::Shrink => 2,
+            Reason::LongtermPin => 3,
+            Reason::Custom(_) => {
+                let mut reasons = self.reasons.lock();
+                let i = match reasons.iter().position(|r| *r == reason) {
+                    Some(i) => i,
+                    None => {
+                        reasons.push(reason);
+                        reasons.len() - 1
+                    }
+                };
+                4 + i as u64
             }
+        }
+    }
+
+    fn reason_at(&self, index: u64) -> Reason {
+        match index {
+            0 => Reason::Contig,
+            1 => Reason::Compaction,
+            2 => Reason::Shrink,
+            3 => Reason::LongtermPin,
+            i => self.reasons.lock()[(i - 4) as usize],
         }
     }
 
@@ -278,7 +299,7 @@ impl MoveTable {
         if times == 0 {
             return None;
         }
-        let last_reason = self.reasons.lock()[(h >> 32) as usize];
+        let last_reason = self.reason_at(h >> 32);
         Some(Migrated { times, last_reason })
     }
 }
@@ -352,9 +373,16 @@ impl PageArena {
             return Err(Unmovable::Borrowed);
         }
         let unfreeze_entry = || entry.word.fetch_and(!FROZEN, Release);
-        // Holders change only inside a borrow: stable while frozen.
-        let holders = entry.holders.lock().clone();
-        let handles = holders.len() as u32;
+        // Holders change only inside a borrow: stable while frozen. Their
+        // movers are taken out (no allocation when none has one): the lock
+        // is not held across the destination's allocation or the movers, as
+        // a reservation holding a zone lock may look at the holders.
+        let (handles, movers) = {
+            let h = entry.holders.lock();
+            let movers: Vec<(Arc<dyn Mover>, Option<Acquirer>)> =
+                h.iter().filter_map(|h| h.mover.clone().map(|m| (m, h.who))).collect();
+            (h.len() as u32, movers)
+        };
         // 2. Freeze the block.
         let d = self.desc(head);
         let old = d.state.load(Relaxed);
@@ -409,24 +437,23 @@ impl PageArena {
             new_bytes: core::cell::Cell::new(Some(new_bytes)),
             copied: core::cell::Cell::new(false),
         };
-        if !holders.iter().any(|h| h.mover.as_ref().is_some_and(|mv| mv.copies_bytes())) {
+        if !movers.iter().any(|(mv, _)| mv.copies_bytes()) {
             m.copy_if_needed();
         }
         // 4. Ask every mover.
         let mut moved: Vec<&Arc<dyn Mover>> = Vec::new();
         let mut refusal = None;
-        for h in &holders {
-            let Some(mover) = &h.mover else { continue };
+        for (mover, who) in &movers {
             let mut answer = MoveOutcome::Refused;
             crate::callback::shielded(|| answer = mover.migrate(&m));
             match answer {
                 MoveOutcome::Moved => moved.push(mover),
                 MoveOutcome::Busy => {
-                    refusal = Some(Unmovable::Refused { by: h.who, temporary: true });
+                    refusal = Some(Unmovable::Refused { by: *who, temporary: true });
                     break;
                 }
                 MoveOutcome::Refused => {
-                    refusal = Some(Unmovable::Refused { by: h.who, temporary: false });
+                    refusal = Some(Unmovable::Refused { by: *who, temporary: false });
                     break;
                 }
             }
