@@ -10,11 +10,13 @@ pub mod depot;
 pub mod error;
 mod handle;
 pub mod implementation;
+#[cfg(feature = "serde")]
 mod json;
 pub mod page;
 mod region;
 pub mod reservation;
 pub mod site;
+pub mod svg;
 mod sync;
 pub mod tracker;
 
@@ -22,11 +24,14 @@ pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
 pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use audit::{Audit, LeakCheck};
 pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
+#[cfg(feature = "serde")]
+pub use error::ReportJsonError;
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;
+pub use svg::{ArenaMap, PageClass};
 pub use tracker::{Event, EventKind, OwnerReport, ReportOptions, Tracking};
 
 /// A page number: the index of a page in its arena.

@@ -5,6 +5,7 @@ mod attribution;
 mod counts;
 mod faults;
 mod geometry;
+mod map;
 mod model;
 mod region;
 mod reserve;

@@ -107,8 +107,9 @@ impl Default for Tracking {
 }
 
 /// Why a block stopped being tracked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum DisarmCause {
     /// Its last count was dropped and it was freed.
     Freed,
@@ -119,8 +120,9 @@ pub enum DisarmCause {
 }
 
 /// What an event did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum EventKind {
     /// The block was allocated (eager mode only).
     Alloc,
@@ -280,7 +282,8 @@ pub(crate) type RequestKey = (usize, usize, Option<Pfn>);
 pub const EAGER_ARMING: u32 = u32::MAX;
 
 /// Counters of an arena's tracker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrackerStats {
     /// Blocks armed now.
     pub armed_blocks: u64,

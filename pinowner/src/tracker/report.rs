@@ -20,7 +20,6 @@ use core::fmt;
 use core::ops::Range;
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
 
 use super::{thread_name, Arming, DisarmCause, Event, EventKind, Tracker, EAGER_ARMING};
 use crate::depot::{Frame, StackHandle};
@@ -55,7 +54,8 @@ impl Default for ReportOptions {
 }
 
 /// An acquirer or releaser, resolved for rendering.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Owner {
     /// The `#[pin_tracked]` function (or `pin_scope!` name), if the count
     /// was taken inside one.
@@ -92,7 +92,8 @@ impl fmt::Display for Owner {
 }
 
 /// A thread, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ThreadRef {
     /// pinowner's thread number.
     pub index: u32,
@@ -110,7 +111,8 @@ impl fmt::Display for ThreadRef {
 }
 
 /// An outstanding holder with a recorded acquire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Holder {
     /// `get`, `pin` or `alloc`.
     pub kind: EventKind,
@@ -133,7 +135,8 @@ pub struct Holder {
 }
 
 /// A recorded release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReleaseRecord {
     /// `put` or `unpin`.
     pub kind: EventKind,
@@ -160,7 +163,8 @@ pub struct ReleaseRecord {
 }
 
 /// One armed (or once armed) block.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PageReport {
     /// The block's head page.
     pub pfn: Pfn,
@@ -204,7 +208,8 @@ impl PageReport {
 
 /// Holders and events grouped by owner site, ranked: most counts held now,
 /// then longest hold, then most events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SiteGroup {
     /// The site (or caller location); `None` for counts taken or dropped
     /// outside any tracked function with no location known.
@@ -226,7 +231,8 @@ pub struct SiteGroup {
 }
 
 /// Holders grouped by subsystem (ranked).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SubsystemGroup {
     /// The subsystem (`None`: sites without one, and plain locations).
     pub subsystem: Option<String>,
@@ -239,8 +245,9 @@ pub struct SubsystemGroup {
 }
 
 /// Which way a stack moved counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum StackGroupKind {
     /// Stacks that took counts (get, pin, alloc).
     Acquire,
@@ -249,7 +256,8 @@ pub enum StackGroupKind {
 }
 
 /// Events grouped by stack (`show_stacks` with a threshold).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StackGroup {
     /// Acquire or release stacks.
     pub kind: StackGroupKind,
@@ -266,7 +274,8 @@ pub struct StackGroup {
 }
 
 /// A summary of one arming.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ArmingSummary {
     /// Its number.
     pub id: u32,
@@ -284,7 +293,8 @@ pub struct ArmingSummary {
 
 /// A recorded event, rendered (in JSON reports asked for with
 /// [`ReportOptions::events`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EventRecord {
     /// Order recorded.
     pub seq: u64,
@@ -326,7 +336,8 @@ pub struct EventRecord {
 /// kernel's `pfn=0x… count=… pincount=…` style with ` => frame` lines,
 /// [`to_json`](Self::to_json) (versioned by [`REPORT_VERSION`]) and
 /// [`folded`](Self::folded) stacks for flamegraph tools.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OwnerReport {
     /// [`REPORT_VERSION`].
     pub version: u32,
@@ -363,14 +374,51 @@ pub struct OwnerReport {
     /// Stacks the depot could not store (bound reached).
     pub depot_failures: u64,
     /// The events themselves, if asked for.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
     pub events: Vec<EventRecord>,
 }
 
 impl OwnerReport {
-    /// The report as pretty-printed JSON (schema [`REPORT_VERSION`]).
+    /// The report as pretty-printed JSON (schema [`REPORT_VERSION`], kind
+    /// `"owner_report"`). Needs the `serde` feature (on by default).
+    #[cfg(feature = "serde")]
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serializes")
+        #[derive(serde::Serialize)]
+        struct Kind<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            report: &'a OwnerReport,
+        }
+        serde_json::to_string_pretty(&Kind { kind: "owner_report", report: self }).expect("a report always serializes")
+    }
+
+    /// Reads a report written by [`to_json`](Self::to_json), for example
+    /// to render it elsewhere (its `Display` text, [`folded`](Self::folded)
+    /// or [`folded_holders`](Self::folded_holders) stacks).
+    ///
+    /// ```
+    /// use pinowner::{ContigError, OwnerReport, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+    /// let frame = arena.alloc_movable(0)?;
+    /// let Err(ContigError::Busy(_)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+    /// let pin = frame.pin(0)?; // recorded: the frame is armed
+    /// let report = arena.owner_report();
+    /// let read = OwnerReport::from_json(&report.to_json())?;
+    /// assert_eq!(read, report);
+    /// assert_eq!(read.pages[0].outstanding.len(), 1, "the pin is outstanding");
+    /// # drop(pin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReportJsonError`](crate::error::ReportJsonError) if the text is
+    /// not JSON of an owner report, is another kind of report, or has a
+    /// newer schema.
+    #[cfg(feature = "serde")]
+    pub fn from_json(text: &str) -> Result<OwnerReport, crate::error::ReportJsonError> {
+        crate::json::from_versioned("owner_report", text)
     }
 
     /// The top holder: the site holding the most counts now.
