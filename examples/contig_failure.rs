@@ -154,6 +154,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })?;
         thread::sleep(Duration::from_millis(300));
+        // Who is in the way now, for `pinowner-report flame`.
+        write_json("owner-report.json", &arena.owner_report().to_json())?;
 
         // The fix: the exit path releases its batch promptly. A waiting
         // reservation is woken by the release of the armed page.
@@ -171,7 +173,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let options = ReportOptions { reason: Some(Reason::Shrink), frames: 6, ..ReportOptions::default() };
         let report = arena.owner_report_with(&options);
         println!("{report}\n");
-        write_json("owner-report.json", &report.to_json())?;
         for page in &report.pages {
             if let Some(r) = page.releases.iter().find(|r| r.left == (0, 0)) {
                 let site = r.site.as_ref().map_or_else(|| "(no site)".to_owned(), |o| o.to_string());

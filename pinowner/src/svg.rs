@@ -201,16 +201,31 @@ impl ArenaMap {
     /// A map of the failure's window alone, as the failure saw it: its
     /// busy blocks (pinned or used, armed since the failure arms them), and
     /// the rest of the window free (the reservation found it free or made
-    /// it so). For a failure stored without its arena.
+    /// it so). For a failure kept without its arena.
     pub fn from_failure(failure: &ContigFailure, page_size: usize) -> ArenaMap {
-        let window = failure.window.clone();
         let zone = failure.busy.first().map_or(ZoneKind::Movable, |b| b.zone);
+        let busy = failure.busy.iter().map(|b| {
+            let class = if b.state.pincount > 0 { PageClass::Pinned } else { PageClass::Used };
+            (b.pages_in_window.clone(), class)
+        });
+        ArenaMap::of_window(failure.window.clone(), zone, page_size, busy)
+    }
+
+    /// A map of a failed window in `zone` with its `busy` pages (in page
+    /// order, each armed), the rest free: what [`from_failure`](Self::from_failure)
+    /// draws, for a failure read back from JSON. `page_size` 0 means
+    /// unknown.
+    pub fn of_window(
+        window: Range<Pfn>,
+        zone: ZoneKind,
+        page_size: usize,
+        busy: impl IntoIterator<Item = (Range<Pfn>, PageClass)>,
+    ) -> ArenaMap {
         let mut runs = Vec::new();
         let mut at = window.start;
-        for b in &failure.busy {
-            let pages = b.pages_in_window.start.max(at)..b.pages_in_window.end.min(window.end);
+        for (pages, class) in busy {
+            let pages = pages.start.max(at)..pages.end.min(window.end);
             push_run(&mut runs, at..pages.start, PageClass::Free, false);
-            let class = if b.state.pincount > 0 { PageClass::Pinned } else { PageClass::Used };
             at = pages.end.max(at);
             push_run(&mut runs, pages, class, true);
         }
@@ -272,14 +287,14 @@ impl ArenaMap {
         let _ = writeln!(s, r##"<rect class="background" x="0" y="0" width="{width:.0}" height="{height:.0}" fill="#ffffff"/>"##);
         let _ = writeln!(
             s,
-            r#"<text x="4" y="16">pinowner arena map: pages {:#x}..{:#x} of {} KiB, {cols} per row</text>"#,
+            r#"<text x="4" y="16">pinowner arena map: pages {:#x}..{:#x}{}, {cols} per row</text>"#,
             self.pages.start,
             self.pages.end,
-            self.page_size / 1024
+            if self.page_size > 0 { format!(" of {} KiB", self.page_size / 1024) } else { String::new() }
         );
-        // Row labels: the first page of every row (every fourth when rows
-        // are thin).
-        let every = if cell < 11.0 { (11.0 / cell).ceil() as usize } else { 1 };
+        // Row labels: the first page of every row, or of every 2^k-th row
+        // when rows are thinner than a line of text.
+        let every = if cell < 13.0 { ((13.0 / cell).ceil() as usize).next_power_of_two() } else { 1 };
         for row in (0..rows).step_by(every) {
             let y = top + row as f64 * cell + cell.min(11.0);
             let _ = writeln!(s, r#"<text x="4" y="{y:.1}">{:#x}</text>"#, self.pages.start + row * cols);
@@ -306,10 +321,12 @@ impl ArenaMap {
             }
             out
         };
-        for r in &self.runs {
+        // Armed runs last, so no neighbour covers their outline.
+        let armed_stroke = (cell / 2.5).clamp(0.8, 2.0);
+        for r in self.runs.iter().filter(|r| !r.armed).chain(self.runs.iter().filter(|r| r.armed)) {
             let armed = if r.armed { " armed" } else { "" };
             let outline = if r.armed {
-                format!(r#" stroke="{ARMED_COLOUR}" stroke-width="{stroke:.2}""#)
+                format!(r#" stroke="{ARMED_COLOUR}" stroke-width="{armed_stroke:.2}""#)
             } else {
                 String::new()
             };

@@ -374,7 +374,7 @@ pub struct OwnerReport {
     /// Stacks the depot could not store (bound reached).
     pub depot_failures: u64,
     /// The events themselves, if asked for.
-    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty", default))]
     pub events: Vec<EventRecord>,
 }
 
