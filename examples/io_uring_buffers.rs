@@ -48,13 +48,7 @@ mod linux {
 
     /// Submits a `READ_FIXED` of `len` bytes from `fd` into the pinned page,
     /// tagged `tag`.
-    fn read_fixed(
-        ring: &mut IoUring,
-        fd: i32,
-        page: &PagePin<&PageArena>,
-        len: u32,
-        tag: u64,
-    ) -> std::io::Result<()> {
+    fn read_fixed(ring: &mut IoUring, fd: i32, page: &PagePin<&PageArena>, len: u32, tag: u64) -> std::io::Result<()> {
         let entry =
             opcode::ReadFixed::new(types::Fd(fd), page.as_ptr().as_ptr(), len, 0).offset(0).build().user_data(tag);
         // SAFETY: the entry names memory inside buffer 0 (the registered

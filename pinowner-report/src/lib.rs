@@ -380,12 +380,8 @@ pub fn run(args: &[String], stdout: &mut dyn Write) -> Result<(), CliError> {
     if (time || paths) && command != "flame" {
         return Err(CliError::Usage("--time and --paths are options of flame".to_owned()));
     }
-    let json = if input == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(&input)
-    }
-    .map_err(|source| CliError::Io { path: input.clone(), source })?;
+    let json = if input == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(&input) }
+        .map_err(|source| CliError::Io { path: input.clone(), source })?;
     let mut rendered = match command.as_str() {
         "text" => render_text(&json)?,
         "map" => render_map(&json)?,

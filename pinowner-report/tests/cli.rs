@@ -118,8 +118,7 @@ fn the_command_line_reads_a_file_and_writes_stdout_or_the_output_file() {
 
         let svg = dir.join("flame.svg");
         let mut out = Vec::new();
-        run(&args(&["flame", report_json.to_str().unwrap(), "-o", svg.to_str().unwrap(), "--time"]), &mut out)
-            .unwrap();
+        run(&args(&["flame", report_json.to_str().unwrap(), "-o", svg.to_str().unwrap(), "--time"]), &mut out).unwrap();
         assert!(out.is_empty(), "the SVG went to the file");
         assert!(std::fs::read_to_string(&svg).unwrap().contains("µs held"));
     });

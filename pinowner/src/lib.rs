@@ -23,9 +23,9 @@ pub mod tracker;
 pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
 pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use audit::{Audit, LeakCheck};
-pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
 #[cfg(feature = "serde")]
 pub use error::ReportJsonError;
+pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};

@@ -372,6 +372,20 @@ pub enum ContigError {
 }
 
 /// A committed contiguous run of pages, owned: dropping it frees the run.
+///
+/// ```
+/// use pinowner::{PageArena, PageFlags, Reason};
+///
+/// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+/// let run = arena.reserve_contig(16, 16, Reason::Contig)?;
+/// assert_eq!((run.pages(), run.len(), run.pfn() % 16), (16, 16 * 4096, 0));
+/// assert!(arena.page_state(run.pfn() + 5)?.flags.contains(PageFlags::CONTIG));
+/// // SAFETY: the run is ours alone, and no handle to its pages exists.
+/// unsafe { run.as_ptr().as_ptr().write_bytes(0xff, run.len()) };
+/// drop(run);
+/// assert_eq!(arena.free_pages(), 64, "dropping the run frees it");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "dropping a run frees it"]
 #[derive(Debug)]
 pub struct ContigRun<A: ArenaRef> {
@@ -437,6 +451,20 @@ impl PageArena {
     /// [`ContigError`]: bad geometry, an overlap with a reserved run, or
     /// [`ContigError::Busy`] naming every busy block of the window. The arena
     /// is left exactly as before on error.
+    ///
+    /// ```
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).build()?;
+    /// let held = arena.alloc(0)?;
+    /// let e = arena.reserve_range(held.pfn(), 8, Reason::Contig).unwrap_err();
+    /// let ContigError::Busy(failure) = e else { panic!("{e}") };
+    /// assert_eq!(failure.busy[0].head, held.pfn(), "names the page in the way");
+    /// assert_eq!(arena.free_pages(), 63, "and rolls back");
+    /// let run = arena.reserve_range(held.pfn() + 1, 8, Reason::Contig)?;
+    /// assert_eq!(run.range(), held.pfn() + 1..held.pfn() + 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn reserve_range(
         &self,
@@ -480,6 +508,22 @@ impl PageArena {
     ///
     /// As for [`reserve_range`](Self::reserve_range); a failure names the
     /// best window's busy blocks.
+    ///
+    /// ```
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(128).movable_pages(64).build()?;
+    /// // One page pinned in the first 32-page window of the movable zone, two
+    /// // in the second: the best window is the one with the fewest busy pages.
+    /// let frames: Vec<_> = (0..64).map(|_| arena.alloc_movable(0)).collect::<Result<_, _>>()?;
+    /// let pins = [arena.pin(70)?, arena.pin(100)?, arena.pin(101)?];
+    /// drop(frames);
+    /// let Err(ContigError::Busy(f)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+    /// assert_eq!((f.window.clone(), f.busy_pages(), f.windows_considered), (64..96, 1, 2));
+    /// drop(pins);
+    /// assert_eq!(arena.reserve_contig(32, 32, Reason::Contig)?.pfn() % 32, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn reserve_contig(
         &self,
@@ -607,6 +651,26 @@ impl PageArena {
     ///
     /// As for [`reserve_range`](Self::reserve_range); on timeout the last
     /// failure, with [`ContigFailure::waited`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).build()?;
+    /// let held = arena.alloc(0)?;
+    /// let start = held.pfn();
+    /// // Nobody lets go: the wait times out with the failure and what it saw.
+    /// let Err(ContigError::Busy(f)) = arena.reserve_range_wait(start, 4, Reason::Shrink, Duration::from_millis(20))
+    /// else { panic!() };
+    /// assert!(f.waited.unwrap().attempts >= 1);
+    /// // The holder lets go while we wait: the release wakes the waiter.
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held));
+    ///     let run = arena.reserve_range_wait(start, 4, Reason::Shrink, Duration::from_secs(10));
+    ///     assert_eq!(run.map(|r| r.pfn()), Ok(start));
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn reserve_range_wait(
         &self,

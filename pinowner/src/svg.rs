@@ -284,7 +284,10 @@ impl ArenaMap {
             s,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="monospace" font-size="11">"#
         );
-        let _ = writeln!(s, r##"<rect class="background" x="0" y="0" width="{width:.0}" height="{height:.0}" fill="#ffffff"/>"##);
+        let _ = writeln!(
+            s,
+            r##"<rect class="background" x="0" y="0" width="{width:.0}" height="{height:.0}" fill="#ffffff"/>"##
+        );
         let _ = writeln!(
             s,
             r#"<text x="4" y="16">pinowner arena map: pages {:#x}..{:#x}{}, {cols} per row</text>"#,
@@ -393,7 +396,10 @@ impl ArenaMap {
         );
         let zones: Vec<String> =
             self.zones.iter().map(|z| format!("{} {:#x}..{:#x}", z.kind, z.pages.start, z.pages.end)).collect();
-        let window = self.window.as_ref().map_or_else(String::new, |w| format!("; failed window {:#x}..{:#x} (outlined)", w.start, w.end));
+        let window = self
+            .window
+            .as_ref()
+            .map_or_else(String::new, |w| format!("; failed window {:#x}..{:#x} (outlined)", w.start, w.end));
         let _ = writeln!(s, r#"<text x="4" y="{:.0}">zones (dashed): {}{window}</text>"#, y + 20.0, zones.join(", "));
         s.push_str("</svg>\n");
         s

@@ -35,7 +35,9 @@ fn page_rects(svg: &str) -> Vec<&str> {
     svg.lines()
         .filter_map(|l| l.strip_prefix(r#"<rect class=""#))
         .map(|l| &l[..l.find('"').unwrap()])
-        .filter(|c| c.starts_with("free") || c.starts_with("used") || c.starts_with("pinned") || c.starts_with("contig"))
+        .filter(|c| {
+            c.starts_with("free") || c.starts_with("used") || c.starts_with("pinned") || c.starts_with("contig")
+        })
         .collect()
 }
 
@@ -44,10 +46,10 @@ fn a_fresh_arena_is_one_free_run_per_zone() {
     let arena = PageArena::builder().pages(256).movable_pages(64).build().unwrap();
     let map = arena.map();
     assert_eq!(map.pages, 0..256);
-    assert_eq!(map.zones.iter().map(|z| (z.kind, z.pages.clone())).collect::<Vec<_>>(), [
-        (ZoneKind::Normal, 0..192),
-        (ZoneKind::Movable, 192..256)
-    ]);
+    assert_eq!(
+        map.zones.iter().map(|z| (z.kind, z.pages.clone())).collect::<Vec<_>>(),
+        [(ZoneKind::Normal, 0..192), (ZoneKind::Movable, 192..256)]
+    );
     // The zones' free runs touch and are alike, so they merge: one run.
     assert_eq!(map.runs, [PageRun { pages: 0..256, class: PageClass::Free, armed: false }]);
     assert_eq!(map.window, None);

@@ -70,6 +70,25 @@ use ring::Ring;
 
 /// Settings for owner tracking; see [`ArenaBuilder::tracking`].
 ///
+/// Lazy by default: nothing is recorded until a failed reservation arms
+/// its busy blocks. Eager mode arms every allocation from the start, for
+/// leak hunts:
+///
+/// ```
+/// use pinowner::{EventKind, PageArena, Tracking};
+///
+/// let tracking = Tracking { eager: true, depth: 8, ..Tracking::default() };
+/// let arena = PageArena::builder().pages(16).tracking(tracking).build()?;
+/// let leaked = arena.alloc(0)?;
+/// let report = arena.owner_report();
+/// assert_eq!(report.pages.len(), 1, "armed at allocation");
+/// let holder = &report.pages[0].outstanding[0];
+/// assert_eq!(holder.kind, EventKind::Alloc);
+/// assert!(holder.owner.as_ref().unwrap().location.contains(file!()), "with its acquirer");
+/// # drop(leaked);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// [`ArenaBuilder::tracking`]: crate::ArenaBuilder::tracking
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tracking {
