@@ -26,7 +26,7 @@ use crate::alloc::FragStats;
 use crate::audit::Audit;
 use crate::page::slot::Acquirer;
 use crate::reservation::{AcquirerGroup, ContigFailure};
-use crate::tracker::{Owner, TrackerStats, REPORT_VERSION};
+use crate::tracker::{Owner, OwnerReport, TrackerStats, REPORT_VERSION};
 use crate::Pfn;
 
 #[derive(Serialize)]
@@ -248,5 +248,47 @@ impl TrackerStats {
     /// [`ReportJsonError`] as for [`FragStats::from_json`].
     pub fn from_json(text: &str) -> Result<TrackerStats, ReportJsonError> {
         from_versioned("tracker_stats", text)
+    }
+}
+
+impl OwnerReport {
+    /// The report as pretty-printed JSON (schema [`REPORT_VERSION`](crate::tracker::REPORT_VERSION), kind
+    /// `"owner_report"`). Needs the `serde` feature (on by default).
+    pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Kind<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            report: &'a OwnerReport,
+        }
+        serde_json::to_string_pretty(&Kind { kind: "owner_report", report: self }).expect("a report always serializes")
+    }
+
+    /// Reads a report written by [`to_json`](OwnerReport::to_json), for example
+    /// to render it elsewhere (its `Display` text, [`folded`](OwnerReport::folded)
+    /// or [`folded_holders`](OwnerReport::folded_holders) stacks).
+    ///
+    /// ```
+    /// use pinowner::{ContigError, EventKind, OwnerReport, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+    /// let frame = arena.alloc_movable(0)?;
+    /// let Err(ContigError::Busy(_)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+    /// let pin = frame.pin(0)?; // recorded: the frame is armed
+    /// let report = arena.owner_report();
+    /// let read = OwnerReport::from_json(&report.to_json())?;
+    /// assert_eq!(read, report);
+    /// assert!(read.pages[0].outstanding.iter().any(|h| h.kind == EventKind::Pin), "the pin is outstanding");
+    /// # drop(pin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReportJsonError`] if the text is
+    /// not JSON of an owner report, is another kind of report, or has a
+    /// newer schema.
+    pub fn from_json(text: &str) -> Result<OwnerReport, ReportJsonError> {
+        from_versioned("owner_report", text)
     }
 }

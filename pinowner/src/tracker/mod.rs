@@ -46,6 +46,7 @@ mod folded;
 mod holds;
 mod report;
 mod ring;
+mod text;
 
 pub use folded::HoldWeight;
 pub use holds::MAX_HOLDS;
