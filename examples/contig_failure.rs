@@ -16,12 +16,27 @@
 //!    stacks and hold times;
 //! 4. after the fix (the exit path releases each batch promptly) a waiting
 //!    reservation is woken by the release and succeeds.
+//!
+//! It writes a map of the arena at the failure (`arena-map.svg`) and the
+//! reports as JSON (`contig-failure.json`, `arena-map.json`,
+//! `owner-report.json`) for `pinowner-report`, in the directory
+//! `PINOWNER_OUT` names (else `pinowner-examples` in the temporary
+//! directory), and prints their paths.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use pinowner::{pin_tracked, ContigError, MovableBlock, PageArena, PagePin, PageRef, Reason, ReportOptions, ZoneKind};
+use pinowner_examples::output_path;
+
+/// Writes a JSON report next to the map and says where.
+fn write_json(name: &str, json: &str) -> std::io::Result<()> {
+    let path = output_path(name)?;
+    std::fs::write(&path, json)?;
+    println!("{name} written to {}", path.display());
+    Ok(())
+}
 
 /// The DMA ring's refill: pins a frame for a receive descriptor.
 #[pin_tracked(subsystem = "dma", name = "rx_refill")]
@@ -111,7 +126,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("reserving 2 MiB (512 pages, 512-aligned) in the movable zone...");
         match arena.reserve_contig(512, 512, Reason::Shrink) {
             Ok(_) => println!("unexpected success"),
-            Err(ContigError::Busy(failure)) => println!("reservation failed:\n{failure}\n"),
+            Err(ContigError::Busy(failure)) => {
+                println!("reservation failed:\n{failure}\n");
+                // The picture: zones, free/used/pinned pages, the armed
+                // blocks outlined, the best window framed.
+                let svg = output_path("arena-map.svg")?;
+                std::fs::write(&svg, failure.map_svg(&arena))?;
+                println!("arena map written to {}", svg.display());
+                let mut map = arena.map();
+                map.window = Some(failure.window.clone());
+                write_json("arena-map.json", &map.to_json())?;
+                write_json("contig-failure.json", &failure.to_json())?;
+                println!();
+            }
             Err(e) => return Err(e.into()),
         }
         println!("{}\n", arena.frag_stats());
@@ -127,6 +154,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })?;
         thread::sleep(Duration::from_millis(300));
+        // Who is in the way now, for `pinowner-report flame`.
+        write_json("owner-report.json", &arena.owner_report().to_json())?;
 
         // The fix: the exit path releases its batch promptly. A waiting
         // reservation is woken by the release of the armed page.

@@ -103,7 +103,9 @@ enum Returns {
 }
 
 fn expand_fn(args: &Args, func: ItemFn) -> TokenStream {
-    let ItemFn { attrs, vis, sig, block } = func;
+    let ItemFn { attrs, vis, modifiers, sig, block } = func;
+    // `default fn` (specialization) is kept where the user wrote it.
+    let defaultness = modifiers.defaultness;
     let (inner, outer): (Vec<_>, Vec<_>) = attrs.into_iter().partition(|a| matches!(a.style, AttrStyle::Inner(_)));
     let krate = match &args.krate {
         Some(path) => path.to_token_stream(),
@@ -186,7 +188,7 @@ fn expand_fn(args: &Args, func: ItemFn) -> TokenStream {
 
     quote! {
         #(#outer)*
-        #vis #sig {
+        #vis #defaultness #sig {
             #(#inner)*
             #body
         }
@@ -318,7 +320,7 @@ fn not_an_item(err: syn::Error, tokens: TokenStream) -> syn::Error {
     };
     match closure.as_ref().map(unparen) {
         Some(Expr::Closure(c)) => syn::Error::new(
-            c.or1_token.span,
+            c.inputs_begin.span,
             "#[pin_tracked] cannot be applied to a closure: \
              wrap the closure's body in `pinowner::pin_scope!(\"name\", { .. })` instead",
         ),

@@ -390,7 +390,8 @@ impl fmt::Display for StackHandle {
 ///
 /// Read from separate atomics: while inserts run concurrently, the fields
 /// need not be mutually consistent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DepotStats {
     /// Distinct stacks stored.
     pub unique_stacks: u64,

@@ -258,3 +258,31 @@ pub enum BorrowError {
         state: PageState,
     },
 }
+
+/// Why a `from_json` ([`OwnerReport::from_json`](crate::OwnerReport::from_json),
+/// [`ArenaMap::from_json`](crate::svg::ArenaMap::from_json), ...) could
+/// not read a report.
+#[cfg(feature = "serde")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportJsonError {
+    /// Not JSON, or not the shape of the report.
+    #[error("not a readable report: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A report of another kind.
+    #[error("a report of kind {kind:?}, not {expected:?}")]
+    Kind {
+        /// The kind the report names (`"(none)"` if it names none).
+        kind: String,
+        /// The kind asked for.
+        expected: &'static str,
+    },
+    /// A schema version this crate does not read (newer, or missing).
+    #[error("schema version {version} is not one this crate reads (1 to {supported})")]
+    Version {
+        /// The report's version (0 if it has none).
+        version: u64,
+        /// The newest version this crate reads.
+        supported: u32,
+    },
+}

@@ -52,6 +52,25 @@ impl ArenaRef for Arc<PageArena> {}
 /// The block's shared view, [`bytes`](Self::bytes), stays available: the
 /// leaked guard's borrow of the block has ended, so no `&mut` it lent can
 /// still be used. Dropping the block frees it and clears the state.
+///
+/// # Example
+///
+/// ```
+/// use pinowner::{BorrowError, PageArena};
+///
+/// let arena = PageArena::builder().pages(64).build()?;
+/// let mut block = arena.alloc(2)?; // 4 pages, naturally aligned
+/// assert_eq!((block.pages(), block.len(), block.pfn() % 4), (4, 4 * 4096, 0));
+/// block.bytes_mut()?.fill(7); // sole holder: mutable bytes
+/// let pin = block.pin(3)?; // a device pins the last page
+/// assert!(matches!(block.bytes_mut(), Err(BorrowError::Shared { .. })), "shared now");
+/// assert!(block.bytes().iter().all(|&b| b == 7)); // a shared view stays
+/// drop(block);
+/// assert_eq!(arena.free_pages(), 60, "the pin keeps the whole block");
+/// drop(pin);
+/// assert_eq!(arena.free_pages(), 64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "dropping a block frees it"]
 #[derive(Debug)]
 pub struct Block<A: ArenaRef> {
@@ -419,6 +438,24 @@ macro_rules! count_handle {
 count_handle! {
     /// A counted reference on a page (the kernel's `get_page`): it keeps the
     /// page's block allocated. Clone = get, drop = put.
+    ///
+    /// ```
+    /// use pinowner::PageArena;
+    ///
+    /// let arena = PageArena::builder().pages(16).build()?;
+    /// let block = arena.alloc(1)?; // two pages, one reference (the block's)
+    /// let r = arena.get(block.pfn() + 1)?; // a reference through the tail page
+    /// let r2 = r.clone(); // get
+    /// assert_eq!((r.head(), r.state().refcount), (block.pfn(), 3));
+    /// drop(block); // the owner lets go: the references keep the block
+    /// drop(r2); // put
+    /// assert_eq!(r.state().refcount, 1);
+    /// let pfn = r.pfn();
+    /// drop(r); // the last put frees both pages
+    /// assert!(arena.get(pfn).is_err());
+    /// assert_eq!(arena.free_pages(), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     PageRef, Count::Ref, "reference"
 }
 
@@ -426,6 +463,23 @@ count_handle! {
     /// A long-lived pin on a page (the kernel's `pin_user_pages`), counted
     /// apart from references: what a DMA mapping or an RDMA registration
     /// holds. Clone = pin, drop = unpin.
+    ///
+    /// ```
+    /// use pinowner::{PageArena, PageFlags};
+    ///
+    /// let arena = PageArena::builder().pages(16).build()?;
+    /// let frame = arena.alloc(0)?;
+    /// let pin = frame.pin(0)?; // the device's pin
+    /// let s = pin.state();
+    /// assert_eq!((s.refcount, s.pincount), (1, 1), "pins are counted apart");
+    /// // The pin names who took it (here this line, without #[pin_tracked]).
+    /// assert!(arena.page_info(pin.pfn())?.acquirer.is_some());
+    /// drop(frame); // the pool drops its frame; the pin keeps the page
+    /// assert!(!arena.page_state(pin.pfn())?.flags.contains(PageFlags::FREE));
+    /// drop(pin); // unpin: the last holder frees it
+    /// assert_eq!(arena.free_pages(), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     PagePin, Count::Pin, "pin"
 }
 

@@ -4,16 +4,29 @@
 //! tracker's counters. Each is an object with `"version"`
 //! ([`REPORT_VERSION`]) and `"kind"` first; acquirers appear as the owner
 //! report's [`Owner`] objects (function, subsystem, location).
+//!
+//! The reports that are plain data read back with `from_json`
+//! ([`OwnerReport::from_json`](crate::OwnerReport::from_json),
+//! [`FragStats::from_json`], [`TrackerStats::from_json`],
+//! [`ArenaMap::from_json`](crate::svg::ArenaMap::from_json)), so a tool
+//! (`pinowner-report`) can render a report a service wrote. A failure and
+//! an audit name acquirers by static sites, so they stay JSON documents to
+//! read as such.
+//!
+//! The whole module needs the `serde` feature (on by default).
 
 use core::ops::Range;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::error::ReportJsonError;
 
 use crate::alloc::FragStats;
 use crate::audit::Audit;
 use crate::page::slot::Acquirer;
 use crate::reservation::{AcquirerGroup, ContigFailure};
-use crate::tracker::{Owner, TrackerStats, REPORT_VERSION};
+use crate::tracker::{Owner, OwnerReport, TrackerStats, REPORT_VERSION};
 use crate::Pfn;
 
 #[derive(Serialize)]
@@ -28,6 +41,21 @@ struct Versioned<'a, T: Serialize> {
 fn versioned<T: Serialize>(kind: &'static str, body: &T) -> String {
     serde_json::to_string_pretty(&Versioned { version: REPORT_VERSION, kind, body })
         .expect("plain data always serializes")
+}
+
+/// Reads a report of `kind` written by a `to_json`: checks its kind and
+/// that its version is one this crate reads, then its shape.
+pub(crate) fn from_versioned<T: DeserializeOwned>(kind: &'static str, text: &str) -> Result<T, ReportJsonError> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(ReportJsonError::Json)?;
+    let found = v.get("kind").and_then(|k| k.as_str()).unwrap_or("(none)");
+    if found != kind {
+        return Err(ReportJsonError::Kind { kind: found.to_owned(), expected: kind });
+    }
+    let version = v.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if version == 0 || version > u64::from(REPORT_VERSION) {
+        return Err(ReportJsonError::Version { version, supported: REPORT_VERSION });
+    }
+    serde_json::from_value(v).map_err(ReportJsonError::Json)
 }
 
 #[derive(Serialize)]
@@ -192,6 +220,26 @@ impl FragStats {
     pub fn to_json(&self) -> String {
         versioned("frag_stats", self)
     }
+
+    /// Reads statistics written by [`to_json`](Self::to_json).
+    ///
+    /// ```
+    /// use pinowner::{FragStats, PageArena};
+    ///
+    /// let arena = PageArena::builder().pages(64).build()?;
+    /// let _held = arena.alloc(0)?;
+    /// let stats = arena.frag_stats();
+    /// assert_eq!(FragStats::from_json(&stats.to_json())?, stats);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReportJsonError`] if the text is not JSON of fragmentation
+    /// statistics, is another kind of report, or has a newer schema.
+    pub fn from_json(text: &str) -> Result<FragStats, ReportJsonError> {
+        from_versioned("frag_stats", text)
+    }
 }
 
 impl TrackerStats {
@@ -199,5 +247,56 @@ impl TrackerStats {
     /// `"tracker_stats"`).
     pub fn to_json(&self) -> String {
         versioned("tracker_stats", self)
+    }
+
+    /// Reads counters written by [`to_json`](Self::to_json).
+    ///
+    /// # Errors
+    ///
+    /// [`ReportJsonError`] as for [`FragStats::from_json`].
+    pub fn from_json(text: &str) -> Result<TrackerStats, ReportJsonError> {
+        from_versioned("tracker_stats", text)
+    }
+}
+
+impl OwnerReport {
+    /// The report as pretty-printed JSON (schema [`REPORT_VERSION`](crate::tracker::REPORT_VERSION), kind
+    /// `"owner_report"`). Needs the `serde` feature (on by default).
+    pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Kind<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            report: &'a OwnerReport,
+        }
+        serde_json::to_string_pretty(&Kind { kind: "owner_report", report: self }).expect("a report always serializes")
+    }
+
+    /// Reads a report written by [`to_json`](OwnerReport::to_json), for example
+    /// to render it elsewhere (its `Display` text, [`folded`](OwnerReport::folded)
+    /// or [`folded_holders`](OwnerReport::folded_holders) stacks).
+    ///
+    /// ```
+    /// use pinowner::{ContigError, EventKind, OwnerReport, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+    /// let frame = arena.alloc_movable(0)?;
+    /// let Err(ContigError::Busy(_)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+    /// let pin = frame.pin(0)?; // recorded: the frame is armed
+    /// let report = arena.owner_report();
+    /// let read = OwnerReport::from_json(&report.to_json())?;
+    /// assert_eq!(read, report);
+    /// assert!(read.pages[0].outstanding.iter().any(|h| h.kind == EventKind::Pin), "the pin is outstanding");
+    /// # drop(pin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReportJsonError`] if the text is
+    /// not JSON of an owner report, is another kind of report, or has a
+    /// newer schema.
+    pub fn from_json(text: &str) -> Result<OwnerReport, ReportJsonError> {
+        from_versioned("owner_report", text)
     }
 }

@@ -10,18 +10,22 @@ pub mod depot;
 pub mod error;
 mod handle;
 pub mod implementation;
+#[cfg(feature = "serde")]
 mod json;
 pub mod migrate;
 pub mod page;
 mod region;
 pub mod reservation;
 pub mod site;
+pub mod svg;
 mod sync;
 pub mod tracker;
 
 pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
 pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use audit::{Audit, LeakCheck};
+#[cfg(feature = "serde")]
+pub use error::ReportJsonError;
 pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
 pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
 pub use migrate::{
@@ -32,6 +36,7 @@ pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;
+pub use svg::{ArenaMap, PageClass};
 pub use tracker::{Event, EventKind, OwnerReport, ReportOptions, Tracking};
 
 /// A page number: the index of a page in its arena.

@@ -5,6 +5,7 @@ mod attribution;
 mod counts;
 mod faults;
 mod geometry;
+mod map;
 mod migrate;
 mod model;
 mod region;

@@ -3,7 +3,8 @@
 use super::ZoneKind;
 
 /// Free memory of one zone, by order.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ZoneFrag {
     /// The zone.
     pub zone: ZoneKind,
@@ -55,7 +56,8 @@ impl ZoneFrag {
 }
 
 /// Fragmentation statistics of an arena, one entry per zone.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FragStats {
     /// Per zone, normal first. A zone of zero pages is left out.
     pub zones: Vec<ZoneFrag>,

@@ -22,8 +22,9 @@ use crate::sync::Ordering::SeqCst;
 use crate::sync::{AtomicUsize, Mutex};
 
 /// The zone a page belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ZoneKind {
     /// Ordinary allocations, movable or not.
     Normal,

@@ -37,6 +37,30 @@ enum Size {
 }
 
 /// Configures and builds a [`PageArena`]; see [`PageArena::builder`].
+///
+/// Every setting is checked before memory is mapped; a bad one is a
+/// [`BuildError`] naming it.
+///
+/// ```
+/// use pinowner::{Backing, BuildError, LeakCheck, PageArena, ThreadCache, Tracking};
+///
+/// let arena = PageArena::builder()
+///     .capacity(8 << 20) // 8 MiB...
+///     .page_size(64 << 10) // ...of 64 KiB pages
+///     .movable_capacity(4 << 20)
+///     .backing(Backing::Anonymous) // lazily zeroed by the kernel
+///     .max_order(6)
+///     .thread_cache(ThreadCache::default())
+///     .tracking(Tracking { capacity: 1024, ..Tracking::default() })
+///     .leak_check(LeakCheck::Panic) // tests: dropping with pages held panics
+///     .build()?;
+/// assert_eq!((arena.pages(), arena.page_size(), arena.max_order()), (128, 64 << 10, 6));
+///
+/// let e = PageArena::builder().capacity(10_000).build().unwrap_err();
+/// assert!(matches!(e, BuildError::SizeNotMultiple { bytes: 10_000, page_size: 4096 }));
+/// assert_eq!(e.to_string(), "size of 10000 bytes is not a multiple of the page size 4096");
+/// # Ok::<(), BuildError>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ArenaBuilder {

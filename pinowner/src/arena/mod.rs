@@ -24,6 +24,30 @@ pub(crate) use raw::RawCounts;
 /// A page arena: pages over one region, with refcounts, pins, a buddy
 /// allocator in two zones, and owner attribution. See the [crate
 /// docs](crate) for the model.
+///
+/// ```
+/// use std::sync::Arc;
+/// use pinowner::{PageArena, ZoneKind};
+///
+/// // 1 MiB of 4 KiB pages; the top quarter is the movable zone.
+/// let arena = PageArena::builder().capacity(1 << 20).movable_capacity(256 << 10).build()?;
+/// assert_eq!((arena.pages(), arena.page_size()), (256, 4096));
+/// assert_eq!(arena.zone_range(ZoneKind::Movable), 192..256);
+///
+/// let block = arena.alloc(3)?; // 8 pages from the normal zone
+/// let frame = arena.alloc_movable(0)?; // 1 page from the movable zone
+/// assert_eq!(arena.zone_of(frame.pfn()), Some(ZoneKind::Movable));
+/// assert_eq!(arena.free_pages(), 256 - 9);
+/// drop((block, frame));
+/// assert!(arena.audit().is_clean(), "nothing held");
+///
+/// // Shared through an Arc, handles are 'static (for threads and tasks).
+/// let arena = Arc::new(arena);
+/// let owned = arena.alloc_owned(0)?;
+/// std::thread::spawn(move || drop(owned)).join().unwrap();
+/// assert_eq!(arena.free_pages(), 256);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct PageArena {
     pub(crate) region: Region,

@@ -28,18 +28,20 @@
 //!
 //! [`MovableBlock`]: crate::MovableBlock
 
-use core::ops::Range;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::alloc::{FreeArea, Zone, ZoneKind};
-use crate::handle::ArenaRef;
 use crate::migrate::{Dest, Unmovable};
 use crate::page::slot::{self, Who};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
 use crate::sync::Ordering::Relaxed;
 use crate::{PageArena, Pfn};
+
+mod run;
+
+pub use run::ContigRun;
 
 /// Why a contiguous run is wanted. Recorded with everything a failure arms;
 /// reports can be filtered by it (the page pin owner RFC's `migrate_reason`).
@@ -89,63 +91,6 @@ mod failure;
 
 pub use failure::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, WaitLog};
 
-/// A committed contiguous run of pages, owned: dropping it frees the run.
-#[must_use = "dropping a run frees it"]
-#[derive(Debug)]
-pub struct ContigRun<A: ArenaRef> {
-    arena: A,
-    start: u32,
-    pages: u32,
-    /// The run's blocks: head, generation of our reference.
-    blocks: Vec<(u32, u16)>,
-}
-
-impl<A: ArenaRef> ContigRun<A> {
-    /// The first page.
-    pub fn pfn(&self) -> Pfn {
-        self.start as Pfn
-    }
-
-    /// Pages in the run.
-    pub fn pages(&self) -> usize {
-        self.pages as usize
-    }
-
-    /// The page range.
-    pub fn range(&self) -> Range<Pfn> {
-        self.start as Pfn..(self.start + self.pages) as Pfn
-    }
-
-    /// Bytes in the run.
-    pub fn len(&self) -> usize {
-        self.pages() << self.arena.page_shift
-    }
-
-    /// Always false.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// A raw pointer to the run's first byte.
-    pub fn as_ptr(&self) -> core::ptr::NonNull<u8> {
-        let off = (self.start as usize) << self.arena.page_shift;
-        self.arena.region.ptr(off, self.len()).cast()
-    }
-}
-
-impl<A: ArenaRef> Drop for ContigRun<A> {
-    fn drop(&mut self) {
-        for &(head, gen) in &self.blocks {
-            // The run ends here: a block someone else still holds (a page
-            // lent out by reference) is an ordinary busy block from now on,
-            // not part of a run that no longer exists. We hold a count, so
-            // the block is live and this read-modify-write is ours to make.
-            self.arena.desc(head).state.fetch_and(!CONTIG, Relaxed);
-            self.arena.release(head, head, state::Count::Ref, Some(gen));
-        }
-    }
-}
-
 impl PageArena {
     /// Reserves `pages` contiguous pages starting at `start` (any zone, the
     /// window must lie inside one).
@@ -155,6 +100,20 @@ impl PageArena {
     /// [`ContigError`]: bad geometry, an overlap with a reserved run, or
     /// [`ContigError::Busy`] naming every busy block of the window. The arena
     /// is left exactly as before on error.
+    ///
+    /// ```
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).build()?;
+    /// let held = arena.alloc(0)?;
+    /// let e = arena.reserve_range(held.pfn(), 8, Reason::Contig).unwrap_err();
+    /// let ContigError::Busy(failure) = e else { panic!("{e}") };
+    /// assert_eq!(failure.busy[0].head, held.pfn(), "names the page in the way");
+    /// assert_eq!(arena.free_pages(), 63, "and rolls back");
+    /// let run = arena.reserve_range(held.pfn() + 1, 8, Reason::Contig)?;
+    /// assert_eq!(run.range(), held.pfn() + 1..held.pfn() + 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn reserve_range(
         &self,
@@ -198,6 +157,22 @@ impl PageArena {
     ///
     /// As for [`reserve_range`](Self::reserve_range); a failure names the
     /// best window's busy blocks.
+    ///
+    /// ```
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(128).movable_pages(64).build()?;
+    /// // One page pinned in the first 32-page window of the movable zone, two
+    /// // in the second: the best window is the one with the fewest busy pages.
+    /// let frames: Vec<_> = (0..64).map(|_| arena.alloc_movable(0)).collect::<Result<_, _>>()?;
+    /// let pins = [arena.pin(70)?, arena.pin(100)?, arena.pin(101)?];
+    /// drop(frames);
+    /// let Err(ContigError::Busy(f)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+    /// assert_eq!((f.window.clone(), f.busy_pages(), f.windows_considered), (64..96, 1, 2));
+    /// drop(pins);
+    /// assert_eq!(arena.reserve_contig(32, 32, Reason::Contig)?.pfn() % 32, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn reserve_contig(
         &self,
@@ -326,6 +301,26 @@ impl PageArena {
     ///
     /// As for [`reserve_range`](Self::reserve_range); on timeout the last
     /// failure, with [`ContigFailure::waited`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pinowner::{ContigError, PageArena, Reason};
+    ///
+    /// let arena = PageArena::builder().pages(64).build()?;
+    /// let held = arena.alloc(0)?;
+    /// let start = held.pfn();
+    /// // Nobody lets go: the wait times out with the failure and what it saw.
+    /// let Err(ContigError::Busy(f)) = arena.reserve_range_wait(start, 4, Reason::Shrink, Duration::from_millis(20))
+    /// else { panic!() };
+    /// assert!(f.waited.unwrap().attempts >= 1);
+    /// // The holder lets go while we wait: the release wakes the waiter.
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held));
+    ///     let run = arena.reserve_range_wait(start, 4, Reason::Shrink, Duration::from_secs(10));
+    ///     assert_eq!(run.map(|r| r.pfn()), Ok(start));
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn reserve_range_wait(
         &self,

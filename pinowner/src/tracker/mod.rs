@@ -46,6 +46,7 @@ mod folded;
 mod holds;
 mod report;
 mod ring;
+mod text;
 
 pub use folded::HoldWeight;
 pub use holds::MAX_HOLDS;
@@ -69,6 +70,25 @@ use crate::{PageArena, Pfn};
 use ring::Ring;
 
 /// Settings for owner tracking; see [`ArenaBuilder::tracking`].
+///
+/// Lazy by default: nothing is recorded until a failed reservation arms
+/// its busy blocks. Eager mode arms every allocation from the start, for
+/// leak hunts:
+///
+/// ```
+/// use pinowner::{EventKind, PageArena, Tracking};
+///
+/// let tracking = Tracking { eager: true, depth: 8, ..Tracking::default() };
+/// let arena = PageArena::builder().pages(16).tracking(tracking).build()?;
+/// let leaked = arena.alloc(0)?;
+/// let report = arena.owner_report();
+/// assert_eq!(report.pages.len(), 1, "armed at allocation");
+/// let holder = &report.pages[0].outstanding[0];
+/// assert_eq!(holder.kind, EventKind::Alloc);
+/// assert!(holder.owner.as_ref().unwrap().location.contains(file!()), "with its acquirer");
+/// # drop(leaked);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// [`ArenaBuilder::tracking`]: crate::ArenaBuilder::tracking
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +127,9 @@ impl Default for Tracking {
 }
 
 /// Why a block stopped being tracked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum DisarmCause {
     /// Its last count was dropped and it was freed.
     Freed,
@@ -119,8 +140,9 @@ pub enum DisarmCause {
 }
 
 /// What an event did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum EventKind {
     /// The block was allocated (eager mode only).
     Alloc,
@@ -287,7 +309,8 @@ pub(crate) type RequestKey = (usize, usize, Option<Pfn>);
 pub const EAGER_ARMING: u32 = u32::MAX;
 
 /// Counters of an arena's tracker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrackerStats {
     /// Blocks armed now.
     pub armed_blocks: u64,

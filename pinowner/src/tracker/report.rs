@@ -20,8 +20,6 @@ use core::fmt;
 use core::ops::Range;
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-
 use super::{thread_name, Arming, DisarmCause, Event, EventKind, Tracker, EAGER_ARMING};
 use crate::depot::{Frame, StackHandle};
 use crate::page::slot::Acquirer;
@@ -55,7 +53,8 @@ impl Default for ReportOptions {
 }
 
 /// An acquirer or releaser, resolved for rendering.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Owner {
     /// The `#[pin_tracked]` function (or `pin_scope!` name), if the count
     /// was taken inside one.
@@ -92,7 +91,8 @@ impl fmt::Display for Owner {
 }
 
 /// A thread, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ThreadRef {
     /// pinowner's thread number.
     pub index: u32,
@@ -110,7 +110,8 @@ impl fmt::Display for ThreadRef {
 }
 
 /// An outstanding holder with a recorded acquire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Holder {
     /// `get`, `pin` or `alloc`.
     pub kind: EventKind,
@@ -133,7 +134,8 @@ pub struct Holder {
 }
 
 /// A recorded release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReleaseRecord {
     /// `put` or `unpin`.
     pub kind: EventKind,
@@ -160,7 +162,8 @@ pub struct ReleaseRecord {
 }
 
 /// One armed (or once armed) block.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PageReport {
     /// The block's head page.
     pub pfn: Pfn,
@@ -204,7 +207,8 @@ impl PageReport {
 
 /// Holders and events grouped by owner site, ranked: most counts held now,
 /// then longest hold, then most events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SiteGroup {
     /// The site (or caller location); `None` for counts taken or dropped
     /// outside any tracked function with no location known.
@@ -226,7 +230,8 @@ pub struct SiteGroup {
 }
 
 /// Holders grouped by subsystem (ranked).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SubsystemGroup {
     /// The subsystem (`None`: sites without one, and plain locations).
     pub subsystem: Option<String>,
@@ -239,8 +244,9 @@ pub struct SubsystemGroup {
 }
 
 /// Which way a stack moved counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum StackGroupKind {
     /// Stacks that took counts (get, pin, alloc).
     Acquire,
@@ -249,7 +255,8 @@ pub enum StackGroupKind {
 }
 
 /// Events grouped by stack (`show_stacks` with a threshold).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StackGroup {
     /// Acquire or release stacks.
     pub kind: StackGroupKind,
@@ -266,7 +273,8 @@ pub struct StackGroup {
 }
 
 /// A summary of one arming.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ArmingSummary {
     /// Its number.
     pub id: u32,
@@ -284,7 +292,8 @@ pub struct ArmingSummary {
 
 /// A recorded event, rendered (in JSON reports asked for with
 /// [`ReportOptions::events`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EventRecord {
     /// Order recorded.
     pub seq: u64,
@@ -326,7 +335,30 @@ pub struct EventRecord {
 /// kernel's `pfn=0x… count=… pincount=…` style with ` => frame` lines,
 /// [`to_json`](Self::to_json) (versioned by [`REPORT_VERSION`]) and
 /// [`folded`](Self::folded) stacks for flamegraph tools.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// ```
+/// use pinowner::tracker::HoldWeight;
+/// use pinowner::{ContigError, PageArena, Reason};
+///
+/// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
+/// let frame = arena.alloc_movable(0)?;
+/// let pin = frame.pin(0)?; // pinned before the failure
+/// let Err(ContigError::Busy(_)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
+/// let reader = arena.get(frame.pfn())?; // after arming: recorded, with its stack
+/// drop(reader);
+/// let report = arena.owner_report();
+/// let page = &report.pages[0];
+/// assert_eq!((page.pfn, page.pincount, page.armed), (frame.pfn(), 1, true));
+/// assert_eq!(page.releases.len(), 1, "the reader's put");
+/// assert!(page.outstanding.iter().any(|h| h.from_arming), "the pinner the failure named");
+/// // The sites in the way, and a flamegraph of them.
+/// assert_eq!(report.by_site[0].pins, 1);
+/// assert!(report.folded_holders(HoldWeight::Holds).starts_with("held;"));
+/// # drop((pin, frame));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OwnerReport {
     /// [`REPORT_VERSION`].
     pub version: u32,
@@ -363,16 +395,11 @@ pub struct OwnerReport {
     /// Stacks the depot could not store (bound reached).
     pub depot_failures: u64,
     /// The events themselves, if asked for.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty", default))]
     pub events: Vec<EventRecord>,
 }
 
 impl OwnerReport {
-    /// The report as pretty-printed JSON (schema [`REPORT_VERSION`]).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serializes")
-    }
-
     /// The top holder: the site holding the most counts now.
     pub fn top_holder(&self) -> Option<&SiteGroup> {
         self.by_site.first().filter(|s| s.refs + s.pins > 0)
@@ -780,190 +807,4 @@ fn site_group<'a>(sites: &'a mut HashMap<Option<Owner>, SiteGroup>, owner: &Opti
         releases: 0,
         longest_hold_ns: 0,
     })
-}
-
-fn secs(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns}ns"),
-        1_000..1_000_000 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.3}s", ns as f64 / 1e9),
-    }
-}
-
-fn or_none<T: fmt::Display>(o: &Option<T>) -> String {
-    o.as_ref().map_or_else(|| "(no site)".to_owned(), |x| x.to_string())
-}
-
-impl fmt::Display for OwnerReport {
-    /// Kernel-style text: a summary, the armings, one block per page with
-    /// ` => frame` lines, then the site, subsystem and stack views.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stacks: HashMap<u32, &StackGroup> = self.stacks.iter().map(|s| (s.stack, s)).collect();
-        let frames = |f: &mut fmt::Formatter<'_>, stack: Option<u32>| -> fmt::Result {
-            match stack.and_then(|s| stacks.get(&s)) {
-                Some(g) => g.frames.iter().try_for_each(|fr| writeln!(f, "     => {fr}")),
-                None => Ok(()),
-            }
-        };
-        writeln!(
-            f,
-            "pinowner owner report v{}: {} armings{}, {} pages, {} events ({} recorded in all, {} dropped){}{}",
-            self.version,
-            self.armings.len(),
-            if self.armings_dropped > 0 {
-                format!(" ({} older ones forgotten)", self.armings_dropped)
-            } else {
-                String::new()
-            },
-            self.pages.len(),
-            self.events_in_report,
-            self.events_recorded,
-            self.events_dropped,
-            self.reason_filter.as_ref().map_or(String::new(), |r| format!(", reason={r}")),
-            self.range_filter.as_ref().map_or(String::new(), |r| format!(", pfn {:#x}..{:#x}", r.start, r.end)),
-        )?;
-        for a in &self.armings {
-            writeln!(
-                f,
-                "arming #{}: reason={} window={:#x}..{:#x} blocks={} at +{} by {}",
-                a.id,
-                a.reason,
-                a.window.start,
-                a.window.end,
-                a.blocks,
-                secs(a.at_ns),
-                or_none(&a.by)
-            )?;
-        }
-        for p in &self.pages {
-            writeln!(
-                f,
-                "pfn={:#x} order={} count={} pincount={} reason={} armed={}{} events={} dropped={}",
-                p.pfn,
-                p.order,
-                p.count,
-                p.pincount,
-                p.reason.as_deref().unwrap_or("-"),
-                if p.armed { "yes" } else { "no" },
-                p.disarmed.map_or(String::new(), |c| format!(" ({})", EventKind::Disarm(c))),
-                p.events,
-                p.dropped
-            )?;
-            let recorded = p.outstanding.len() as u32;
-            writeln!(
-                f,
-                "  holders: {} ({} recorded since arming, {} refs and {} pins from before){}",
-                p.holders(),
-                recorded,
-                p.unrecorded_refs,
-                p.unrecorded_pins,
-                p.attributed.as_ref().map_or(String::new(), |a| format!("; latest acquirer {a}"))
-            )?;
-            for h in &p.outstanding {
-                let found = if h.from_arming { " (found at arming: held at least)" } else { "" };
-                writeln!(
-                    f,
-                    "  holding {} pfn={:#x} for {}{found} by {} thread={}",
-                    h.kind,
-                    h.pfn,
-                    secs(h.held_ns),
-                    or_none(&h.owner),
-                    h.thread
-                )?;
-                frames(f, h.stack)?;
-            }
-            // Releases with the same path, site and acquirer, on one line.
-            let mut groups: Vec<(&ReleaseRecord, u32, u64)> = Vec::new();
-            for r in &p.releases {
-                let same = |g: &ReleaseRecord| {
-                    g.kind == r.kind
-                        && g.site == r.site
-                        && g.stack == r.stack
-                        && g.acquired_by == r.acquired_by
-                        && g.held_ns.is_some() == r.held_ns.is_some()
-                        && (g.left == (0, 0)) == (r.left == (0, 0))
-                };
-                let held = r.held_ns.or(r.held_at_least_ns).unwrap_or(0);
-                match groups.iter_mut().find(|(g, _, _)| same(g)) {
-                    Some((_, n, max)) => {
-                        *n += 1;
-                        *max = (*max).max(held);
-                    }
-                    None => groups.push((r, 1, held)),
-                }
-            }
-            for (r, n, max) in groups {
-                let times = if n > 1 { format!(" x{n}") } else { String::new() };
-                let how = match (&r.held_ns, &r.acquired_by) {
-                    (Some(_), Some(a)) => format!("held up to {} (taken by {a})", secs(max)),
-                    (Some(_), None) => format!("held up to {}", secs(max)),
-                    (None, Some(a)) => format!("taken before arming by {a}, held at least {}", secs(max)),
-                    (None, None) => format!("taken before arming, held at least {}", secs(max)),
-                };
-                let freed = if r.left == (0, 0) { "; freed the block" } else { "" };
-                writeln!(
-                    f,
-                    "  {}{times} pfn={:#x} at +{} {how}{freed}; site={} thread={}",
-                    r.kind,
-                    r.pfn,
-                    secs(r.at_ns),
-                    or_none(&r.site),
-                    r.thread
-                )?;
-                frames(f, r.stack)?;
-            }
-        }
-        if !self.by_site.is_empty() {
-            writeln!(f, "sites (most held now, then longest hold):")?;
-            for (i, s) in self.by_site.iter().enumerate() {
-                writeln!(
-                    f,
-                    "  {}. {}: {} refs, {} pins on {} pages; {} acquires, {} releases recorded; longest hold {}",
-                    i + 1,
-                    or_none(&s.owner),
-                    s.refs,
-                    s.pins,
-                    s.pages,
-                    s.acquires,
-                    s.releases,
-                    secs(s.longest_hold_ns)
-                )?;
-            }
-        }
-        if !self.by_subsystem.is_empty() {
-            writeln!(f, "holders by subsystem:")?;
-            for s in &self.by_subsystem {
-                writeln!(
-                    f,
-                    "  {}: {} refs, {} pins ({} sites)",
-                    s.subsystem.as_deref().unwrap_or("(none)"),
-                    s.refs,
-                    s.pins,
-                    s.sites
-                )?;
-            }
-        }
-        if !self.stacks.is_empty() || self.stacks_below_threshold > 0 {
-            writeln!(f, "stacks ({} below threshold not shown):", self.stacks_below_threshold)?;
-            for s in &self.stacks {
-                writeln!(
-                    f,
-                    "  {} stack #{}: {} events on {} pages, {} outstanding",
-                    match s.kind {
-                        StackGroupKind::Acquire => "acquire",
-                        StackGroupKind::Release => "release",
-                    },
-                    s.stack,
-                    s.count,
-                    s.pages,
-                    s.outstanding
-                )?;
-                for fr in &s.frames {
-                    writeln!(f, "     => {fr}")?;
-                }
-            }
-        }
-        write!(f, "depot: {} stacks, {} not stored", self.depot_stacks, self.depot_failures)
-    }
 }
