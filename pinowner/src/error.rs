@@ -247,7 +247,7 @@ pub enum BorrowError {
         /// Its state.
         state: PageState,
     },
-    /// A [`BytesMut`](crate::BytesMut) of this block was leaked (for example
+    /// A [`BlockBytesMut`](crate::BlockBytesMut) of this block was leaked (for example
     /// with `mem::forget`): the block stays lent out exclusively until it is
     /// freed.
     #[error("page {pfn:#x} is already lent out exclusively by a leaked guard ({state})")]

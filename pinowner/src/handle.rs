@@ -36,7 +36,7 @@ impl ArenaRef for Arc<PageArena> {}
 ///
 /// # Exclusive borrows and leaked guards
 ///
-/// While a [`BytesMut`] is out, the block is *lent out exclusively*: no new
+/// While a [`BlockBytesMut`] is out, the block is *lent out exclusively*: no new
 /// holder may appear, by any path. The guard borrows the block mutably, so
 /// the block's own methods cannot run; acquisitions by page number
 /// ([`PageArena::get`], [`PageArena::pin`], their `_raw` and `_owned`
@@ -114,7 +114,7 @@ impl<A: ArenaRef> Block<A> {
     /// through those while this view lives is their `unsafe` responsibility.
     pub fn bytes(&self) -> &[u8] {
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
-        // Safe code writes the bytes only through `BytesMut`, which needs
+        // Safe code writes the bytes only through `BlockBytesMut`, which needs
         // `&mut self`; raw-pointer writers promise not to race readers.
         // SAFETY: the block is allocated and held by us: its range is ours.
         unsafe { self.arena.region.bytes(off, len) }
@@ -130,7 +130,7 @@ impl<A: ArenaRef> Block<A> {
     ///
     /// [`BorrowError::Shared`] if other references or pins exist;
     /// [`BorrowError::Exclusive`] if an earlier guard was leaked.
-    pub fn bytes_mut(&mut self) -> Result<BytesMut<'_>, BorrowError> {
+    pub fn bytes_mut(&mut self) -> Result<BlockBytesMut<'_>, BorrowError> {
         let d = self.arena.desc(self.pfn);
         let mut old = d.state.load(Relaxed);
         loop {
@@ -152,7 +152,7 @@ impl<A: ArenaRef> Block<A> {
         // borrows `self` mutably, so this block lends nothing else meanwhile.
         // SAFETY: so we are and stay the only holder (one ref, ours; no pins).
         let bytes = unsafe { self.arena.region.bytes_mut(off, len) };
-        Ok(BytesMut { bytes, arena: &self.arena, pfn: self.pfn })
+        Ok(BlockBytesMut { bytes, arena: &self.arena, pfn: self.pfn })
     }
 
     /// A raw pointer to the block's first byte, for devices and FFI.
@@ -166,7 +166,7 @@ impl<A: ArenaRef> Block<A> {
     /// # Panics
     ///
     /// If `index` is not below [`pages`](Self::pages), if the reference
-    /// count overflows, or if a leaked [`BytesMut`] keeps the block lent out
+    /// count overflows, or if a leaked [`BlockBytesMut`] keeps the block lent out
     /// exclusively ([`AcquireError::Exclusive`]).
     #[track_caller]
     pub fn page_ref(&self, index: usize) -> PageRef<A> {
@@ -187,7 +187,7 @@ impl<A: ArenaRef> Block<A> {
     /// # Errors
     ///
     /// [`AcquireError::PinOverflow`] at the pin limit;
-    /// [`AcquireError::Exclusive`] if a leaked [`BytesMut`] keeps the block
+    /// [`AcquireError::Exclusive`] if a leaked [`BlockBytesMut`] keeps the block
     /// lent out exclusively.
     ///
     /// # Panics
@@ -233,39 +233,41 @@ impl<A: ArenaRef> Drop for Block<A> {
     }
 }
 
-/// The mutable bytes of a [`Block`] that is the sole holder of its pages.
+/// The mutable bytes of a [`Block`] that is the sole holder of its pages,
+/// from [`Block::bytes_mut`]. (Named apart from `bytes::BytesMut`, which
+/// users of this crate often import too.)
 ///
 /// Dropping it ends the exclusive loan. Leaking it (`mem::forget`) leaves the
 /// block lent out exclusively until the block is freed: no new holder may
 /// appear by any path, and the block cannot lend its bytes mutably again
 /// (see [`Block`'s docs](Block#exclusive-borrows-and-leaked-guards)).
 #[must_use]
-pub struct BytesMut<'b> {
+pub struct BlockBytesMut<'b> {
     bytes: &'b mut [u8],
     arena: &'b PageArena,
     pfn: u32,
 }
 
-impl core::fmt::Debug for BytesMut<'_> {
+impl core::fmt::Debug for BlockBytesMut<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("BytesMut").field("pfn", &self.pfn).field("len", &self.bytes.len()).finish()
+        f.debug_struct("BlockBytesMut").field("pfn", &self.pfn).field("len", &self.bytes.len()).finish()
     }
 }
 
-impl core::ops::Deref for BytesMut<'_> {
+impl core::ops::Deref for BlockBytesMut<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         self.bytes
     }
 }
 
-impl core::ops::DerefMut for BytesMut<'_> {
+impl core::ops::DerefMut for BlockBytesMut<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         self.bytes
     }
 }
 
-impl Drop for BytesMut<'_> {
+impl Drop for BlockBytesMut<'_> {
     fn drop(&mut self) {
         self.arena.desc(self.pfn).state.fetch_and(!EXCLUSIVE, Release);
     }

@@ -22,7 +22,7 @@ pub use alloc::{FragStats, ThreadCache, ZoneFrag, ZoneKind};
 pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use audit::{Audit, LeakCheck};
 pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
-pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
+pub use handle::{ArenaRef, Block, BlockBytesMut, PagePin, PageRef};
 pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};

@@ -21,7 +21,7 @@
 //! - reservations set and clear `ISOLATED` (`fetch_or`/`fetch_and`) under the
 //!   zone lock (and the remote side of every cache of the zone);
 //! - adds on a held block (`acquire_held`), the `IDLE` clear after one, and
-//!   `BytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
+//!   `BlockBytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
 //!   free one;
 //! - acquisitions by page number compare-and-swap from a *live* head word
 //!   (counts, not free): never from a word this module writes, and they fail
