@@ -110,8 +110,12 @@ impl<A: ArenaRef> Block<A> {
 
     /// The block's bytes, shared.
     ///
-    /// Other holders of the block may have raw pointers to it; writing
-    /// through those while this view lives is their `unsafe` responsibility.
+    /// Safe code cannot write them while this view lives: the only safe
+    /// writer, [`bytes_mut`](Self::bytes_mut), needs `&mut self` and the
+    /// block as sole holder. Other holders may have raw pointers to the
+    /// bytes (a device doing DMA into a pinned page); writing through those
+    /// while this view lives is their `unsafe` responsibility. The same rule
+    /// holds for [`PageRef::bytes`] and [`PagePin::bytes`].
     pub fn bytes(&self) -> &[u8] {
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
         // Safe code writes the bytes only through `BlockBytesMut`, which needs
@@ -216,6 +220,13 @@ impl<A: ArenaRef> Block<A> {
         // handle out exactly once so it is released normally.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn
+    }
+}
+
+/// The block's bytes, shared: [`Block::bytes`].
+impl<A: ArenaRef> AsRef<[u8]> for Block<A> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
     }
 }
 
@@ -347,6 +358,50 @@ macro_rules! count_handle {
                 self.arena.region.ptr(off, len).cast()
             }
 
+            /// The page's bytes (one page), shared: what a reader of a page
+            /// another holder owns needs, like [`Block::bytes`].
+            ///
+            /// Safe code cannot write the page while this view lives: a
+            /// block lends `&mut` bytes only as sole holder, and this
+            /// handle is a holder. Writers that go through raw pointers
+            /// ([`as_ptr`](Self::as_ptr), [`PageArena::pfn_to_ptr`], a
+            /// device) must not write while any such view lives; a buffer
+            /// pool does that with a content lock beside each frame, taken
+            /// shared to read through this view and exclusive to write
+            /// through the pointer:
+            ///
+            /// ```
+            /// use std::sync::RwLock;
+            ///
+            /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+            /// let frame = arena.alloc(0)?; // the pool's own reference
+            /// let content = RwLock::new(()); // one per frame
+            /// let pin = frame.pin(0)?; // a query's pin
+            ///
+            /// // A writer: exclusive content lock, then the raw pointer.
+            /// {
+            ///     let _w = content.write().unwrap();
+            ///     // SAFETY: every access to this page's bytes takes
+            ///     // `content` (shared to read, exclusive to write), so no
+            ///     // `bytes()` view lives now; the pin keeps the page
+            ///     // allocated and the pointer covers one page.
+            ///     unsafe { pin.as_ptr().as_ptr().write_bytes(0x5a, 8) };
+            /// }
+            /// // A reader: shared content lock, then the shared view.
+            /// let _r = content.read().unwrap();
+            /// assert_eq!(&pin.bytes()[..8], &[0x5a; 8]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn bytes(&self) -> &[u8] {
+                let (off, len) = self.arena.byte_range(self.pfn, 0);
+                // Safe code writes bytes only through `BlockBytesMut`, which
+                // needs the block as sole holder (we are a holder); raw
+                // writers promise not to race readers.
+                // SAFETY: the page is held by us, so allocated: its range is
+                // part of the arena's region and stays mapped.
+                unsafe { self.arena.region.bytes(off, len) }
+            }
+
             /// The state of the page's block.
             pub fn state(&self) -> PageState {
                 PageState::from_word(self.head_desc().state.load(Relaxed))
@@ -403,6 +458,13 @@ macro_rules! count_handle {
                     return self.release_hold();
                 }
                 self.arena.release_held(self.head_desc(), self.pfn, $count, Some(self.ticket.gen()));
+            }
+        }
+
+        /// The page's bytes, shared: `bytes()`.
+        impl<A: ArenaRef> AsRef<[u8]> for $name<A> {
+            fn as_ref(&self) -> &[u8] {
+                self.bytes()
             }
         }
 

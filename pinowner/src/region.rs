@@ -188,6 +188,18 @@ impl Region {
         self.kind
     }
 
+    /// The region's first byte. It never moves while the region lives.
+    #[inline]
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The region's length in bytes (the arena's pages times the page size).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// A pointer to byte `offset` of the region.
     ///
     /// # Panics

@@ -8,6 +8,8 @@ mod verify;
 pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use verify::VerifyError;
 
+use core::ptr::NonNull;
+
 use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
@@ -135,6 +137,86 @@ impl PageArena {
     /// to transparent hugepages, if it did.
     pub fn backing_fallback(&self) -> Option<&str> {
         self.region.fallback.as_deref()
+    }
+
+    /// The first byte of the arena's memory, like
+    /// [`MmapMut::as_ptr`](https://docs.rs/memmap2/latest/memmap2/struct.MmapMut.html#method.as_ptr).
+    ///
+    /// **Layout promise:** page `pfn` starts at `as_ptr() + pfn *
+    /// page_size()` and the region never moves or shrinks while the arena
+    /// lives, so the whole arena can be registered once (io_uring
+    /// `register_buffers`, an RDMA memory region, a VFIO DMA map) and any
+    /// block found in it by address ([`ptr_to_pfn`](Self::ptr_to_pfn)).
+    ///
+    /// The pointer is for devices and FFI: reading or writing a page
+    /// through it is `unsafe` and allowed only for pages you hold (a
+    /// [`Block`], [`PageRef`](crate::PageRef), [`PagePin`](crate::PagePin)
+    /// or run), without racing the page's other holders (see
+    /// [`PagePin::bytes`](crate::PagePin::bytes) for the content-lock
+    /// pattern).
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// let block = arena.alloc(1)?;
+    /// let base = arena.as_ptr().as_ptr() as usize;
+    /// assert_eq!(block.as_ptr().as_ptr() as usize, base + block.pfn() * arena.page_size());
+    /// assert_eq!(arena.len(), 16 * arena.page_size());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.region.base()
+    }
+
+    /// Bytes of memory: [`pages`](Self::pages) times
+    /// [`page_size`](Self::page_size).
+    pub fn len(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Always false: an arena has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The first byte of page `pfn`: `as_ptr() + pfn * page_size()` (see
+    /// [`as_ptr`](Self::as_ptr) for the promise and for what the pointer
+    /// may be used for).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OutOfRange`] naming the page and the arena's size if
+    /// `pfn` is not below [`pages`](Self::pages).
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// let pin = arena.alloc(0)?.pin(0)?;
+    /// assert_eq!(arena.pfn_to_ptr(pin.pfn())?, pin.as_ptr());
+    /// assert!(arena.pfn_to_ptr(16).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pfn_to_ptr(&self, pfn: Pfn) -> Result<NonNull<u8>, AcquireError> {
+        let p = self.check_pfn(pfn)?;
+        let (off, len) = self.byte_range(p, 0);
+        Ok(self.region.ptr(off, len).cast())
+    }
+
+    /// The page holding the byte at `ptr`, if it lies inside the arena: any
+    /// address inside a page maps to that page (the inverse of
+    /// [`pfn_to_ptr`](Self::pfn_to_ptr)), so a completion that carries only
+    /// a buffer address finds its page. `None` for addresses outside
+    /// `as_ptr()..as_ptr() + len()`.
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// let block = arena.alloc(2)?;
+    /// let last = block.as_ptr().as_ptr().wrapping_add(block.len() - 1);
+    /// assert_eq!(arena.ptr_to_pfn(last), Some(block.pfn() + 3));
+    /// assert_eq!(arena.ptr_to_pfn(&0u8), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ptr_to_pfn<T: ?Sized>(&self, ptr: *const T) -> Option<Pfn> {
+        let off = ptr.addr().wrapping_sub(self.region.base().as_ptr().addr());
+        (off < self.region.len()).then_some(off >> self.page_shift)
     }
 
     /// The page-number range of a zone.
