@@ -19,6 +19,8 @@
 //!    completely: isolation cleared, every free block back on the lists,
 //!    coalesced. A failure names every busy block of the window.
 
+mod owned;
+
 use core::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -383,6 +385,11 @@ pub struct ContigRun<A: ArenaRef> {
 }
 
 impl<A: ArenaRef> ContigRun<A> {
+    /// The arena.
+    pub fn arena(&self) -> &A {
+        &self.arena
+    }
+
     /// The first page.
     pub fn pfn(&self) -> Pfn {
         self.start as Pfn

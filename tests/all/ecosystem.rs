@@ -63,3 +63,32 @@ fn pfn_to_ptr_of_a_page_beyond_the_arena_names_it() {
     assert_eq!(e.to_string(), "page 0x10 is out of range (the arena has 16 pages)");
     assert!(arena.pfn_to_ptr(15).is_ok());
 }
+
+#[test]
+fn owned_runs_keep_their_arena_alive_and_free_their_pages_on_drop() {
+    use pinowner::Reason;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let arena = Arc::new(PageArena::builder().pages(128).movable_pages(64).build().unwrap());
+    let free = arena.free_pages();
+    let a = arena.reserve_range_owned(64, 16, Reason::Shrink).unwrap();
+    let b = arena.reserve_contig_owned(16, 16, Reason::Contig).unwrap();
+    let c = arena.reserve_contig_wait_owned(16, 16, Reason::Contig, Duration::from_secs(5)).unwrap();
+    let d = arena.reserve_range_wait_owned(112, 16, Reason::Shrink, Duration::from_secs(5)).unwrap();
+    assert_eq!(a.range(), 64..80);
+    assert_eq!(d.range(), 112..128);
+    assert_eq!(arena.free_pages(), free - 64);
+    let weak = Arc::downgrade(&arena);
+    drop(arena);
+    // The runs are 'static: another thread drops them.
+    std::thread::spawn(move || {
+        let arena = a.arena().clone();
+        drop((a, b, c, d));
+        assert_eq!(arena.free_pages(), free);
+        arena.verify().unwrap();
+    })
+    .join()
+    .unwrap();
+    assert!(weak.upgrade().is_none(), "the last run let the arena go");
+}
