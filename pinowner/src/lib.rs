@@ -15,6 +15,7 @@ pub mod page;
 mod region;
 pub mod reservation;
 pub mod site;
+pub mod stats;
 mod sync;
 pub mod tracker;
 
@@ -27,6 +28,7 @@ pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;
+pub use stats::Stats;
 pub use tracker::{Event, EventKind, OwnerReport, ReportOptions, Tracking};
 
 /// A page number: the index of a page in its arena.

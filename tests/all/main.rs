@@ -9,5 +9,6 @@ mod geometry;
 mod model;
 mod region;
 mod reserve;
+mod stats;
 mod stress;
 mod track;

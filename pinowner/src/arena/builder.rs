@@ -204,6 +204,7 @@ impl ArenaBuilder {
             raw: ShardedMap::new(),
             tracker: TrackerCell::new(self.tracking),
             leak_check: self.leak_check,
+            reserve_counters: crate::stats::ReserveCounters::new(),
         })
         .inspect(|arena| {
             if self.tracking.eager {

@@ -43,6 +43,9 @@ pub struct PageArena {
     pub(crate) tracker: crate::tracker::TrackerCell,
     /// What dropping the arena does when pages are still held.
     pub(crate) leak_check: crate::audit::LeakCheck,
+    /// Reservation counters (allocation counters live in the caches and
+    /// zones); see [`stats`](Self::stats).
+    pub(crate) reserve_counters: crate::stats::ReserveCounters,
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -431,7 +434,8 @@ impl PageArena {
                 return Ok(got);
             }
         }
-        let area = last.area.lock();
+        let mut area = last.area.lock();
+        area.counts.failure(order);
         let largest = (0..=area.max_order).rev().find(|&o| area.count(o) > 0);
         Err(AllocError::OutOfMemory { order, zone: last.kind, free: area.free_pages, largest: Largest(largest) })
     }
@@ -444,6 +448,7 @@ impl PageArena {
         let mut area = zone.area.lock();
         let pfn = area.take(&self.descs, order)?;
         let word = area.mark_allocated(self.desc(pfn), order, flags);
+        area.counts.alloc(order);
         Some((pfn, word))
     }
 
@@ -469,6 +474,7 @@ impl PageArena {
             debug_assert_eq!(old & flags, 0);
             let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
             d.state.store(word, Release);
+            cache.count_alloc(order);
             Some((pfn, word))
         };
         pcp.with_mine(take, || self.alloc_buddy(zone, order, flags))
@@ -499,6 +505,7 @@ impl PageArena {
     fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32, order: u8) {
         pcp.with_mine(
             |cache| {
+                cache.count_free(order);
                 let list = cache.of(order);
                 list.push(head);
                 if list.len() > pcp.high(order) {
@@ -513,7 +520,9 @@ impl PageArena {
     #[cold]
     #[inline(never)]
     fn free_uncached(&self, zone: &Zone, head: u32, order: u8) {
-        zone.area.lock().give(&self.descs, zone, head, order);
+        let mut area = zone.area.lock();
+        area.counts.free(order);
+        area.give(&self.descs, zone, head, order);
     }
 
     #[cold]
@@ -530,7 +539,9 @@ impl PageArena {
     #[inline]
     pub(crate) fn free_block(&self, head: u32, order: u8) {
         let zone = self.zone_for(head);
-        zone.area.lock().give(&self.descs, zone, head, order);
+        let mut area = zone.area.lock();
+        area.counts.free(order);
+        area.give(&self.descs, zone, head, order);
     }
 
     /// Takes the remote side of every cache of `zone` (before any zone lock:
