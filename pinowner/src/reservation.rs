@@ -19,6 +19,7 @@
 //!    completely: isolation cleared, every free block back on the lists,
 //!    coalesced. A failure names every busy block of the window.
 
+mod discard;
 mod observe;
 mod owned;
 

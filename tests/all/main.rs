@@ -3,6 +3,7 @@
 mod alloc;
 mod attribution;
 mod counts;
+mod discard;
 mod ecosystem;
 mod faults;
 mod geometry;

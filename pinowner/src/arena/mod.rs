@@ -46,6 +46,8 @@ pub struct PageArena {
     /// Reservation counters (allocation counters live in the caches and
     /// zones); see [`stats`](Self::stats).
     pub(crate) reserve_counters: crate::stats::ReserveCounters,
+    /// Per-page side bits (pages known to be zero); see [`crate::page::ext`].
+    pub(crate) ext: crate::page::ext::PageExt,
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -311,7 +313,7 @@ impl PageArena {
     #[track_caller]
     pub fn alloc(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self, pfn, order, gen))
+        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self, self.handed_out(pfn, order), order, gen))
     }
 
     /// Like [`alloc`](Self::alloc), with the block's bytes zeroed.
@@ -338,7 +340,7 @@ impl PageArena {
     #[track_caller]
     pub fn alloc_movable(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self, pfn, order, gen))
+        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self, self.handed_out(pfn, order), order, gen))
     }
 
     /// Like [`alloc_movable`](Self::alloc_movable), with the bytes zeroed.
@@ -363,7 +365,7 @@ impl PageArena {
     #[track_caller]
     pub fn alloc_owned(self: &std::sync::Arc<Self>, order: u8) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
+        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
     }
 
     /// [`alloc_movable`](Self::alloc_movable) for an arena shared through `Arc`.
@@ -377,14 +379,29 @@ impl PageArena {
         order: u8,
     ) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
+        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
     }
 
+    /// Zeroes a block just allocated, except the pages known to be zero
+    /// already (discarded: see [`crate::page::ext`]), which stay untouched
+    /// (on an anonymous arena, not even faulted in).
     fn zero_block(&self, pfn: u32, order: u8) {
-        let (off, len) = self.byte_range(pfn, order);
-        // SAFETY: the block was just allocated and no handle to it exists yet:
-        // we have exclusive access to its bytes.
-        unsafe { self.region.zero(off, len) };
+        self.ext.take_zeroed(pfn, 1 << order, |first, pages| {
+            let (off, _) = self.byte_range(first, 0);
+            let len = (pages as usize) << self.page_shift;
+            // SAFETY: the block was just allocated and no handle to it
+            // exists yet: we have exclusive access to its bytes, and
+            // `first..first + pages` lies inside it.
+            unsafe { self.region.zero(off, len) };
+        });
+    }
+
+    /// A block just allocated goes to an owner who may write it: it is no
+    /// longer known to be zero. Returns `pfn`.
+    #[inline(always)]
+    fn handed_out(&self, pfn: u32, order: u8) -> u32 {
+        self.ext.handed_out(pfn, order);
+        pfn
     }
 
     #[inline]

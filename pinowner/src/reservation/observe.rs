@@ -85,6 +85,9 @@ impl PageArena {
                 ReserveCounters::bump(&counters.succeeded, 1);
                 ReserveCounters::bump(&counters.pages, run.pages() as u64);
                 self.count_run(run);
+                // The run's owner may write it: no page of it is known to
+                // be zero any more.
+                self.ext.handed_out_pages(run.start, run.pages);
                 span.record("window_start", run.pfn());
                 span.record("window_end", run.range().end);
                 span.record("outcome", "reserved");
