@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+#[cfg(feature = "allocator-api2")]
+pub mod allocator;
 mod arena;
 pub mod audit;
 mod callback;

@@ -1,6 +1,7 @@
 //! Integration tests of `pinowner`: one binary, one module per concept.
 
 mod alloc;
+mod allocator;
 mod attribution;
 mod counts;
 mod discard;
