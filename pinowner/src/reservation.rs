@@ -27,13 +27,13 @@ use core::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::alloc::{FreeArea, Zone, ZoneKind};
-use observe::Ask;
 use crate::handle::ArenaRef;
 use crate::page::slot::{self, Acquirer};
 use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
 use crate::sync::Ordering::Relaxed;
 use crate::{PageArena, Pfn};
+use observe::Ask;
 
 /// Why a contiguous run is wanted. Recorded with everything a failure arms;
 /// reports can be filtered by it (the page pin owner RFC's `migrate_reason`).

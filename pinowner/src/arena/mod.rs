@@ -365,7 +365,8 @@ impl PageArena {
     #[track_caller]
     pub fn alloc_owned(self: &std::sync::Arc<Self>, order: u8) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
+        self.alloc_in(order, false, who)
+            .map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
     }
 
     /// [`alloc_movable`](Self::alloc_movable) for an arena shared through `Arc`.
@@ -379,7 +380,8 @@ impl PageArena {
         order: u8,
     ) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, true, who).map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
+        self.alloc_in(order, true, who)
+            .map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
     }
 
     /// Zeroes a block just allocated, except the pages known to be zero
