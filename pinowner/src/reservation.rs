@@ -947,8 +947,9 @@ impl PageArena {
 }
 
 /// Each step of a reservation is a `tracing` event (target
-/// `pinowner::reserve`, level debug, inside the call's `reserve` span): `isolate`, `drain` (pages drained), `migrate`, `test` (busy
-/// blocks), then `commit` or `rollback` (busy blocks).
+/// `pinowner::reserve`, level debug, inside the call's `reserve` span):
+/// `isolate`, `drain` (pages drained), `migrate`, `test` (busy blocks), then
+/// `commit` or `rollback` (busy blocks).
 fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
     // Under the zone lock, with the window isolated: shielded from a
     // panicking subscriber.
