@@ -37,12 +37,12 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     use io_uring::{opcode, types, IoUring};
-    use pinowner::{pin_tracked, Backing, Block, ContigError, PageArena, PagePin, Reason, ZoneKind};
+    use pinowner::{pin_tracked, Backing, ContigError, MovableBlock, PageArena, PagePin, Reason, ZoneKind};
 
     /// Posts a receive: pins the frame's page for as long as the kernel may
     /// write into it. The pin is what a failed reservation will name.
     #[pin_tracked(subsystem = "io_uring", name = "rx_post")]
-    fn rx_post<'a>(frame: &Block<&'a PageArena>) -> PagePin<&'a PageArena> {
+    fn rx_post<'a>(frame: &MovableBlock<&'a PageArena>) -> PagePin<&'a PageArena> {
         frame.pin(0).expect("pin a receive frame")
     }
 
@@ -93,12 +93,9 @@ mod linux {
 
         // The region, from a block: a page's address is the base plus its
         // number times the page size.
-        // TODO(accessors): use `arena.as_ptr()` and `arena.len()`.
-        let probe = arena.alloc(0)?;
-        let base = probe.as_ptr().as_ptr().wrapping_sub(probe.pfn() * arena.page_size());
-        let len = arena.pages() * arena.page_size();
-        drop(probe);
-        let region = libc::iovec { iov_base: base.cast(), iov_len: len };
+        // The whole region, as one registered buffer: a page's address is
+        // `as_ptr() + pfn * page_size()` for the arena's life.
+        let region = libc::iovec { iov_base: arena.as_ptr().as_ptr().cast(), iov_len: arena.len() };
         // SAFETY: the iovec covers exactly the arena's region, which stays
         // mapped until `arena` drops; the ring is dropped first (it is
         // declared after the arena, and unregistered explicitly below), so
@@ -106,7 +103,7 @@ mod linux {
         if let Err(e) = unsafe { ring.submitter().register_buffers(&[region]) } {
             return skip("registering the arena as a fixed buffer failed", &e);
         }
-        println!("registered {} KiB at {:p} as fixed buffer 0\n", len / 1024, base);
+        println!("registered {} KiB at {:p} as fixed buffer 0\n", arena.len() / 1024, arena.as_ptr());
 
         // A read that completes: a file's bytes land in a pinned frame.
         let mut file = tempfile("pinowner-io-uring-input")?;

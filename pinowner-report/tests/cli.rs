@@ -17,7 +17,7 @@ fn rx_refill(arena: &PageArena, pfn: usize) -> PagePin<&PageArena> {
 /// it is recorded with its stack.
 fn with_failure(f: impl FnOnce(&PageArena, &ContigFailure)) {
     let arena = PageArena::builder().pages(128).movable_pages(64).build().unwrap();
-    let frame = arena.alloc_movable(0).unwrap();
+    let frame = arena.alloc_movable(0).unwrap().into_block();
     let pfn = frame.pfn();
     let first = rx_refill(&arena, pfn);
     drop(frame);

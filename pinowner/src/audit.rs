@@ -187,7 +187,7 @@ impl Drop for PageArena {
         match self.leak_check {
             LeakCheck::Panic => panic!("arena dropped with pages still held\n{audit}"),
             _ => tracing::warn!(
-                target: "pinowner",
+                target: "pinowner::audit",
                 blocks = audit.blocks.len(),
                 refs = audit.refs(),
                 pins = audit.pins(),

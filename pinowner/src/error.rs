@@ -247,7 +247,7 @@ pub enum BorrowError {
         /// Its state.
         state: PageState,
     },
-    /// A [`BytesMut`](crate::BytesMut) of this block was leaked (for example
+    /// A [`BlockBytesMut`](crate::BlockBytesMut) of this block was leaked (for example
     /// with `mem::forget`): the block stays lent out exclusively until it is
     /// freed.
     #[error("page {pfn:#x} is already lent out exclusively by a leaked guard ({state})")]
@@ -284,5 +284,53 @@ pub enum ReportJsonError {
         version: u64,
         /// The newest version this crate reads.
         supported: u32,
+    },
+}
+
+/// Why a [`discard`](crate::Block::discard) gave nothing back. The handle
+/// comes back with the error ([`DiscardRefused`](crate::discard::DiscardRefused)),
+/// unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscardError {
+    /// Other references or pins exist: dropping the bytes would zero them
+    /// under their holders.
+    #[error("page {pfn:#x} has other holders, so its memory cannot be discarded ({state})")]
+    Shared {
+        /// The block's head page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+    /// A leaked [`BlockBytesMut`](crate::BlockBytesMut) keeps the block lent
+    /// out exclusively.
+    #[error("page {pfn:#x} is lent out exclusively by a leaked guard ({state})")]
+    Exclusive {
+        /// The block's head page.
+        pfn: Pfn,
+        /// Its state.
+        state: PageState,
+    },
+    /// The arena's memory was provided by the caller
+    /// ([`Backing::External`](crate::Backing::External)), for example a
+    /// driver's DMA window: the arena does not give it back (an `madvise` on
+    /// it could drop device memory or memory someone else mapped).
+    #[error("page {pfn:#x} is caller-provided memory, which the arena does not give back ({pages} pages)")]
+    External {
+        /// The block's head page.
+        pfn: Pfn,
+        /// Pages asked for.
+        pages: usize,
+    },
+    /// The operating system refused the `madvise`.
+    #[error("madvise of {pages} pages at page {pfn:#x} failed: {source}")]
+    Os {
+        /// The first page of the range.
+        pfn: Pfn,
+        /// Pages in the range.
+        pages: usize,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
     },
 }

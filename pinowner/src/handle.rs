@@ -36,7 +36,7 @@ impl ArenaRef for Arc<PageArena> {}
 ///
 /// # Exclusive borrows and leaked guards
 ///
-/// While a [`BytesMut`] is out, the block is *lent out exclusively*: no new
+/// While a [`BlockBytesMut`] is out, the block is *lent out exclusively*: no new
 /// holder may appear, by any path. The guard borrows the block mutably, so
 /// the block's own methods cannot run; acquisitions by page number
 /// ([`PageArena::get`], [`PageArena::pin`], their `_raw` and `_owned`
@@ -129,11 +129,15 @@ impl<A: ArenaRef> Block<A> {
 
     /// The block's bytes, shared.
     ///
-    /// Other holders of the block may have raw pointers to it; writing
-    /// through those while this view lives is their `unsafe` responsibility.
+    /// Safe code cannot write them while this view lives: the only safe
+    /// writer, [`bytes_mut`](Self::bytes_mut), needs `&mut self` and the
+    /// block as sole holder. Other holders may have raw pointers to the
+    /// bytes (a device doing DMA into a pinned page); writing through those
+    /// while this view lives is their `unsafe` responsibility. The same rule
+    /// holds for [`PageRef::bytes`] and [`PagePin::bytes`].
     pub fn bytes(&self) -> &[u8] {
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
-        // Safe code writes the bytes only through `BytesMut`, which needs
+        // Safe code writes the bytes only through `BlockBytesMut`, which needs
         // `&mut self`; raw-pointer writers promise not to race readers.
         // SAFETY: the block is allocated and held by us: its range is ours.
         unsafe { self.arena.region.bytes(off, len) }
@@ -149,7 +153,7 @@ impl<A: ArenaRef> Block<A> {
     ///
     /// [`BorrowError::Shared`] if other references or pins exist;
     /// [`BorrowError::Exclusive`] if an earlier guard was leaked.
-    pub fn bytes_mut(&mut self) -> Result<BytesMut<'_>, BorrowError> {
+    pub fn bytes_mut(&mut self) -> Result<BlockBytesMut<'_>, BorrowError> {
         let d = self.arena.desc(self.pfn);
         let mut old = d.state.load(Relaxed);
         loop {
@@ -171,7 +175,7 @@ impl<A: ArenaRef> Block<A> {
         // borrows `self` mutably, so this block lends nothing else meanwhile.
         // SAFETY: so we are and stay the only holder (one ref, ours; no pins).
         let bytes = unsafe { self.arena.region.bytes_mut(off, len) };
-        Ok(BytesMut { bytes, arena: &self.arena, pfn: self.pfn })
+        Ok(BlockBytesMut { bytes, arena: &self.arena, pfn: self.pfn })
     }
 
     /// A raw pointer to the block's first byte, for devices and FFI.
@@ -185,7 +189,7 @@ impl<A: ArenaRef> Block<A> {
     /// # Panics
     ///
     /// If `index` is not below [`pages`](Self::pages), if the reference
-    /// count overflows, or if a leaked [`BytesMut`] keeps the block lent out
+    /// count overflows, or if a leaked [`BlockBytesMut`] keeps the block lent out
     /// exclusively ([`AcquireError::Exclusive`]).
     #[track_caller]
     pub fn page_ref(&self, index: usize) -> PageRef<A> {
@@ -206,7 +210,7 @@ impl<A: ArenaRef> Block<A> {
     /// # Errors
     ///
     /// [`AcquireError::PinOverflow`] at the pin limit;
-    /// [`AcquireError::Exclusive`] if a leaked [`BytesMut`] keeps the block
+    /// [`AcquireError::Exclusive`] if a leaked [`BlockBytesMut`] keeps the block
     /// lent out exclusively.
     ///
     /// # Panics
@@ -238,6 +242,13 @@ impl<A: ArenaRef> Block<A> {
     }
 }
 
+/// The block's bytes, shared: [`Block::bytes`].
+impl<A: ArenaRef> AsRef<[u8]> for Block<A> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 impl<A: ArenaRef> Drop for Block<A> {
     #[inline]
     fn drop(&mut self) {
@@ -252,39 +263,41 @@ impl<A: ArenaRef> Drop for Block<A> {
     }
 }
 
-/// The mutable bytes of a [`Block`] that is the sole holder of its pages.
+/// The mutable bytes of a [`Block`] that is the sole holder of its pages,
+/// from [`Block::bytes_mut`]. (Named apart from `bytes::BytesMut`, which
+/// users of this crate often import too.)
 ///
 /// Dropping it ends the exclusive loan. Leaking it (`mem::forget`) leaves the
 /// block lent out exclusively until the block is freed: no new holder may
 /// appear by any path, and the block cannot lend its bytes mutably again
 /// (see [`Block`'s docs](Block#exclusive-borrows-and-leaked-guards)).
 #[must_use]
-pub struct BytesMut<'b> {
+pub struct BlockBytesMut<'b> {
     bytes: &'b mut [u8],
     arena: &'b PageArena,
     pfn: u32,
 }
 
-impl core::fmt::Debug for BytesMut<'_> {
+impl core::fmt::Debug for BlockBytesMut<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("BytesMut").field("pfn", &self.pfn).field("len", &self.bytes.len()).finish()
+        f.debug_struct("BlockBytesMut").field("pfn", &self.pfn).field("len", &self.bytes.len()).finish()
     }
 }
 
-impl core::ops::Deref for BytesMut<'_> {
+impl core::ops::Deref for BlockBytesMut<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         self.bytes
     }
 }
 
-impl core::ops::DerefMut for BytesMut<'_> {
+impl core::ops::DerefMut for BlockBytesMut<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         self.bytes
     }
 }
 
-impl Drop for BytesMut<'_> {
+impl Drop for BlockBytesMut<'_> {
     fn drop(&mut self) {
         self.arena.desc(self.pfn).state.fetch_and(!EXCLUSIVE, Release);
     }
@@ -364,6 +377,50 @@ macro_rules! count_handle {
                 self.arena.region.ptr(off, len).cast()
             }
 
+            /// The page's bytes (one page), shared: what a reader of a page
+            /// another holder owns needs, like [`Block::bytes`].
+            ///
+            /// Safe code cannot write the page while this view lives: a
+            /// block lends `&mut` bytes only as sole holder, and this
+            /// handle is a holder. Writers that go through raw pointers
+            /// ([`as_ptr`](Self::as_ptr), [`PageArena::pfn_to_ptr`], a
+            /// device) must not write while any such view lives; a buffer
+            /// pool does that with a content lock beside each frame, taken
+            /// shared to read through this view and exclusive to write
+            /// through the pointer:
+            ///
+            /// ```
+            /// use std::sync::RwLock;
+            ///
+            /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+            /// let frame = arena.alloc(0)?; // the pool's own reference
+            /// let content = RwLock::new(()); // one per frame
+            /// let pin = frame.pin(0)?; // a query's pin
+            ///
+            /// // A writer: exclusive content lock, then the raw pointer.
+            /// {
+            ///     let _w = content.write().unwrap();
+            ///     // SAFETY: every access to this page's bytes takes
+            ///     // `content` (shared to read, exclusive to write), so no
+            ///     // `bytes()` view lives now; the pin keeps the page
+            ///     // allocated and the pointer covers one page.
+            ///     unsafe { pin.as_ptr().as_ptr().write_bytes(0x5a, 8) };
+            /// }
+            /// // A reader: shared content lock, then the shared view.
+            /// let _r = content.read().unwrap();
+            /// assert_eq!(&pin.bytes()[..8], &[0x5a; 8]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn bytes(&self) -> &[u8] {
+                let (off, len) = self.arena.byte_range(self.pfn, 0);
+                // Safe code writes bytes only through `BlockBytesMut`, which
+                // needs the block as sole holder (we are a holder); raw
+                // writers promise not to race readers.
+                // SAFETY: the page is held by us, so allocated: its range is
+                // part of the arena's region and stays mapped.
+                unsafe { self.arena.region.bytes(off, len) }
+            }
+
             /// The state of the page's block.
             pub fn state(&self) -> PageState {
                 PageState::from_word(self.head_desc().state.load(Relaxed))
@@ -420,6 +477,13 @@ macro_rules! count_handle {
                     return self.release_hold();
                 }
                 self.arena.release_held(self.head_desc(), self.pfn, $count, Some(self.ticket.gen()));
+            }
+        }
+
+        /// The page's bytes, shared: `bytes()`.
+        impl<A: ArenaRef> AsRef<[u8]> for $name<A> {
+            fn as_ref(&self) -> &[u8] {
+                self.bytes()
             }
         }
 

@@ -57,12 +57,12 @@
 //! # Exclusive borrows
 //!
 //! `Block::bytes_mut` sets `EXCLUSIVE` with a compare-and-swap that requires
-//! the block's own reference to be the only count; its `BytesMut` borrows
+//! the block's own reference to be the only count; its `BlockBytesMut` borrows
 //! the block mutably and clears the bit when dropped. Meanwhile every new
 //! holder is refused: by page number, `is_live_head` excludes the bit; from
 //! a handle, the bit is in `ACQUIRE_SLOW`, and the slow path takes the add
 //! back. A handle other than the block cannot exist then, so in practice
-//! the handle path meets the bit only after a leaked `BytesMut`, and the
+//! the handle path meets the bit only after a leaked `BlockBytesMut`, and the
 //! rule is the `RefCell` one: a leaked guard keeps the loan until the block
 //! is freed (freeing clears the bit). The block's own shared view stays
 //! available: a leaked guard's borrow has ended, so nothing it lent can be

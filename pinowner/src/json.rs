@@ -1,7 +1,7 @@
 //! Versioned JSON for every report a user may want to store or ship: the
 //! owner report ([`OwnerReport::to_json`](crate::OwnerReport::to_json)),
-//! a reservation failure, an audit, fragmentation statistics and the
-//! tracker's counters. Each is an object with `"version"`
+//! a reservation failure, an audit, fragmentation statistics, the
+//! tracker's counters and the arena's counters. Each is an object with `"version"`
 //! ([`REPORT_VERSION`]) and `"kind"` first; acquirers appear as the owner
 //! report's [`Owner`] objects (function, subsystem, location).
 //!
@@ -26,6 +26,7 @@ use crate::alloc::FragStats;
 use crate::audit::Audit;
 use crate::page::slot::Acquirer;
 use crate::reservation::{AcquirerGroup, ContigFailure};
+use crate::stats::Stats;
 use crate::tracker::{Owner, OwnerReport, TrackerStats, REPORT_VERSION};
 use crate::Pfn;
 
@@ -280,7 +281,7 @@ impl OwnerReport {
     /// use pinowner::{ContigError, EventKind, OwnerReport, PageArena, Reason};
     ///
     /// let arena = PageArena::builder().pages(64).movable_pages(32).build()?;
-    /// let frame = arena.alloc_movable(0)?;
+    /// let frame = arena.alloc_movable(0)?.into_block(); // keeps its address
     /// let Err(ContigError::Busy(_)) = arena.reserve_contig(32, 32, Reason::Contig) else { panic!() };
     /// let pin = frame.pin(0)?; // recorded: the frame is armed
     /// let report = arena.owner_report();
@@ -298,5 +299,24 @@ impl OwnerReport {
     /// newer schema.
     pub fn from_json(text: &str) -> Result<OwnerReport, ReportJsonError> {
         from_versioned("owner_report", text)
+    }
+}
+
+impl Stats {
+    /// The counters as pretty-printed, versioned JSON (kind `"stats"`):
+    /// `zones` (per-order `allocs`, `frees`, `failures`), `reservations`
+    /// and `tracker` (as [`TrackerStats::to_json`] has it, without its own
+    /// version).
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// drop(arena.alloc(0)?);
+    /// let v: serde_json::Value = serde_json::from_str(&arena.stats().to_json())?;
+    /// assert_eq!((v["version"].as_u64(), v["kind"].as_str()), (Some(1), Some("stats")));
+    /// assert_eq!(v["zones"][0]["allocs"][0], 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_json(&self) -> String {
+        versioned("stats", self)
     }
 }

@@ -3,10 +3,13 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+#[cfg(feature = "allocator-api2")]
+pub mod allocator;
 mod arena;
 pub mod audit;
 mod callback;
 pub mod depot;
+pub mod discard;
 pub mod error;
 mod handle;
 pub mod implementation;
@@ -17,6 +20,7 @@ pub mod page;
 mod region;
 pub mod reservation;
 pub mod site;
+pub mod stats;
 pub mod svg;
 mod sync;
 pub mod tracker;
@@ -26,8 +30,8 @@ pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDE
 pub use audit::{Audit, LeakCheck};
 #[cfg(feature = "serde")]
 pub use error::ReportJsonError;
-pub use error::{AcquireError, AllocError, BorrowError, BuildError, ReleaseError};
-pub use handle::{ArenaRef, Block, BytesMut, PagePin, PageRef};
+pub use error::{AcquireError, AllocError, BorrowError, BuildError, DiscardError, ReleaseError};
+pub use handle::{ArenaRef, Block, BlockBytesMut, PagePin, PageRef};
 pub use migrate::{
     Compaction, LongtermPinError, Migrated, Migration, MovableBlock, MoveBorrow, MoveBorrowMut, MoveOutcome, Mover,
     RangePin, RangePinError, Unmovable,
@@ -36,6 +40,7 @@ pub use page::{Acquirer, PageFlags, PageState};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;
+pub use stats::Stats;
 pub use svg::{ArenaMap, PageClass};
 pub use tracker::{Event, EventKind, OwnerReport, ReportOptions, Tracking};
 

@@ -188,6 +188,18 @@ impl Region {
         self.kind
     }
 
+    /// The region's first byte. It never moves while the region lives.
+    #[inline]
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The region's length in bytes (the arena's pages times the page size).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// A pointer to byte `offset` of the region.
     ///
     /// # Panics
@@ -226,6 +238,43 @@ impl Region {
         // SAFETY: in bounds and initialised as above; exclusive by the
         // caller's promise.
         unsafe { self.ptr(offset, len).as_mut() }
+    }
+
+    /// Gives the bytes of a range back to the operating system: `madvise`
+    /// on a mapping (`dont_need`: `MADV_DONTNEED`, else `MADV_FREE`), a
+    /// zero-fill on the heap. Returns whether the range now reads as zeros
+    /// (`MADV_FREE` leaves the old bytes until the kernel reclaims them).
+    /// Caller-provided memory is not ours to give back: the caller checks
+    /// [`kind`](Self::kind) first.
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive access to the range, page-aligned.
+    pub(crate) unsafe fn discard(&self, offset: usize, len: usize, dont_need: bool) -> std::io::Result<bool> {
+        let p = self.ptr(offset, len).cast::<u8>();
+        match self.kind {
+            BackingKind::Heap => {
+                // SAFETY: in bounds (checked by `ptr`); exclusive by the
+                // caller's promise.
+                unsafe { core::ptr::write_bytes(p.as_ptr(), 0, len) };
+                Ok(true)
+            }
+            #[cfg(unix)]
+            BackingKind::Anonymous | BackingKind::HugeTlb | BackingKind::TransparentHuge => {
+                let advice = if dont_need { libc::MADV_DONTNEED } else { libc::MADV_FREE };
+                // SAFETY: the range lies inside our private anonymous mapping
+                // (checked by `ptr`) and is page-aligned; nobody else uses it
+                // (the caller's promise), so dropping its contents is ours
+                // to do. madvise touches no Rust-visible memory.
+                let r = unsafe { libc::madvise(p.as_ptr().cast(), len, advice) };
+                if r == 0 {
+                    Ok(dont_need)
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+            _ => Err(std::io::Error::from(std::io::ErrorKind::Unsupported)),
+        }
     }
 
     /// Zeroes a range.

@@ -125,7 +125,7 @@ fn bytes_mut_needs_sole_ownership_and_blocks_new_holders() {
     assert_eq!(r.state().refcount, 2);
 }
 
-/// Issue 8.6: a leaked `BytesMut` keeps its block lent out exclusively until
+/// Issue 8.6: a leaked `BlockBytesMut` keeps its block lent out exclusively until
 /// the block is freed, and every path that would add a holder says so: the
 /// block's own `pin` and `page_ref` as well as acquisitions by page number.
 #[test]

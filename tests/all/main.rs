@@ -1,8 +1,11 @@
 //! Integration tests of `pinowner`: one binary, one module per concept.
 
 mod alloc;
+mod allocator;
 mod attribution;
 mod counts;
+mod discard;
+mod ecosystem;
 mod faults;
 mod geometry;
 mod map;
@@ -10,5 +13,6 @@ mod migrate;
 mod model;
 mod region;
 mod reserve;
+mod stats;
 mod stress;
 mod track;

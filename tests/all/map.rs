@@ -102,7 +102,7 @@ fn a_run_is_at_most_three_rects_its_first_row_its_full_rows_and_its_last_row() {
 #[test]
 fn a_failed_reservation_shows_its_window_and_armed_blocks() {
     let arena = PageArena::builder().pages(128).movable_pages(64).build().unwrap();
-    let frame = arena.alloc_movable(0).unwrap();
+    let frame = arena.alloc_movable(0).unwrap().into_block();
     let pin = frame.pin(0).unwrap();
     let Err(ContigError::Busy(failure)) = arena.reserve_contig(64, 64, Reason::Contig) else {
         panic!("the pinned frame blocks the whole movable zone")
@@ -126,7 +126,7 @@ fn a_failed_reservation_shows_its_window_and_armed_blocks() {
 #[test]
 fn a_failure_alone_maps_its_window() {
     let arena = PageArena::builder().pages(64).movable_pages(32).build().unwrap();
-    let frames: Vec<_> = (0..32).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    let frames: Vec<_> = (0..32).map(|_| arena.alloc_movable(0).unwrap().into_block()).collect();
     let a = frames[3].pin(0).unwrap();
     let b = arena.get(frames[9].pfn()).unwrap();
     let (pa, pb) = (frames[3].pfn(), frames[9].pfn());

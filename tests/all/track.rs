@@ -380,7 +380,7 @@ fn capture_tracing(f: impl FnOnce()) -> String {
 }
 
 #[test]
-fn each_recorded_event_is_a_tracing_event_with_target_pinowner() {
+fn each_recorded_event_is_a_tracing_event_with_target_pinowner_tracker() {
     let arena = arena();
     let b = arena.alloc_movable(0).unwrap().into_block();
     let pfn = b.pfn();
@@ -388,7 +388,7 @@ fn each_recorded_event_is_a_tracing_event_with_target_pinowner() {
         fail_over(&arena, pfn, Reason::Contig);
         drop(dma_pin(&arena, pfn));
     });
-    assert!(log.contains("pinowner: busy blocks armed"), "{log}");
+    assert!(log.contains("pinowner::tracker: busy blocks armed"), "{log}");
     let lines: Vec<_> = log.lines().filter(|l| l.contains("armed page event")).collect();
     assert_eq!(lines.len(), 3, "arm, pin, unpin: {log}");
     assert!(lines[1].contains("kind=\"pin\"") && lines[1].contains(&format!("pfn={pfn}")), "{}", lines[1]);

@@ -21,7 +21,7 @@
 //! - reservations set and clear `ISOLATED` (`fetch_or`/`fetch_and`) under the
 //!   zone lock (and the remote side of every cache of the zone);
 //! - adds on a held block (`acquire_held`), the `IDLE` clear after one, and
-//!   `BytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
+//!   `BlockBytesMut`'s `EXCLUSIVE` clear run on a block the caller holds, never a
 //!   free one;
 //! - acquisitions by page number compare-and-swap from a *live* head word
 //!   (counts, not free): never from a word this module writes, and they fail
@@ -46,6 +46,7 @@ use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, 
 use crate::page::Descriptor;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 
+use super::pcp::LISTS;
 use super::Zone;
 
 // `FreeArea::nonempty` has a bit for every order.
@@ -60,6 +61,37 @@ pub(crate) struct FreeArea {
     /// Pages in the buddy lists (not counting per-thread caches).
     pub(crate) free_pages: usize,
     pub(crate) max_order: u8,
+    /// Allocations, frees and failures served by the lists, per order
+    /// (plain adds under the zone lock).
+    pub(crate) counts: ZoneCounts,
+}
+
+/// Per-order counters of a zone's lists (see [`FreeArea::counts`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ZoneCounts {
+    pub(crate) allocs: [u64; LISTS],
+    pub(crate) frees: [u64; LISTS],
+    pub(crate) failures: [u64; LISTS],
+}
+
+impl ZoneCounts {
+    /// Counts a block of `order` allocated from the lists.
+    #[inline(always)]
+    pub(crate) fn alloc(&mut self, order: u8) {
+        // Masked, so no bounds check: every order is below `LISTS`.
+        self.allocs[order as usize & (LISTS - 1)] += 1;
+    }
+
+    /// Counts a block of `order` freed into the lists by its last holder.
+    #[inline(always)]
+    pub(crate) fn free(&mut self, order: u8) {
+        self.frees[order as usize & (LISTS - 1)] += 1;
+    }
+
+    /// Counts an allocation of `order` that found no block.
+    pub(crate) fn failure(&mut self, order: u8) {
+        self.failures[order as usize & (LISTS - 1)] += 1;
+    }
 }
 
 /// The word of a free block head of `order` made from `old`: keeps
@@ -74,7 +106,13 @@ pub(crate) const fn free_head_word(old: u64, order: u8, extra: u64) -> u64 {
 
 impl FreeArea {
     pub(crate) fn new(max_order: u8) -> FreeArea {
-        FreeArea { lists: (0..=max_order).map(|_| Vec::new()).collect(), nonempty: 0, free_pages: 0, max_order }
+        FreeArea {
+            lists: (0..=max_order).map(|_| Vec::new()).collect(),
+            nonempty: 0,
+            free_pages: 0,
+            max_order,
+            counts: ZoneCounts { allocs: [0; LISTS], frees: [0; LISTS], failures: [0; LISTS] },
+        }
     }
 
     /// Rewrites a state word the rule in the module docs reserves for the

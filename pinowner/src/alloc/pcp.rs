@@ -130,31 +130,66 @@ impl Default for ThreadCache {
 }
 
 /// Orders a cache has a list for: every order the state word can hold.
-const LISTS: usize = crate::page::state::MAX_ORDER_LIMIT as usize + 1;
+pub(crate) const LISTS: usize = crate::page::state::MAX_ORDER_LIMIT as usize + 1;
 const _: () = assert!(LISTS.is_power_of_two());
 
 /// The blocks one cache holds: a list of head page numbers per order
-/// (empty lists allocate nothing).
+/// (empty lists allocate nothing), each beside its cumulative counters.
 #[derive(Debug)]
-pub(crate) struct Lists([Vec<u32>; LISTS]);
+pub(crate) struct Lists([OrderList; LISTS]);
+
+/// One order of a cache: its blocks, and how many blocks of the order its
+/// owner allocated and freed through it. The counters sit beside the list
+/// the same operation indexes, so counting is one add to an address already
+/// computed (plain adds inside the cache: only its owner, or a remote
+/// holding the cache, touches them), summed by
+/// [`PageArena::stats`](crate::PageArena::stats).
+#[derive(Debug, Default)]
+struct OrderList {
+    blocks: Vec<u32>,
+    allocs: u64,
+    frees: u64,
+}
 
 impl Lists {
     /// The list of `order`.
     #[inline(always)]
     pub(crate) fn of(&mut self, order: u8) -> &mut Vec<u32> {
+        &mut self.order(order).blocks
+    }
+
+    #[inline(always)]
+    fn order(&mut self, order: u8) -> &mut OrderList {
         // Masked, so no bounds check: every order is below `LISTS`.
         &mut self.0[order as usize & (LISTS - 1)]
     }
 
+    /// Counts a block of `order` allocated from this cache.
+    #[inline(always)]
+    pub(crate) fn count_alloc(&mut self, order: u8) {
+        self.order(order).allocs += 1;
+    }
+
+    /// Counts a block of `order` freed into this cache.
+    #[inline(always)]
+    pub(crate) fn count_free(&mut self, order: u8) {
+        self.order(order).frees += 1;
+    }
+
+    /// The blocks allocated and freed through this cache, per order.
+    pub(crate) fn counts(&self) -> ([u64; LISTS], [u64; LISTS]) {
+        (core::array::from_fn(|o| self.0[o].allocs), core::array::from_fn(|o| self.0[o].frees))
+    }
+
     /// Pages held, all orders.
     pub(crate) fn pages(&self) -> usize {
-        self.0.iter().enumerate().map(|(o, l)| l.len() << o).sum()
+        self.0.iter().enumerate().map(|(o, l)| l.blocks.len() << o).sum()
     }
 
     /// Empties every list: `f(head, order)` for each block.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(u32, u8)) {
         for (o, l) in self.0.iter_mut().enumerate() {
-            for p in l.drain(..) {
+            for p in l.blocks.drain(..) {
                 f(p, o as u8);
             }
         }
@@ -200,9 +235,9 @@ impl Pcp {
         let mut shards = Vec::new();
         shards.try_reserve_exact(n).map_err(|_| oom())?;
         for _ in 0..n {
-            let mut lists: [Vec<u32>; LISTS] = Default::default();
+            let mut lists: [OrderList; LISTS] = Default::default();
             for (l, &c) in lists.iter_mut().zip(&caps) {
-                l.try_reserve_exact(c).map_err(|_| oom())?;
+                l.blocks.try_reserve_exact(c).map_err(|_| oom())?;
             }
             shards.push(Shard(BiasedLock::new(Lists(lists))));
         }

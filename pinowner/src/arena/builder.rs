@@ -207,6 +207,8 @@ impl ArenaBuilder {
         // address space.
         let descs = Descriptor::try_table(pages as usize)
             .map_err(|bytes| BuildError::Alloc { what: "descriptor table", bytes })?;
+        let ext = crate::page::ext::PageExt::new(pages as usize)
+            .map_err(|bytes| BuildError::Alloc { what: "page extension bitmaps", bytes })?;
         let pages = pages as u32;
         let split = pages - movable as u32;
         let zones = [
@@ -229,6 +231,8 @@ impl ArenaBuilder {
             tracker: TrackerCell::new(self.tracking),
             leak_check: self.leak_check,
             moves: std::sync::OnceLock::new(),
+            reserve_counters: crate::stats::ReserveCounters::new(),
+            ext,
         })
         .inspect(|arena| {
             if self.tracking.eager {

@@ -57,7 +57,7 @@ impl PageArena {
         who: Who,
     ) -> Result<Ticket, AcquireError> {
         if old & state::EXCLUSIVE != 0 {
-            // A leaked `BytesMut` (a live one borrows the block): refused
+            // A leaked `BlockBytesMut` (a live one borrows the block): refused
             // like an acquisition by page number.
             self.undo_acquire(head, count, gen);
             let state = PageState::from_word(self.desc(head).state.load(Relaxed));

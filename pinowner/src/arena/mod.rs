@@ -8,6 +8,8 @@ mod verify;
 pub use builder::{ArenaBuilder, DEFAULT_MAX_ORDER, MAX_PAGES};
 pub use verify::VerifyError;
 
+use core::ptr::NonNull;
+
 use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
 use crate::handle::Block;
@@ -68,6 +70,11 @@ pub struct PageArena {
     pub(crate) moves: std::sync::OnceLock<crate::migrate::MoveTable>,
     /// What dropping the arena does when pages are still held.
     pub(crate) leak_check: crate::audit::LeakCheck,
+    /// Reservation counters (allocation counters live in the caches and
+    /// zones); see [`stats`](Self::stats).
+    pub(crate) reserve_counters: crate::stats::ReserveCounters,
+    /// Per-page side bits (pages known to be zero); see [`crate::page::ext`].
+    pub(crate) ext: crate::page::ext::PageExt,
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -167,6 +174,86 @@ impl PageArena {
         self.region.fallback.as_deref()
     }
 
+    /// The first byte of the arena's memory, like
+    /// [`MmapMut::as_ptr`](https://docs.rs/memmap2/latest/memmap2/struct.MmapMut.html#method.as_ptr).
+    ///
+    /// **Layout promise:** page `pfn` starts at `as_ptr() + pfn *
+    /// page_size()` and the region never moves or shrinks while the arena
+    /// lives, so the whole arena can be registered once (io_uring
+    /// `register_buffers`, an RDMA memory region, a VFIO DMA map) and any
+    /// block found in it by address ([`ptr_to_pfn`](Self::ptr_to_pfn)).
+    ///
+    /// The pointer is for devices and FFI: reading or writing a page
+    /// through it is `unsafe` and allowed only for pages you hold (a
+    /// [`Block`], [`PageRef`](crate::PageRef), [`PagePin`](crate::PagePin)
+    /// or run), without racing the page's other holders (see
+    /// [`PagePin::bytes`](crate::PagePin::bytes) for the content-lock
+    /// pattern).
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// let block = arena.alloc(1)?;
+    /// let base = arena.as_ptr().as_ptr() as usize;
+    /// assert_eq!(block.as_ptr().as_ptr() as usize, base + block.pfn() * arena.page_size());
+    /// assert_eq!(arena.len(), 16 * arena.page_size());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.region.base()
+    }
+
+    /// Bytes of memory: [`pages`](Self::pages) times
+    /// [`page_size`](Self::page_size).
+    pub fn len(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Always false: an arena has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The first byte of page `pfn`: `as_ptr() + pfn * page_size()` (see
+    /// [`as_ptr`](Self::as_ptr) for the promise and for what the pointer
+    /// may be used for).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OutOfRange`] naming the page and the arena's size if
+    /// `pfn` is not below [`pages`](Self::pages).
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// let pin = arena.alloc(0)?.pin(0)?;
+    /// assert_eq!(arena.pfn_to_ptr(pin.pfn())?, pin.as_ptr());
+    /// assert!(arena.pfn_to_ptr(16).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pfn_to_ptr(&self, pfn: Pfn) -> Result<NonNull<u8>, AcquireError> {
+        let p = self.check_pfn(pfn)?;
+        let (off, len) = self.byte_range(p, 0);
+        Ok(self.region.ptr(off, len).cast())
+    }
+
+    /// The page holding the byte at `ptr`, if it lies inside the arena: any
+    /// address inside a page maps to that page (the inverse of
+    /// [`pfn_to_ptr`](Self::pfn_to_ptr)), so a completion that carries only
+    /// a buffer address finds its page. `None` for addresses outside
+    /// `as_ptr()..as_ptr() + len()`.
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(16).build()?;
+    /// let block = arena.alloc(2)?;
+    /// let last = block.as_ptr().as_ptr().wrapping_add(block.len() - 1);
+    /// assert_eq!(arena.ptr_to_pfn(last), Some(block.pfn() + 3));
+    /// assert_eq!(arena.ptr_to_pfn(&0u8), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ptr_to_pfn<T: ?Sized>(&self, ptr: *const T) -> Option<Pfn> {
+        let off = ptr.addr().wrapping_sub(self.region.base().as_ptr().addr());
+        (off < self.region.len()).then_some(off >> self.page_shift)
+    }
+
     /// The page-number range of a zone.
     pub fn zone_range(&self, zone: ZoneKind) -> core::ops::Range<Pfn> {
         let z = self.zone(zone);
@@ -256,7 +343,7 @@ impl PageArena {
     #[track_caller]
     pub fn alloc(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self, pfn, order, gen))
+        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self, self.handed_out(pfn, order), order, gen))
     }
 
     /// Like [`alloc`](Self::alloc), with the block's bytes zeroed.
@@ -281,14 +368,30 @@ impl PageArena {
     #[track_caller]
     pub fn alloc_owned(self: &std::sync::Arc<Self>, order: u8) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
         let who = crate::owner_here();
-        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self.clone(), pfn, order, gen))
+        self.alloc_in(order, false, who)
+            .map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
     }
 
+    /// Zeroes a block just allocated, except the pages known to be zero
+    /// already (discarded: see [`crate::page::ext`]), which stay untouched
+    /// (on an anonymous arena, not even faulted in).
     pub(crate) fn zero_block(&self, pfn: u32, order: u8) {
-        let (off, len) = self.byte_range(pfn, order);
-        // SAFETY: the block was just allocated and no handle to it exists yet:
-        // we have exclusive access to its bytes.
-        unsafe { self.region.zero(off, len) };
+        self.ext.take_zeroed(pfn, 1 << order, |first, pages| {
+            let (off, _) = self.byte_range(first, 0);
+            let len = (pages as usize) << self.page_shift;
+            // SAFETY: the block was just allocated and no handle to it
+            // exists yet: we have exclusive access to its bytes, and
+            // `first..first + pages` lies inside it.
+            unsafe { self.region.zero(off, len) };
+        });
+    }
+
+    /// A block just allocated goes to an owner who may write it: it is no
+    /// longer known to be zero. Returns `pfn`.
+    #[inline(always)]
+    pub(crate) fn handed_out(&self, pfn: u32, order: u8) -> u32 {
+        self.ext.handed_out(pfn, order);
+        pfn
     }
 
     #[inline]
@@ -338,7 +441,8 @@ impl PageArena {
                 return Ok(got);
             }
         }
-        let area = last.area.lock();
+        let mut area = last.area.lock();
+        area.counts.failure(order);
         let largest = (0..=area.max_order).rev().find(|&o| area.count(o) > 0);
         Err(AllocError::OutOfMemory { order, zone: last.kind, free: area.free_pages, largest: Largest(largest) })
     }
@@ -351,6 +455,7 @@ impl PageArena {
         let mut area = zone.area.lock();
         let pfn = area.take(&self.descs, order)?;
         let word = area.mark_allocated(self.desc(pfn), order, flags);
+        area.counts.alloc(order);
         Some((pfn, word))
     }
 
@@ -376,6 +481,7 @@ impl PageArena {
             debug_assert_eq!(old & flags, 0);
             let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
             d.state.store(word, Release);
+            cache.count_alloc(order);
             Some((pfn, word))
         };
         pcp.with_mine(take, || self.alloc_buddy(zone, order, flags))
@@ -406,6 +512,7 @@ impl PageArena {
     fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32, order: u8) {
         pcp.with_mine(
             |cache| {
+                cache.count_free(order);
                 let list = cache.of(order);
                 list.push(head);
                 if list.len() > pcp.high(order) {
@@ -420,7 +527,9 @@ impl PageArena {
     #[cold]
     #[inline(never)]
     fn free_uncached(&self, zone: &Zone, head: u32, order: u8) {
-        zone.area.lock().give(&self.descs, zone, head, order);
+        let mut area = zone.area.lock();
+        area.counts.free(order);
+        area.give(&self.descs, zone, head, order);
     }
 
     #[cold]
@@ -437,7 +546,9 @@ impl PageArena {
     #[inline]
     pub(crate) fn free_block(&self, head: u32, order: u8) {
         let zone = self.zone_for(head);
-        zone.area.lock().give(&self.descs, zone, head, order);
+        let mut area = zone.area.lock();
+        area.counts.free(order);
+        area.give(&self.descs, zone, head, order);
     }
 
     /// Takes the remote side of every cache of `zone` (before any zone lock:

@@ -134,6 +134,8 @@ impl<A: ArenaRef> MovableBlock<A> {
         let (head, ticket) = arena.alloc_in(order, true, who)?;
         if zeroed {
             arena.zero_block(head, order);
+        } else {
+            arena.handed_out(head, order);
         }
         let entry = arena.new_entry(head, order, who);
         let key = entry.add_holder(mover, who.acquirer(), Some(ticket));

@@ -419,6 +419,8 @@ impl PageArena {
         if dest == Dest::Normal {
             self.desc(new).state.fetch_or(MOVABLE, Relaxed);
         }
+        // Written below: no longer known to be zero.
+        self.handed_out(new, order);
         let (old_off, len) = self.byte_range(head, order);
         let (new_off, _) = self.byte_range(new, order);
         // SAFETY: the old block is frozen (no borrow is live, none can

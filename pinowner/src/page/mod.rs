@@ -3,6 +3,7 @@
 //! A descriptor is 16 bytes: the packed [state word](state) and an
 //! owner slot naming the last acquirer. The kernel spends 64 bytes.
 
+pub(crate) mod ext;
 pub(crate) mod slot;
 pub mod state;
 

@@ -13,7 +13,7 @@
 //! | 44      | `ISOLATED`| the page lies in a window isolated by a reservation |
 //! | 45      | `TRACKED` | armed by a failed reservation: events on it are recorded |
 //! | 46      | `MOVABLE` | the allocation was made movable (`alloc_movable`) |
-//! | 47      | `EXCLUSIVE` | the owning `Block` lent out `&mut` bytes; no new holder may appear (until the block is freed, if the `BytesMut` leaked) |
+//! | 47      | `EXCLUSIVE` | the owning `Block` lent out `&mut` bytes, or a discard is dropping them before the free; no new holder may appear (until the block is freed, if the `BlockBytesMut` leaked) |
 //! | 48      | `IDLE`    | marked idle; cleared by the next get or pin |
 //! | 49      | `CONTIG`  | part of a committed contiguous run |
 //! | 50..64  | gen       | bumped by every acquisition and by the release of the latest one; wraps. Pairs an owner slot with the acquisition that wrote it |
@@ -89,7 +89,7 @@ const _: () = assert!(GEN_SHIFT + GEN_BITS == 64);
 
 /// Bits whose presence sends an acquire (get or pin on a held page) to the
 /// slow path. The overflow guards are checked separately by field.
-/// `EXCLUSIVE` on a held block means its `BytesMut` was leaked (a live one
+/// `EXCLUSIVE` on a held block means its `BlockBytesMut` was leaked (a live one
 /// borrows the block): the slow path refuses the acquire.
 pub(crate) const ACQUIRE_SLOW: u64 = TRACKED | IDLE | EXCLUSIVE | REF_LIMIT | (PIN_LIMIT << PIN_SHIFT);
 

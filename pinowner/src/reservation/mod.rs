@@ -29,6 +29,10 @@
 //! [`MovableBlock`]: crate::MovableBlock
 
 use std::collections::HashMap;
+
+mod discard;
+mod observe;
+mod owned;
 use std::time::{Duration, Instant};
 
 use crate::alloc::{FreeArea, Zone, ZoneKind};
@@ -38,6 +42,7 @@ use crate::page::state::{self, CONTIG, COUNTS, FREE, ISOLATED, PCP};
 use crate::page::PageState;
 use crate::sync::Ordering::Relaxed;
 use crate::{PageArena, Pfn};
+use observe::Ask;
 
 mod run;
 
@@ -121,7 +126,8 @@ impl PageArena {
         pages: usize,
         reason: Reason,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        self.reserve_range_as(start, pages, reason, crate::owner_here(), None)
+        let (who, ask) = (crate::owner_here(), Ask::range("reserve_range", start, pages, reason, None));
+        self.observed(ask, || self.reserve_range_as(start, pages, reason, who, None))
     }
 
     /// `wait`: as for `reserve_contig_as`.
@@ -180,7 +186,8 @@ impl PageArena {
         align: usize,
         reason: Reason,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        self.reserve_contig_as(pages, align, reason, crate::owner_here(), None)
+        let (who, ask) = (crate::owner_here(), Ask::contig("reserve_contig", pages, align, reason, None));
+        self.observed(ask, || self.reserve_contig_as(pages, align, reason, who, None))
     }
 
     /// `wait`: when the caller gives up (start, deadline); `None` waits as
@@ -284,9 +291,11 @@ impl PageArena {
         reason: Reason,
         timeout: Duration,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        let who = crate::owner_here();
-        self.wait_for_run(self.zone(ZoneKind::Movable), timeout, |wait| {
-            self.reserve_contig_as(pages, align, reason, who, wait)
+        let (who, ask) = (crate::owner_here(), Ask::contig("reserve_contig_wait", pages, align, reason, Some(timeout)));
+        self.observed(ask, || {
+            self.wait_for_run(self.zone(ZoneKind::Movable), timeout, |wait| {
+                self.reserve_contig_as(pages, align, reason, who, wait)
+            })
         })
     }
 
@@ -329,9 +338,11 @@ impl PageArena {
         reason: Reason,
         timeout: Duration,
     ) -> Result<ContigRun<&PageArena>, ContigError> {
-        let who = crate::owner_here();
-        let zone = self.window_zone(start, pages)?;
-        self.wait_for_run(zone, timeout, |wait| self.reserve_range_as(start, pages, reason, who, wait))
+        let (who, ask) = (crate::owner_here(), Ask::range("reserve_range_wait", start, pages, reason, Some(timeout)));
+        self.observed(ask, || {
+            let zone = self.window_zone(start, pages)?;
+            self.wait_for_run(zone, timeout, |wait| self.reserve_range_as(start, pages, reason, who, wait))
+        })
     }
 
     /// The wait of `reserve_*_wait`: `attempt` (given when the wait began
@@ -357,6 +368,9 @@ impl PageArena {
         let mut releases = 0;
         let mut last: Option<Box<ContigFailure>> = None;
         loop {
+            if attempts > 0 {
+                crate::stats::ReserveCounters::bump(&self.reserve_counters.retried, 1);
+            }
             // Read before the attempt: a release after this moves the epoch.
             let epoch = self.tracker.get().map_or(0, |t| t.release_epoch());
             match attempt(wait) {
@@ -736,16 +750,16 @@ impl PageArena {
     }
 }
 
-/// Each step of a reservation is a `tracing` event (target `pinowner`,
-/// level debug): `isolate`, `drain` (pages drained), `test` (busy blocks),
-/// `migrate` (blocks moved; only when there is something to move, then
-/// `drain` and `test` again), then `commit` or `rollback` (blocks in the
-/// way).
+/// Each step of a reservation is a `tracing` event (target
+/// `pinowner::reserve`, level debug, inside the call's `reserve` span):
+/// `isolate`, `drain` (pages drained), `test` (busy blocks), `migrate`
+/// (blocks moved; only when there is something to move, then `drain` and
+/// `test` again), then `commit` or `rollback` (blocks in the way).
 fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
     // Under the zone lock, with the window isolated: shielded from a
     // panicking subscriber.
     crate::callback::shielded(
-        || tracing::debug!(target: "pinowner", step, start_pfn = start, end_pfn = end, %reason, n, "reservation step"),
+        || tracing::debug!(target: "pinowner::reserve", step, start_pfn = start, end_pfn = end, %reason, n, "reservation step"),
     );
 }
 

@@ -33,6 +33,11 @@ pub struct ContigRun<A: ArenaRef> {
 }
 
 impl<A: ArenaRef> ContigRun<A> {
+    /// The arena.
+    pub fn arena(&self) -> &A {
+        &self.arena
+    }
+
     /// The first page.
     pub fn pfn(&self) -> Pfn {
         self.start as Pfn

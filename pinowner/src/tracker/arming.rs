@@ -136,8 +136,8 @@ impl PageArena {
         // unwind through it with the window still isolated.
         #[cfg(not(loom))]
         crate::callback::shielded(|| {
-            tracing::info!(
-                target: "pinowner",
+            tracing::debug!(
+                target: "pinowner::tracker",
                 arming = id,
                 reason = %reason,
                 window_start = window.start,

@@ -681,13 +681,13 @@ impl Tracker {
 #[cfg(not(loom))]
 fn emit_tracing(e: &Event) {
     // Nothing is formatted unless a subscriber wants the event.
-    if !tracing::enabled!(target: "pinowner", tracing::Level::DEBUG) {
+    if !tracing::enabled!(target: "pinowner::tracker", tracing::Level::DEBUG) {
         return;
     }
     let who = e.who.map(|w| w.to_string());
     let subsystem = e.who.and_then(|w| w.subsystem());
     tracing::debug!(
-        target: "pinowner",
+        target: "pinowner::tracker",
         seq = e.seq,
         kind = e.kind.name(),
         pfn = e.pfn,
