@@ -16,7 +16,8 @@ use crate::tracker::TrackerStats;
 use crate::PageArena;
 
 /// An arena's cumulative counters; see [`PageArena::stats`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Per zone, normal first; a zone of zero pages is left out.
     pub zones: Vec<ZoneStats>,
@@ -29,7 +30,8 @@ pub struct Stats {
 
 /// The allocation counters of one zone, per order (index = order, up to
 /// the arena's [`max_order`](PageArena::max_order)).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ZoneStats {
     /// The zone.
     pub zone: ZoneKind,
@@ -70,7 +72,8 @@ impl ZoneStats {
 
 /// Counters of contiguous reservations (`reserve_*`, their `_wait` and
 /// `_owned` forms).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReservationStats {
     /// Reservation calls (a `_wait` call is one, however often it retries).
     pub tried: u64,

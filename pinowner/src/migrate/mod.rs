@@ -335,6 +335,13 @@ impl PageArena {
         self.moves().by_head.lock().remove(&head);
     }
 
+    /// True if the block headed by `head` (word `w`) is a movable
+    /// allocation: it moves once its pins and holders without a mover let
+    /// go.
+    pub(crate) fn is_movable_allocation(&self, head: u32, w: u64) -> bool {
+        w & MOVABLE != 0 && self.moves.get().is_some_and(|t| t.entry_at(head).is_some())
+    }
+
     /// Why the busy block headed by `head` (word `w`) cannot be moved, or
     /// `None` if it is a candidate (a movable allocation held only by its
     /// handles, none borrowing).

@@ -495,6 +495,7 @@ impl PageArena {
         let mut passes = 0;
         let mut stuck: HashMap<u32, Unmovable> = HashMap::new();
         let mut stayed: HashMap<u32, Unmovable> = HashMap::new();
+        let mut tried = std::collections::HashSet::new();
         loop {
             let mut caches = self.lock_caches(zone);
             let mut area = zone.area.lock();
@@ -574,26 +575,48 @@ impl PageArena {
             // 3. migrate: with no lock held but the zone's `reserving` (the
             // window stays isolated, so a moved block's old pages land in it
             // and no destination is taken from it), then test again.
-            // Only when every busy block may move: one that cannot (a pin,
-            // a holder without a mover, a refusal) fails the window anyway,
-            // and moving the others would be copying for nothing.
-            let movable: Vec<u32> = busy
-                .iter()
-                .filter(|&&(h, w)| !stuck.contains_key(&h) && self.why_unmovable(h, w).is_none())
-                .map(|&(h, _)| h)
-                .collect();
-            if movable.len() == busy.len() && passes < MIGRATE_PASSES && time_left {
+            // Only when every busy block may move: one that cannot fails
+            // the window anyway, and moving the others would be copying for
+            // nothing. A movable block held for now by a pin or a count
+            // without a mover (a query's short pin, an I/O in flight) may
+            // be let go soon: the pass waits and tests again, as
+            // `migrate_pages` retries a page whose count is raised.
+            let mut movable = Vec::new();
+            let mut held_for_now = 0;
+            for &(h, w) in &busy {
+                if stuck.contains_key(&h) {
+                    continue;
+                }
+                match self.why_unmovable(h, w) {
+                    None => movable.push(h),
+                    Some(Unmovable::Pinned | Unmovable::NoMover { .. }) if self.is_movable_allocation(h, w) => {
+                        held_for_now += 1;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let may_clear = movable.len() + held_for_now == busy.len();
+            if may_clear && passes < MIGRATE_PASSES && time_left {
                 drop(area);
                 drop(caches);
                 passes += 1;
+                if held_for_now > 0 {
+                    step("migrate", start, end, reason, 0);
+                    migrate_wait(passes);
+                    continue;
+                }
                 let mut moved = 0;
-                for head in movable {
+                for head in movable.iter().copied() {
+                    tried.insert(head);
                     match self.migrate_block(head, reason, Dest::Any) {
                         Ok(_) => moved += 1,
                         // Tried again on the next pass: what may end by
                         // itself soon (`migrate_pages`' -EAGAIN). No memory
                         // for a destination is not retried (its -ENOMEM).
                         Err(why @ (Unmovable::Borrowed | Unmovable::Refused { temporary: true, .. })) => {
+                            stayed.insert(head, why);
+                        }
+                        Err(why @ (Unmovable::Pinned | Unmovable::NoMover { .. })) => {
                             stayed.insert(head, why);
                         }
                         Err(why) => {
@@ -603,7 +626,7 @@ impl PageArena {
                 }
                 step("migrate", start, end, reason, moved);
                 if moved == 0 {
-                    backoff.sleep();
+                    migrate_wait(passes);
                 }
                 continue;
             }
@@ -615,7 +638,7 @@ impl PageArena {
                 let why = stuck.get(&h).or(stayed.get(&h)).copied().or_else(|| self.why_unmovable(h, w));
                 match why {
                     Some(why) => in_the_way.push(self.busy_block(h, w, start, end, why)),
-                    None if movable.len() == busy.len() => {
+                    None if tried.contains(&h) => {
                         // Every pass ran out with this block movable but
                         // never moved: a borrow or a race each time.
                         in_the_way.push(self.busy_block(h, w, start, end, Unmovable::Borrowed));
@@ -764,8 +787,25 @@ fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
 }
 
 /// Passes of a reservation that move blocks out of its window, at most (the
-/// kernel's `migrate_pages` tries ten times).
+/// kernel's `migrate_pages` tries ten times; three in the loom models, which
+/// explore every interleaving of each pass).
+#[cfg(not(loom))]
 const MIGRATE_PASSES: u32 = 10;
+#[cfg(loom)]
+const MIGRATE_PASSES: u32 = 3;
+
+/// Between migration passes that could not move everything: 20 µs, doubling
+/// up to 5 ms (about 15 ms over ten passes), for a short pin or a borrow to
+/// end.
+fn migrate_wait(pass: u32) {
+    #[cfg(not(loom))]
+    std::thread::sleep(Duration::from_micros(20 << pass.min(8)));
+    #[cfg(loom)]
+    {
+        let _ = pass;
+        crate::sync::yield_now();
+    }
+}
 
 /// What stands in a window: busy pages, their holders, and a committed run.
 #[derive(Clone, Copy, Debug)]
