@@ -62,7 +62,7 @@ fn unmovable_allocations_never_use_the_movable_zone() {
     }
     assert_eq!(held.len(), 32);
     // Movable allocations prefer the movable zone...
-    let m = arena.alloc_movable(0).unwrap().into_block();
+    let m = arena.alloc_movable(0).unwrap();
     assert_eq!(arena.zone_of(m.pfn()), Some(ZoneKind::Movable));
     assert!(m.state().flags.contains(pinowner::PageFlags::MOVABLE));
 }

@@ -339,7 +339,10 @@ impl<A: ArenaRef> MovableBlock<A> {
             this.arena.drop_entry(head);
         }
         this.entry.leave();
-        let gen = crate::page::state::gen(this.arena.desc(head).state.load(Relaxed));
+        // An ordinary allocation from now on (we hold a count: the flag is
+        // ours to clear).
+        let word = this.arena.desc(head).state.fetch_and(!crate::page::state::MOVABLE, Relaxed);
+        let gen = crate::page::state::gen(word);
         let ticket = ticket.unwrap_or(Ticket::unrecorded(gen));
         // SAFETY: `this` is never used or dropped again: its arena and entry
         // are moved out exactly once.

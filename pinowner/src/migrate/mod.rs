@@ -353,7 +353,9 @@ impl PageArena {
             return Some(Unmovable::NotMovable);
         }
         let Some(entry) = self.moves.get().and_then(|t| t.entry_at(head)) else {
-            return Some(Unmovable::NotMovable);
+            // A movable allocation whose handles are all gone: what holds it
+            // now are counts without a mover.
+            return Some(Unmovable::NoMover { holders: state::refs(w) });
         };
         let handles = entry.holders.lock().len() as u32;
         if state::refs(w) > handles {
