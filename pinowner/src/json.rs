@@ -24,7 +24,6 @@ use crate::error::ReportJsonError;
 
 use crate::alloc::FragStats;
 use crate::audit::Audit;
-use crate::page::slot::Acquirer;
 use crate::reservation::{AcquirerGroup, ContigFailure};
 use crate::stats::Stats;
 use crate::tracker::{Owner, OwnerReport, TrackerStats, REPORT_VERSION};
@@ -107,8 +106,25 @@ struct Failure {
     attributed: u32,
     busy: Vec<Busy>,
     movable: usize,
+    elsewhere: Vec<Busy>,
     by_acquirer: Vec<Group>,
     waited: Option<Waited>,
+}
+
+fn busy(b: &crate::BusyBlock) -> Busy {
+    Busy {
+        head: b.head,
+        order: b.order,
+        pages_in_window: b.pages_in_window.clone(),
+        refcount: b.state.refcount,
+        pincount: b.state.pincount,
+        flags: b.state.flags.to_string(),
+        zone: b.zone.to_string(),
+        attributed: b.attributed.map(|(_, a)| Owner::of(a)),
+        attributed_pin: b.attributed_pin,
+        unmovable: b.why.to_string(),
+        unmovable_temporary: b.why.is_temporary(),
+    }
 }
 
 impl ContigFailure {
@@ -130,7 +146,6 @@ impl ContigFailure {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_json(&self) -> String {
-        let owner = |a: Option<(Pfn, Acquirer)>| a.map(|(_, a)| Owner::of(a));
         let body = Failure {
             reason: self.reason.to_string(),
             window: self.window.clone(),
@@ -139,23 +154,8 @@ impl ContigFailure {
             holders: self.holders(),
             pins: self.pins(),
             attributed: self.attributed(),
-            busy: self
-                .busy
-                .iter()
-                .map(|b| Busy {
-                    head: b.head,
-                    order: b.order,
-                    pages_in_window: b.pages_in_window.clone(),
-                    refcount: b.state.refcount,
-                    pincount: b.state.pincount,
-                    flags: b.state.flags.to_string(),
-                    zone: b.zone.to_string(),
-                    attributed: owner(b.attributed),
-                    attributed_pin: b.attributed_pin,
-                    unmovable: b.why.to_string(),
-                    unmovable_temporary: b.why.is_temporary(),
-                })
-                .collect(),
+            busy: self.busy.iter().map(busy).collect(),
+            elsewhere: self.elsewhere.iter().map(busy).collect(),
             movable: self.movable,
             by_acquirer: groups(&self.by_acquirer()),
             waited: self.waited.map(|w| Waited {

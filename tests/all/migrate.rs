@@ -92,6 +92,14 @@ fn with_one_pinned_page_in_every_window_the_failure_names_the_pinner_and_moves_n
     assert_eq!(f.busy.len(), 1, "{f}");
     let in_window = blocks.iter().filter(|(b, _)| f.window.contains(&b.pfn())).count();
     assert_eq!(f.movable + 1, in_window, "{f}");
+    // The other windows' pinners are named too: one failure, every holder
+    // to ask.
+    assert_eq!(f.elsewhere.len(), 3, "{f}");
+    for b in &f.elsewhere {
+        assert_eq!(b.why, Unmovable::Pinned);
+        assert_eq!(b.attributed.map(|(_, a)| a.subsystem()), Some(Some("dma")), "{f}");
+        assert!(!f.window.contains(&b.head));
+    }
     check(&blocks);
     drop(pins);
     let run = arena.reserve_contig(WINDOW, WINDOW, Reason::Contig).unwrap();

@@ -60,6 +60,11 @@ pub struct ContigFailure {
     /// in [`busy`](Self::busy) not failed the window (they were left where
     /// they were: moving them would not have made room).
     pub movable: usize,
+    /// For `reserve_contig` when every window considered had a block that
+    /// cannot move: those blocks in the other windows (the first
+    /// 64 of them), so one failure names every holder to ask. Empty
+    /// otherwise.
+    pub elsewhere: Vec<BusyBlock>,
     /// Aligned windows considered (1 for `reserve_range`).
     pub windows_considered: usize,
     /// What happened while [`PageArena::reserve_contig_wait`](crate::PageArena::reserve_contig_wait) waited, if it
@@ -213,6 +218,13 @@ impl core::fmt::Display for ContigFailure {
                 None => write!(f, " owner=unattributed")?,
             }
             writeln!(f, " unmovable: {}", b.why)?;
+        }
+        if !self.elsewhere.is_empty() {
+            writeln!(f, "  every window has a block that cannot move; in the other windows:")?;
+            for b in &self.elsewhere {
+                let who = b.attributed.map_or_else(|| "unattributed".to_owned(), |(_, a)| a.to_string());
+                writeln!(f, "    pfn={:#x} order={} {who} unmovable: {}", b.head, b.order, b.why)?;
+            }
         }
         if self.movable > 0 {
             writeln!(f, "  {} more busy blocks could have moved out", self.movable)?;

@@ -249,7 +249,31 @@ impl PageArena {
             return Err(ContigError::Overlap { start: start as Pfn, end, run: run as Pfn });
         }
         let request = Request { reason, pages, align, start: None };
-        self.reserve_window(zone, start, pages as u32, request, considered, who, deadline)
+        let r = self.reserve_window(zone, start, pages as u32, request, considered, who, deadline);
+        match r {
+            Err(ContigError::Busy(mut f)) if load.unmovable > 0 => {
+                // Every window had something that cannot move: name it in
+                // the others too, so one failure lists every holder to ask.
+                let mut w = first;
+                let mut windows = 0;
+                while w + pages <= zone.end as usize && windows < MAX_ELSEWHERE {
+                    let (ws, we) = (w as u32, (w + pages) as u32);
+                    if ws != start {
+                        windows += 1;
+                        self.for_each_block(ws, we, |head, word| {
+                            if word & FREE == 0 && word & COUNTS != 0 {
+                                if let Some(why) = self.why_unmovable(head, word) {
+                                    f.elsewhere.push(self.busy_block(head, word, ws, we, why));
+                                }
+                            }
+                        });
+                    }
+                    w += align;
+                }
+                Err(ContigError::Busy(f))
+            }
+            r => r,
+        }
     }
 
     /// Like [`reserve_contig`](Self::reserve_contig), but on failure waits
@@ -651,6 +675,7 @@ impl PageArena {
                 window: start as Pfn..end as Pfn,
                 busy: in_the_way,
                 movable: could_move,
+                elsewhere: Vec::new(),
                 windows_considered: considered,
                 waited: None,
             };
@@ -785,6 +810,10 @@ fn step(step: &'static str, start: u32, end: u32, reason: Reason, n: usize) {
         || tracing::debug!(target: "pinowner::reserve", step, start_pfn = start, end_pfn = end, %reason, n, "reservation step"),
     );
 }
+
+/// Other windows whose unmovable blocks a failed `reserve_contig` names, at
+/// most.
+const MAX_ELSEWHERE: usize = 64;
 
 /// Passes of a reservation that move blocks out of its window, at most (the
 /// kernel's `migrate_pages` tries ten times; three in the loom models, which
