@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pinowner::{
     pin_scope, AcquireError, ContigError, EventKind, MovableBlock, MoveOutcome, PageArena, Reason, Unmovable, ZoneKind,
@@ -483,4 +484,21 @@ fn migration_under_every_operation_at_once_loses_nothing() {
     });
     arena.verify().unwrap();
     assert_eq!(arena.free_pages(), arena.pages());
+}
+
+#[test]
+fn a_pin_held_past_the_threshold_is_flagged_long_in_reports() {
+    let tracking = pinowner::Tracking { depth: 0, long_pin: Duration::from_millis(30), ..Default::default() };
+    let arena = PageArena::builder().pages(64).movable_pages(32).tracking(tracking).build().unwrap();
+    let b = arena.alloc_movable(0).unwrap();
+    assert_eq!(arena.arm(b.pfn()..b.pfn() + 1, Reason::Custom("watch")), 1);
+    let long = b.pin(0).unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let short = b.pin(0).unwrap();
+    let report = arena.owner_report();
+    let pins: Vec<_> = report.pages[0].outstanding.iter().filter(|h| h.kind == EventKind::Pin).collect();
+    assert_eq!(pins.len(), 2);
+    assert_eq!(pins.iter().filter(|h| h.long).count(), 1, "{report}");
+    assert!(report.to_string().contains("(a long pin)"), "{report}");
+    drop((long, short));
 }

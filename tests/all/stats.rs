@@ -128,3 +128,20 @@ fn a_blocked_reservation_names_who_is_in_the_way_at_info_in_its_span() {
     assert!(log.contains("outcome=\"reserved\""), "{log}");
     assert!(!log.contains("reservation blocked"), "{log}");
 }
+
+#[test]
+fn stats_count_armed_pages_as_well_as_armed_blocks() {
+    let arena = PageArena::builder().pages(64).movable_pages(32).build().unwrap();
+    let big = arena.alloc(2).unwrap();
+    let small = arena.alloc(0).unwrap();
+    assert_eq!(arena.arm(big.pfn()..big.pfn() + 4, Reason::Custom("watch")), 1);
+    assert_eq!(arena.arm(small.pfn()..small.pfn() + 1, Reason::Custom("watch")), 1);
+    let t = arena.stats().tracker;
+    assert_eq!((t.armed_blocks, t.armed_pages), (2, 5));
+    drop(big);
+    let t = arena.stats().tracker;
+    assert_eq!((t.armed_blocks, t.armed_pages), (1, 1));
+    assert_eq!(arena.disarm_all(), 1);
+    assert_eq!(arena.stats().tracker.armed_pages, 0);
+    drop(small);
+}

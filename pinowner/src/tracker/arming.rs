@@ -32,7 +32,7 @@ impl PageArena {
                 Err(cur) => old = cur,
             }
         }
-        t.armed_blocks.fetch_add(1, Relaxed);
+        t.armed(old, 1);
         let (_, seq) = t.record(Change::block(EventKind::Arm, head, old, old | TRACKED, by, None), false);
         self.record_found_holder(t, head, old | TRACKED, seq);
         Some(true)
@@ -75,7 +75,7 @@ impl PageArena {
                 Err(cur) => old = cur,
             }
         }
-        t.armed_blocks.fetch_sub(1, Relaxed);
+        t.armed(old, -1);
         t.record(Change::block(EventKind::Disarm(cause), head, old, old & !TRACKED, None, None), false);
         true
     }

@@ -112,6 +112,11 @@ pub struct Tracking {
     /// build). [`Unwinder::FramePointers`] is some 50 times cheaper per
     /// frame, for programs built with frame pointers.
     pub unwinder: Unwinder,
+    /// A pin held at least this long is flagged long in reports
+    /// ([`Holder::long`](report::Holder::long); default 1 s): plain pins of
+    /// movable pages are meant for short I/O, and a long one keeps its page
+    /// from moving (the pin page control RFC's "what is 'for a while'").
+    pub long_pin: Duration,
 }
 
 impl Default for Tracking {
@@ -122,6 +127,7 @@ impl Default for Tracking {
             depot_bytes: depot::DEFAULT_MAX_BYTES,
             eager: false,
             unwinder: Unwinder::Dwarf,
+            long_pin: Duration::from_secs(1),
         }
     }
 }
@@ -314,6 +320,9 @@ pub const EAGER_ARMING: u32 = u32::MAX;
 pub struct TrackerStats {
     /// Blocks armed now.
     pub armed_blocks: u64,
+    /// Pages in the blocks armed now.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub armed_pages: u64,
     /// Armings so far.
     pub armings: u64,
     /// Arming records forgotten because more than [`MAX_ARMINGS`] were kept
@@ -438,6 +447,7 @@ pub(crate) struct Tracker {
     seq: AtomicU64,
     dropped: AtomicU64,
     armed_blocks: AtomicU64,
+    armed_pages: AtomicU64,
     /// Counts recorded on armed blocks and still held.
     pub(crate) holds: Mutex<holds::Holds>,
     /// Moves on every release of an armed block; `reserve_contig_wait`
@@ -448,6 +458,19 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
+    /// One block armed (`by` 1) or disarmed (-1), its word being `word`:
+    /// the counts of armed blocks and of their pages.
+    pub(crate) fn armed(&self, word: u64, by: i64) {
+        let pages = 1u64 << state::order(word);
+        if by > 0 {
+            self.armed_blocks.fetch_add(1, Relaxed);
+            self.armed_pages.fetch_add(pages, Relaxed);
+        } else {
+            self.armed_blocks.fetch_sub(1, Relaxed);
+            self.armed_pages.fetch_sub(pages, Relaxed);
+        }
+    }
+
     fn new(config: Tracking, pages: usize) -> Tracker {
         #[cfg(not(loom))]
         let ext = {
@@ -471,6 +494,7 @@ impl Tracker {
             seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             armed_blocks: AtomicU64::new(0),
+            armed_pages: AtomicU64::new(0),
             holds: Mutex::new(holds::Holds::default()),
             releases: AtomicU64::new(0),
             wait_lock: Mutex::new(()),
@@ -632,6 +656,7 @@ impl Tracker {
         };
         TrackerStats {
             armed_blocks: self.armed_blocks.load(Relaxed),
+            armed_pages: self.armed_pages.load(Relaxed),
             armings: u64::from(self.next_arming.load(Relaxed) - 1),
             armings_dropped: self.armings_dropped.load(Relaxed),
             recorded: self.seq.load(Relaxed),
@@ -815,17 +840,16 @@ impl PageArena {
         if old & TRACKED != 0 {
             return 0;
         }
-        t.armed_blocks.fetch_add(1, Relaxed);
+        t.armed(word, 1);
         let before = word & !(COUNTS | TRACKED);
         let gen = Some(state::gen(word));
         t.record(Change::block(EventKind::Alloc, head, before, word | TRACKED, who.acquirer(), gen), true).0
     }
 
-    /// Records the disarm of a block whose last count the caller dropped.
-    #[cold]
     /// Records that the armed block headed by `head` moved to `to` (its
     /// word went from `old` to `new`, every count gone), and that it is
     /// freed.
+    #[cold]
     pub(crate) fn record_migrated(&self, head: u32, to: u32, old: u64, new: u64) {
         if let Some(t) = self.tracker.get() {
             let kind = EventKind::Migrated { to: to as Pfn };
@@ -834,9 +858,11 @@ impl PageArena {
         self.record_freed(head, old, new);
     }
 
+    /// Records the disarm of a block whose last count the caller dropped.
+    #[cold]
     pub(crate) fn record_freed(&self, head: u32, old: u64, new: u64) {
         if let Some(t) = self.tracker.get() {
-            t.armed_blocks.fetch_sub(1, Relaxed);
+            t.armed(old, -1);
             t.record(Change::block(EventKind::Disarm(DisarmCause::Freed), head, old, new, None, None), false);
         }
     }

@@ -131,6 +131,12 @@ pub struct Holder {
     /// attributed), not seen acquiring: held at least since `since_ns`, no
     /// stack.
     pub from_arming: bool,
+    /// A pin held at least [`Tracking::long_pin`](crate::Tracking::long_pin)
+    /// so far: a long pin, which keeps its page from moving (a long-term
+    /// user should pin with [`pin_longterm`](crate::PageArena::pin_longterm),
+    /// which moves the page out of the movable zone first).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub long: bool,
 }
 
 /// A recorded release.
@@ -494,6 +500,7 @@ impl PageArena {
         };
         let Some(t) = self.tracker.get() else { return empty };
         let now = t.now();
+        let long_pin = ns(t.config().long_pin);
         let armings = t.armings();
         // Lookups by arming and by block, built once: the report stays
         // linear in armings, blocks and events.
@@ -657,6 +664,7 @@ impl PageArena {
                     held_ns: held,
                     stack: e.stack.map(|s| s.get()),
                     from_arming: e.from_arming,
+                    long: e.kind.is_pin() && held >= long_pin,
                 });
             }
             if let (Some((a, _, pin)), false) = (hold, attributed_is_recorded) {

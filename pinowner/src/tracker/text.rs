@@ -86,7 +86,12 @@ impl fmt::Display for OwnerReport {
                 p.attributed.as_ref().map_or(String::new(), |a| format!("; latest acquirer {a}"))
             )?;
             for h in &p.outstanding {
-                let found = if h.from_arming { " (found at arming: held at least)" } else { "" };
+                let found = match (h.from_arming, h.long) {
+                    (true, true) => " (found at arming: held at least; a long pin)",
+                    (true, false) => " (found at arming: held at least)",
+                    (false, true) => " (a long pin)",
+                    (false, false) => "",
+                };
                 writeln!(
                     f,
                     "  holding {} pfn={:#x} for {}{found} by {} thread={}",
