@@ -7,8 +7,9 @@
 //! - `move_2m`: the same for an order-9 block (2 MiB).
 //! - `reserve_2mib_migrating`: `reserve_range` of a 2 MiB window in which
 //!   10% of the pages (51 order-0 movable blocks, spread) must move out,
-//!   against the same reservation of an empty window; each iteration gets a
-//!   fresh arena (set-up not timed).
+//!   against the same reservation of an empty window; and `reserve_contig`
+//!   of 2 MiB in a movable zone 90% full of movable blocks (about 460 move);
+//!   each iteration gets a fresh arena (set-up not timed).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -100,6 +101,32 @@ fn reserve_migrating(c: &mut Criterion) {
                 assert_eq!(held.len(), 51);
                 drop(black_box(a.reserve_range(WINDOW, WINDOW, Reason::Shrink).unwrap()));
                 (a, held) // dropped untimed
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // The case: a movable zone 90% full of movable blocks (every
+    // tenth freed, so every window has holes), `reserve_contig` of 2 MiB:
+    // about 460 blocks move out of the best window.
+    let full = || {
+        let a = Arc::new(arena(WINDOW, 4 * WINDOW));
+        let mut all: Vec<_> = (0..4 * WINDOW).map(|_| a.alloc_movable_owned(0).unwrap()).collect();
+        for b in &mut all {
+            b.borrow_mut().unwrap().fill(3);
+        }
+        let mut i = 0;
+        all.retain(|_| {
+            i += 1;
+            i % 10 != 0
+        });
+        (a, all)
+    };
+    g.bench_function("reserve_contig in a movable zone 90% full of movable blocks", |b| {
+        b.iter_batched(
+            full,
+            |(a, held)| {
+                drop(black_box(a.reserve_contig(WINDOW, WINDOW, Reason::Contig).unwrap()));
+                (a, held)
             },
             BatchSize::PerIteration,
         )
