@@ -432,9 +432,8 @@ impl PageArena {
         self.handed_out(new, order);
         let (old_off, len) = self.byte_range(head, order);
         let (new_off, _) = self.byte_range(new, order);
-        // SAFETY: the old block is frozen (no borrow is live, none can
-        // start, and no count can be added through the API): nothing writes
-        // it while this lives.
+        // SAFETY: the old block is frozen (no borrow live or starting, no count
+        // addable through the API): nothing writes it while this lives.
         let old_bytes = unsafe { self.region.bytes(old_off, len) };
         // SAFETY: the new block was just allocated for this migration and
         // no handle to it exists: the bytes are ours.
