@@ -371,7 +371,7 @@ impl PageArena {
     /// outside any isolated window (decided inside the release's
     /// compare-and-swap, so `ISOLATED` is checked atomically with it).
     #[inline(always)]
-    fn cache_bound(zone: &Zone, old: u64) -> Option<&Pcp> {
+    pub(crate) fn cache_bound(zone: &Zone, old: u64) -> Option<&Pcp> {
         zone.pcp.as_ref().filter(|p| p.caches(state::order(old)) && old & state::ISOLATED == 0)
     }
 

@@ -309,7 +309,8 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// being moved by someone else right now counts as
     /// [`Borrowed`](super::Unmovable::Borrowed).
     pub fn relocate(&self) -> Result<Pfn, super::Unmovable> {
-        self.arena.migrate_block(self.entry.head(), crate::Reason::Compaction, super::Dest::Any).map(|p| p as Pfn)
+        let head = self.entry.head();
+        self.arena.migrate_entry(&self.entry, head, crate::Reason::Compaction, super::Dest::Any).map(|p| p as Pfn)
     }
 
     /// A long-term pin on page `index` of the block: moved to the normal

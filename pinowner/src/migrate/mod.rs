@@ -43,7 +43,7 @@ pub use mover::{Migration, MoveOutcome, Mover};
 pub use pins::{LongtermPinError, RangePin, RangePinError};
 
 use crate::page::slot::{Acquirer, Who};
-use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, REF_ONE, TRACKED};
+use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, PCP, REF_ONE, TRACKED};
 use crate::reservation::Reason;
 use crate::sync::AtomicU64;
 use crate::sync::Mutex;
@@ -223,11 +223,35 @@ impl Entry {
     }
 }
 
+/// Block heads hash by one multiplication (the keys are distinct page
+/// numbers, not attacker-chosen strings): cheaper than SipHash on the
+/// moving path, which looks up and re-keys an entry per move.
+#[derive(Clone, Copy, Default)]
+struct PfnHasher(u64);
+
+impl core::hash::Hasher for PfnHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type ByHead = HashMap<u32, Arc<Entry>, core::hash::BuildHasherDefault<PfnHasher>>;
+
 /// The arena's movable allocations: entries by block head, and every
 /// page's migration history. Made on the first movable allocation.
 pub(crate) struct MoveTable {
     /// Block head → its entry.
-    by_head: Mutex<HashMap<u32, Arc<Entry>>>,
+    by_head: Mutex<ByHead>,
     /// Per page: moves (low 32 bits) and the last reason's index in
     /// `reasons` (high 32 bits); 0 if it never moved.
     history: Box<[AtomicU64]>,
@@ -249,7 +273,7 @@ impl core::fmt::Debug for MoveTable {
 impl MoveTable {
     fn new(pages: u32) -> MoveTable {
         MoveTable {
-            by_head: Mutex::new(HashMap::new()),
+            by_head: Mutex::new(ByHead::default()),
             history: (0..pages).map(|_| AtomicU64::new(0)).collect(),
             reasons: Mutex::new(Vec::new()),
             moved_blocks: AtomicU64::new(0),
@@ -370,6 +394,18 @@ impl PageArena {
         let Some(entry) = self.moves.get().and_then(|t| t.entry_at(head)) else {
             return Err(Unmovable::NotMovable);
         };
+        self.migrate_entry(&entry, head, reason, dest)
+    }
+
+    /// [`migrate_block`](Self::migrate_block) for a caller that has the
+    /// block's entry (a handle moving its own block).
+    pub(crate) fn migrate_entry(
+        &self,
+        entry: &Arc<Entry>,
+        head: u32,
+        reason: Reason,
+        dest: Dest,
+    ) -> Result<u32, Unmovable> {
         // 1. Freeze the entry.
         let ew = entry.word.load(Acquire);
         if ew & PFN_MASK != head as u64 || ew & FROZEN != 0 {
@@ -502,20 +538,26 @@ impl PageArena {
         // The old block: every count gone in one swap (a by-number
         // acquisition needs a count, so the old page is never resurrected),
         // then freed like a last release.
+        let zone = self.zone_for(head);
         let mut was = frozen;
-        let dead = loop {
+        let (dead, cache) = loop {
             // Only flags move on a frozen block (an arming's `TRACKED`).
             debug_assert_eq!(was & (COUNTS | EXCLUSIVE), frozen & (COUNTS | EXCLUSIVE));
             let dead = (was & !(COUNTS | EXCLUSIVE)).wrapping_add(GEN_ONE);
-            match d.state.compare_exchange_weak(was, dead, Release, Relaxed) {
-                Ok(_) => break dead,
+            // Like a last release: into the thread's cache when its order
+            // is cached and no window is isolated over it (decided in this
+            // swap); an armed block goes to the lists, after its record.
+            let cache = if was & TRACKED == 0 { Self::cache_bound(zone, was) } else { None };
+            let word = if cache.is_some() { crate::alloc::free_head_word(dead, order, PCP) } else { dead };
+            match d.state.compare_exchange_weak(was, word, Release, Relaxed) {
+                Ok(_) => break (dead, cache),
                 Err(cur) => was = cur,
             }
         };
         if was & TRACKED != 0 {
             self.record_migrated(head, new, was, dead);
         }
-        self.free_released(self.zone_for(head), None, head, order);
+        self.free_released(zone, cache, head, order);
         Ok(new)
     }
 }
