@@ -134,11 +134,12 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(p, 0)
 }
 
-// SAFETY: blocks are arena pages, valid until deallocated (they are held by
-// a raw reference until then) or the arena is dropped, which a borrow
+// Blocks are arena pages, valid until deallocated (they are held by a raw
+// reference until then) or the arena is dropped, which a borrow
 // (`&PageArena`, through allocator-api2's impl for references) or the
 // collection owning the allocator orders after the frees; moving a
-// `PageArena` does not move its region. Each block is handed out once.
+// `PageArena` does not move its region.
+// SAFETY: so each block stays valid while allocated and is handed out once.
 unsafe impl Allocator for PageArena {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         self.api_alloc(layout, false)
@@ -200,9 +201,9 @@ impl ArenaAllocator {
     }
 }
 
-// SAFETY: every clone reaches the same arena, which the `Arc` keeps alive
-// while any clone (and so any collection using one) lives; the rest is the
-// arena's own impl.
+// Every clone reaches the same arena, which the `Arc` keeps alive while any
+// clone (and so any collection using one) lives.
+// SAFETY: so the arena's own impl's promises hold for every clone.
 unsafe impl Allocator for ArenaAllocator {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         self.0.api_alloc(layout, false)

@@ -154,22 +154,7 @@ impl<A: ArenaRef> Block<A> {
     /// [`BorrowError::Shared`] if other references or pins exist;
     /// [`BorrowError::Exclusive`] if an earlier guard was leaked.
     pub fn bytes_mut(&mut self) -> Result<BlockBytesMut<'_>, BorrowError> {
-        let d = self.arena.desc(self.pfn);
-        let mut old = d.state.load(Relaxed);
-        loop {
-            let (pfn, state) = (self.pfn as Pfn, PageState::from_word(old));
-            if old & EXCLUSIVE != 0 {
-                // `&mut self`: no guard of ours lives, so one leaked.
-                return Err(BorrowError::Exclusive { pfn, state });
-            }
-            if old & COUNTS != REF_ONE {
-                return Err(BorrowError::Shared { pfn, state });
-            }
-            match d.state.compare_exchange_weak(old, old | EXCLUSIVE, Acquire, Relaxed) {
-                Ok(_) => break,
-                Err(cur) => old = cur,
-            }
-        }
+        self.arena.lend_exclusive(self.pfn)?;
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
         // EXCLUSIVE stops any new holder until the guard drops, and the guard
         // borrows `self` mutably, so this block lends nothing else meanwhile.
@@ -259,6 +244,30 @@ impl<A: ArenaRef> Drop for Block<A> {
             self.arena.release_hold(hd, self.pfn, Count::Ref, Some(self.ticket.gen()), self.ticket.hold());
         } else {
             self.arena.release_held(hd, self.pfn, Count::Ref, Some(self.ticket.gen()));
+        }
+    }
+}
+
+impl PageArena {
+    /// Marks the block headed by `head` lent out exclusively (`EXCLUSIVE`),
+    /// if the caller's one reference is its only count: from then on no
+    /// holder may appear by any path until the flag is cleared.
+    pub(crate) fn lend_exclusive(&self, head: u32) -> Result<(), BorrowError> {
+        let d = self.desc(head);
+        let mut old = d.state.load(Relaxed);
+        loop {
+            let (pfn, state) = (head as Pfn, PageState::from_word(old));
+            if old & EXCLUSIVE != 0 {
+                // The caller lends nothing else now: a guard leaked.
+                return Err(BorrowError::Exclusive { pfn, state });
+            }
+            if old & COUNTS != REF_ONE {
+                return Err(BorrowError::Shared { pfn, state });
+            }
+            match d.state.compare_exchange_weak(old, old | EXCLUSIVE, Acquire, Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(cur) => old = cur,
+            }
         }
     }
 }

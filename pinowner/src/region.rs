@@ -262,10 +262,9 @@ impl Region {
             #[cfg(unix)]
             BackingKind::Anonymous | BackingKind::HugeTlb | BackingKind::TransparentHuge => {
                 let advice = if dont_need { libc::MADV_DONTNEED } else { libc::MADV_FREE };
-                // SAFETY: the range lies inside our private anonymous mapping
-                // (checked by `ptr`) and is page-aligned; nobody else uses it
-                // (the caller's promise), so dropping its contents is ours
-                // to do. madvise touches no Rust-visible memory.
+                // The range lies inside our private anonymous mapping (checked
+                // by `ptr`), page-aligned; madvise touches no Rust memory.
+                // SAFETY: nobody else uses the range (the caller's promise).
                 let r = unsafe { libc::madvise(p.as_ptr().cast(), len, advice) };
                 if r == 0 {
                     Ok(dont_need)

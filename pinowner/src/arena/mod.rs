@@ -379,9 +379,8 @@ impl PageArena {
         self.ext.take_zeroed(pfn, 1 << order, |first, pages| {
             let (off, _) = self.byte_range(first, 0);
             let len = (pages as usize) << self.page_shift;
-            // SAFETY: the block was just allocated and no handle to it
-            // exists yet: we have exclusive access to its bytes, and
-            // `first..first + pages` lies inside it.
+            // `first..first + pages` lies inside the block just allocated.
+            // SAFETY: no handle to it exists yet: its bytes are ours alone.
             unsafe { self.region.zero(off, len) };
         });
     }

@@ -7,9 +7,9 @@ use super::{Entry, Migrated, Mover};
 use crate::arena::Ticket;
 use crate::error::{AcquireError, AllocError, BorrowError};
 use crate::handle::{ArenaRef, PagePin, PageRef};
-use crate::page::state::{Count, COUNTS, EXCLUSIVE, REF_ONE};
+use crate::page::state::{Count, EXCLUSIVE};
 use crate::page::PageState;
-use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::Ordering::{Relaxed, Release};
 use crate::{PageArena, Pfn};
 
 /// A movable allocation: a block of `2^order` pages whose owner does not
@@ -210,25 +210,9 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// (through [`pin`](Self::pin)'s block) keeps it lent out.
     pub fn borrow_mut(&mut self) -> Result<MoveBorrowMut<'_>, BorrowError> {
         let head = self.entry.enter();
-        let d = self.arena.desc(head);
-        let mut old = d.state.load(Relaxed);
-        loop {
-            let (pfn, state) = (head as Pfn, PageState::from_word(old));
-            let refused = if old & EXCLUSIVE != 0 {
-                Some(BorrowError::Exclusive { pfn, state })
-            } else if old & COUNTS != REF_ONE {
-                Some(BorrowError::Shared { pfn, state })
-            } else {
-                None
-            };
-            if let Some(e) = refused {
-                self.entry.leave();
-                return Err(e);
-            }
-            match d.state.compare_exchange_weak(old, old | EXCLUSIVE, Acquire, Relaxed) {
-                Ok(_) => break,
-                Err(cur) => old = cur,
-            }
+        if let Err(e) = self.arena.lend_exclusive(head) {
+            self.entry.leave();
+            return Err(e);
         }
         let (off, len) = self.arena.byte_range(head, self.entry.order);
         // `EXCLUSIVE` stops any new holder and the borrow stops any move

@@ -172,18 +172,11 @@ impl Entry {
     /// head, which stays the block's until [`leave`](Self::leave).
     pub(crate) fn enter(&self) -> u32 {
         let mut backoff = crate::sync::Backoff::default();
-        let mut w = self.word.load(Acquire);
         loop {
-            if w & FROZEN != 0 {
-                backoff.sleep();
-                w = self.word.load(Acquire);
-                continue;
+            if let Some(head) = self.try_enter() {
+                return head;
             }
-            assert!(w & BORROW_MASK != BORROW_MASK, "too many live borrows of one movable block");
-            match self.word.compare_exchange_weak(w, w + BORROW_ONE, Acquire, Acquire) {
-                Ok(_) => return (w & PFN_MASK) as u32,
-                Err(cur) => w = cur,
-            }
+            backoff.sleep();
         }
     }
 
@@ -191,6 +184,7 @@ impl Entry {
     pub(crate) fn try_enter(&self) -> Option<u32> {
         let mut w = self.word.load(Acquire);
         while w & FROZEN == 0 {
+            assert!(w & BORROW_MASK != BORROW_MASK, "too many live borrows of one movable block");
             match self.word.compare_exchange_weak(w, w + BORROW_ONE, Acquire, Acquire) {
                 Ok(_) => return Some((w & PFN_MASK) as u32),
                 Err(cur) => w = cur,

@@ -94,20 +94,15 @@ impl PageArena {
     /// ```
     #[track_caller]
     pub fn pin_range(&self, start: Pfn, pages: usize) -> Result<RangePin<&PageArena>, RangePinError> {
-        let who = crate::owner_here();
         let end = start.saturating_add(pages);
         let mut pins = Vec::new();
         let mut p = start;
         while p < end {
-            match self.acquire_pfn(p, Count::Pin, who, false) {
-                Ok((hd, ticket)) => {
-                    let head = self.pfn_of(hd);
-                    let w = hd.state.load(crate::sync::Ordering::Relaxed);
-                    pins.push(PagePin::from_parts(self, hd, p as u32, ticket));
-                    p = (head as Pfn + (1usize << state::order(w))).max(p + 1);
-                }
-                Err(error) => return Err(RangePinError { pfn: p, error }),
-            }
+            let pin = self.pin(p).map_err(|error| RangePinError { pfn: p, error })?;
+            // On to the first page past the pinned block.
+            let order = state::order(self.desc(pin.head() as u32).state.load(crate::sync::Ordering::Relaxed));
+            p = (pin.head() + (1usize << order)).max(p + 1);
+            pins.push(pin);
         }
         Ok(RangePin { range: start..end, pins })
     }
@@ -143,8 +138,7 @@ impl PageArena {
         let who = crate::owner_here();
         let info = self.page_info(pfn)?;
         if info.zone == ZoneKind::Normal {
-            let (hd, ticket) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
-            return Ok(PagePin::from_parts(self, hd, pfn as u32, ticket));
+            return Ok(self.pin(pfn)?);
         }
         let head = info.head as u32;
         let offset = (pfn - info.head) as u32;

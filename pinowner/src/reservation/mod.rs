@@ -637,10 +637,13 @@ impl PageArena {
                         // Tried again on the next pass: what may end by
                         // itself soon (`migrate_pages`' -EAGAIN). No memory
                         // for a destination is not retried (its -ENOMEM).
-                        Err(why @ (Unmovable::Borrowed | Unmovable::Refused { temporary: true, .. })) => {
-                            stayed.insert(head, why);
-                        }
-                        Err(why @ (Unmovable::Pinned | Unmovable::NoMover { .. })) => {
+                        // A count taken meanwhile is retried the same way.
+                        Err(
+                            why @ (Unmovable::Borrowed
+                            | Unmovable::Refused { temporary: true, .. }
+                            | Unmovable::Pinned
+                            | Unmovable::NoMover { .. }),
+                        ) => {
                             stayed.insert(head, why);
                         }
                         Err(why) => {

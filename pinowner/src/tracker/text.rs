@@ -86,12 +86,9 @@ impl fmt::Display for OwnerReport {
                 p.attributed.as_ref().map_or(String::new(), |a| format!("; latest acquirer {a}"))
             )?;
             for h in &p.outstanding {
-                let found = match (h.from_arming, h.long) {
-                    (true, true) => " (found at arming: held at least; a long pin)",
-                    (true, false) => " (found at arming: held at least)",
-                    (false, true) => " (a long pin)",
-                    (false, false) => "",
-                };
+                let arming = if h.from_arming { " (found at arming: held at least)" } else { "" };
+                let long = if h.long { " (a long pin)" } else { "" };
+                let found = format!("{arming}{long}");
                 writeln!(
                     f,
                     "  holding {} pfn={:#x} for {}{found} by {} thread={}",
