@@ -26,7 +26,11 @@
 //! release the design requires), `floor_cas_store` (the same with the
 //! owner-slot store), `floor_pfn` (load and compare-and-swap twice: a
 //! by-number get and its release), `floor_load` (the bare pair with one
-//! unused load between). The functions
+//! unused load between), and moving: `relocate_4k` (`MovableBlock::relocate`
+//! of a 4 KiB block through the zone lock), `relocate_4k_cache` (with
+//! thread caches), `copy_4k` (the 4 KiB copy a move contains, between two
+//! pages of the same arena) and `floor_move` (that copy with the three
+//! compare-and-swaps a move needs, on bare atomics). The functions
 //! are also the place to read the generated code:
 //! `objdump -d --no-show-raw-insn $B | grep -A60 '<hot_path_insn::ref_clone>:'`.
 
@@ -105,6 +109,34 @@ fn floor_load(w: &AtomicU64) {
     w.fetch_sub(1, Ordering::Release);
 }
 
+/// Moves a movable 4 KiB block to another page (issue 10's `move_4k` row).
+#[inline(never)]
+fn relocate(m: &pinowner::MovableBlock<&PageArena>) {
+    black_box(m.relocate().unwrap());
+}
+
+/// The copy a 4 KiB move contains.
+#[inline(never)]
+fn copy_4k(dst: &mut [u8], src: &[u8]) {
+    dst.copy_from_slice(black_box(src));
+}
+
+/// The floor of a 4 KiB move: the copy and the three compare-and-swaps a
+/// move cannot do without (freeze the handle's entry, freeze the block
+/// against acquisitions by number, drop the old block's counts in one
+/// swap), on bare atomics; the destination's claim and the entry's switch
+/// are plain stores, as they are through a thread cache.
+#[inline(never)]
+fn floor_move(w: &[AtomicU64; 2], dst: &mut [u8], src: &[u8]) {
+    let e = w[0].load(Ordering::Relaxed);
+    let _ = w[0].compare_exchange(e, e | 1 << 62, Ordering::Acquire, Ordering::Relaxed);
+    let b = w[1].load(Ordering::Relaxed);
+    let _ = w[1].compare_exchange(b, b | 1 << 40, Ordering::Acquire, Ordering::Relaxed);
+    dst.copy_from_slice(black_box(src));
+    w[0].store(e, Ordering::Release);
+    let _ = w[1].compare_exchange(b | 1 << 40, b, Ordering::Release, Ordering::Relaxed);
+}
+
 /// Calls `f` once, then `iters` times.
 fn repeat(iters: u64, f: impl Fn()) {
     f();
@@ -158,6 +190,20 @@ fn main() {
     let p = pinned.pin(0).unwrap();
     let rp = pinned.page_ref(0);
     let counter = AtomicU32::new(1);
+    // Moving: a movable zone, anonymous memory, with and without caches.
+    let movable = |cache: bool| {
+        let b = PageArena::builder().pages(256).movable_pages(128).backing(pinowner::Backing::Anonymous);
+        let b = if cache { b.thread_cache(pinowner::ThreadCache::default()) } else { b };
+        b.build().unwrap()
+    };
+    let (moving, moving_cached) = (movable(false), movable(true));
+    let (mut src, mut dst) = (moving.alloc(0).unwrap(), moving.alloc(0).unwrap());
+    src.bytes_mut().unwrap().fill(1);
+    dst.bytes_mut().unwrap().fill(0);
+    let mut mv = moving.alloc_movable(0).unwrap();
+    mv.borrow_mut().unwrap().fill(2);
+    let mut mvc = moving_cached.alloc_movable(0).unwrap();
+    mvc.borrow_mut().unwrap().fill(2);
     let word = [AtomicU64::new(1), AtomicU64::new(0)];
     match case.as_str() {
         "loop" => run!(empty),
@@ -172,6 +218,18 @@ fn main() {
         "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),
         "floor_pfn" => run!(|| floor_pfn(black_box(&word[0]))),
         "floor_load" => run!(|| floor_load(black_box(&word[0]))),
+        "relocate_4k" => run!(|| relocate(black_box(&mv))),
+        "relocate_4k_cache" => run!(|| relocate(black_box(&mvc))),
+        "copy_4k" | "floor_move" => {
+            // Two pages of the moving arena, borrowed once: the bare copy.
+            let s = src.bytes();
+            let d = std::cell::RefCell::new(dst.bytes_mut().unwrap());
+            if case == "copy_4k" {
+                run!(|| copy_4k(&mut d.borrow_mut(), s))
+            } else {
+                run!(|| floor_move(black_box(&word), &mut d.borrow_mut(), s))
+            }
+        }
         other => panic!("unknown case {other:?}"),
     }
     // Every count was given back: the blocks, `r`, `p` and `rp`.

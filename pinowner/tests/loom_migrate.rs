@@ -168,3 +168,23 @@ fn two_reservations_migrating_into_each_others_windows_lose_nothing() {
         assert_eq!(arena.free_pages(), 4);
     });
 }
+
+/// A reservation reads a movable block's entry out of the arena's table
+/// (to ask why it stays, and to move it) while the block's last handle
+/// drops, which takes the entry out of the table and releases it: the
+/// reservation never adds a count to a released entry (loom's `Arc`
+/// panics if it does), and no page is lost whichever comes first.
+#[test]
+fn a_reservation_reading_an_entry_never_revives_one_its_last_handle_released() {
+    model("a_reservation_reading_an_entry_never_revives_one_its_last_handle_released", || {
+        let arena = arena();
+        let m = arena.alloc_movable_owned(0).unwrap();
+        let old = m.pfn();
+        let dropper = thread::spawn(move || drop(m));
+        let run = arena.reserve_range(old, 1, Reason::Shrink);
+        dropper.join().unwrap();
+        drop(run);
+        arena.verify().unwrap();
+        assert_eq!(arena.free_pages(), 4);
+    });
+}

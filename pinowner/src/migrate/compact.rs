@@ -7,7 +7,6 @@ use std::time::Instant;
 use crate::alloc::ZoneKind;
 use crate::page::slot::Who;
 use crate::reservation::{ContigError, Reason, Request};
-use crate::sync::Ordering::Relaxed;
 use crate::{PageArena, Pfn};
 
 /// What a compaction did.
@@ -123,7 +122,7 @@ impl PageArena {
     }
 
     fn moved_totals(&self) -> (u64, u64) {
-        self.moves.get().map_or((0, 0), |t| (t.moved_blocks.load(Relaxed), t.moved_pages.load(Relaxed)))
+        self.moves.get().map_or((0, 0), |t| t.moved_totals())
     }
 
     /// Free blocks of at least `order` in a zone, in `order` units.

@@ -47,7 +47,7 @@ use crate::{PageArena, Pfn};
 /// ```
 pub struct MovableBlock<A: ArenaRef> {
     arena: A,
-    entry: Arc<Entry>,
+    entry: crate::sync::TrackedArc<Entry>,
     /// This handle's registration among the entry's holders.
     key: u64,
 }
@@ -339,10 +339,7 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// Removes this handle's registration; returns its ticket and whether
     /// it was the last handle.
     fn unregister(&self) -> (Option<Ticket>, bool) {
-        let mut holders = self.entry.holders.lock();
-        let i = holders.iter().position(|h| h.key == self.key).expect("a movable handle is registered");
-        let h = holders.remove(i);
-        (h.ticket, holders.is_empty())
+        self.entry.remove_holder(self.key)
     }
 
     fn with_page<T>(

@@ -34,7 +34,6 @@ mod handle;
 mod mover;
 mod pins;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use compact::Compaction;
@@ -45,9 +44,9 @@ pub use pins::{LongtermPinError, RangePin, RangePinError};
 use crate::page::slot::{Acquirer, Who};
 use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, PCP, REF_ONE, TRACKED};
 use crate::reservation::Reason;
-use crate::sync::AtomicU64;
 use crate::sync::Mutex;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, TrackedArc};
 use crate::{PageArena, Pfn};
 
 /// Why a busy block could not be moved out of a window.
@@ -151,9 +150,20 @@ pub(crate) struct Holder {
     pub(crate) key: u64,
     pub(crate) mover: Option<Arc<dyn Mover>>,
     pub(crate) who: Option<Acquirer>,
-    /// The ticket of its reference, while the block has not moved since
-    /// (after a move the references are the destination's, unrecorded).
-    pub(crate) ticket: Option<crate::arena::Ticket>,
+    /// The ticket of its reference, valid while the block has not moved
+    /// since (after a move the references are the destination's,
+    /// unrecorded): see [`Holder::ticket`].
+    ticket: Option<crate::arena::Ticket>,
+    /// The entry's move count when the ticket was taken.
+    moves: u32,
+}
+
+impl Holder {
+    /// The holder's ticket if the block has not moved since it was taken
+    /// (read inside a borrow, which orders it after the last move).
+    pub(crate) fn ticket(&self, entry: &Entry) -> Option<crate::arena::Ticket> {
+        self.ticket.filter(|_| self.moves == entry.moves.load(Relaxed))
+    }
 }
 
 /// The indirection of one movable allocation.
@@ -163,7 +173,18 @@ pub(crate) struct Entry {
     /// Who allocated it (the destination's owner slot keeps naming it).
     pub(crate) owner: Who,
     /// The handles that hold a reference each, in registration order.
+    /// Changed only inside a borrow, so stable while the entry is frozen.
     pub(crate) holders: Mutex<Vec<Holder>>,
+    /// How many of `holders` have a mover: a migration of a block whose
+    /// holders have none (the common case) reads the holders' count and
+    /// this, not the list.
+    movers: AtomicU32,
+    /// `holders.len()`, readable without the lock.
+    handles: AtomicU32,
+    /// Moves so far (bumped by the frozen migration only): a holder's
+    /// ticket is valid while this has not changed since it was taken, and
+    /// the arena's move totals add it up.
+    moves: AtomicU32,
     next_key: AtomicU64,
 }
 
@@ -212,75 +233,145 @@ impl Entry {
         ticket: Option<crate::arena::Ticket>,
     ) -> u64 {
         let key = self.next_key.fetch_add(1, Relaxed);
-        self.holders.lock().push(Holder { key, mover, who, ticket });
+        let mut holders = self.holders.lock();
+        if mover.is_some() {
+            self.movers.fetch_add(1, Relaxed);
+        }
+        let moves = self.moves.load(Relaxed);
+        holders.push(Holder { key, mover, who, ticket, moves });
+        self.handles.store(holders.len() as u32, Relaxed);
         key
     }
-}
 
-/// Block heads hash by one multiplication (the keys are distinct page
-/// numbers, not attacker-chosen strings): cheaper than SipHash on the
-/// moving path, which looks up and re-keys an entry per move.
-#[derive(Clone, Copy, Default)]
-struct PfnHasher(u64);
-
-impl core::hash::Hasher for PfnHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    /// Removes the holder registered as `key` (inside a borrow); returns
+    /// its ticket (if still valid) and whether it was the last holder.
+    pub(crate) fn remove_holder(&self, key: u64) -> (Option<crate::arena::Ticket>, bool) {
+        let mut holders = self.holders.lock();
+        let i = holders.iter().position(|h| h.key == key).expect("a movable handle is registered");
+        let h = holders.remove(i);
+        if h.mover.is_some() {
+            self.movers.fetch_sub(1, Relaxed);
         }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.handles.store(holders.len() as u32, Relaxed);
+        (h.ticket(self), holders.is_empty())
     }
 }
 
-type ByHead = HashMap<u32, Arc<Entry>, core::hash::BuildHasherDefault<PfnHasher>>;
+/// Orders a block can have.
+const ORDERS: usize = state::MAX_ORDER_LIMIT as usize + 1;
 
 /// The arena's movable allocations: entries by block head, and every
-/// page's migration history. Made on the first movable allocation.
+/// page's migration history. Made on the first movable allocation (16
+/// bytes per page of the arena).
+///
+/// `by_head[head]` is the entry of the movable block headed by `head`
+/// (null for any other page), a pointer made by `Arc::into_raw` that owns
+/// one strong count. A move re-keys its entry with two stores and no lock
+/// (store at the new head, then clear the old one; the count moves with
+/// it). Only readers that clone an entry out of the table
+/// ([`entry_at`](Self::entry_at)) and the removal of an entry (the
+/// count's release, [`PageArena::drop_entry`]) take `readers`: so a
+/// reader never clones an entry whose count is being dropped.
 pub(crate) struct MoveTable {
-    /// Block head → its entry.
-    by_head: Mutex<ByHead>,
+    /// Block head → its entry (see above).
+    by_head: Box<[AtomicPtr<Entry>]>,
+    /// Serialises cloning an entry out of `by_head` with removing one.
+    readers: Mutex<()>,
     /// Per page: moves (low 32 bits) and the last reason's index in
     /// `reasons` (high 32 bits); 0 if it never moved.
     history: Box<[AtomicU64]>,
     reasons: Mutex<Vec<Reason>>,
-    /// Blocks moved, pages moved, bytes copied.
-    pub(crate) moved_blocks: AtomicU64,
-    pub(crate) moved_pages: AtomicU64,
+    /// Moves of blocks whose entries are gone, per order. A live entry
+    /// counts its own moves (a plain store by the frozen migration, no
+    /// shared counter on the moving path) and adds them here when it is
+    /// dropped; [`moved_totals`](Self::moved_totals) sums both.
+    retired: [AtomicU64; ORDERS],
 }
 
 impl core::fmt::Debug for MoveTable {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MoveTable")
-            .field("entries", &self.by_head.lock().len())
-            .field("moved_blocks", &self.moved_blocks.load(Relaxed))
+            .field("entries", &self.by_head.iter().filter(|p| !p.load(Relaxed).is_null()).count())
+            .field("moved", &self.moved_totals())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MoveTable {
+    fn drop(&mut self) {
+        for slot in &*self.by_head {
+            let p = slot.load(Acquire);
+            if !p.is_null() {
+                // SAFETY: the slot owns a count of this entry (a leaked
+                // handle's block): released once, here.
+                drop(unsafe { TrackedArc::from_raw(p) });
+            }
+        }
     }
 }
 
 impl MoveTable {
     fn new(pages: u32) -> MoveTable {
         MoveTable {
-            by_head: Mutex::new(ByHead::default()),
+            by_head: (0..pages).map(|_| AtomicPtr::new(core::ptr::null_mut())).collect(),
+            readers: Mutex::new(()),
             history: (0..pages).map(|_| AtomicU64::new(0)).collect(),
             reasons: Mutex::new(Vec::new()),
-            moved_blocks: AtomicU64::new(0),
-            moved_pages: AtomicU64::new(0),
+            retired: core::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
-    pub(crate) fn entry_at(&self, head: u32) -> Option<Arc<Entry>> {
-        self.by_head.lock().get(&head).cloned()
+    /// Blocks and pages moved so far (moves in flight count once they
+    /// land). O(pages of the arena): for statistics, not hot paths.
+    pub(crate) fn moved_totals(&self) -> (u64, u64) {
+        let (mut blocks, mut pages) = self.retired.iter().enumerate().fold((0, 0), |(b, p), (order, n)| {
+            let n = n.load(Relaxed);
+            (b + n, p + (n << order))
+        });
+        let _readers = self.readers.lock();
+        for (at, slot) in self.by_head.iter().enumerate() {
+            let p = slot.load(Acquire);
+            if p.is_null() {
+                continue;
+            }
+            // SAFETY: a non-null slot owns a count of its entry, released
+            // only by a removal, which waits for `readers`.
+            let entry = unsafe { &*p };
+            // Counted at its current head only (a move re-keying it shows
+            // it at both heads for a moment).
+            if entry.head() as usize == at {
+                let n = u64::from(entry.moves.load(Relaxed));
+                blocks += n;
+                pages += n << entry.order;
+            }
+        }
+        (blocks, pages)
+    }
+
+    /// The entry of the movable block headed by `head`, if it is one.
+    pub(crate) fn entry_at(&self, head: u32) -> Option<TrackedArc<Entry>> {
+        let slot = self.by_head.get(head as usize)?;
+        let _readers = self.readers.lock();
+        let p = slot.load(Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null slot owns a strong count of the entry `p`
+        // points to (made by `Arc::into_raw`), released only by a removal,
+        // which waits for `readers`: the entry lives while we add ours.
+        unsafe { TrackedArc::increment_strong_count(p) };
+        // SAFETY: the count added just above is the one this `Arc` owns.
+        Some(unsafe { TrackedArc::from_raw(p) })
+    }
+
+    /// True if `head` heads a movable block (no lock: nothing is cloned).
+    fn has_entry(&self, head: u32) -> bool {
+        self.by_head.get(head as usize).is_some_and(|p| !p.load(Relaxed).is_null())
     }
 
     /// The reason's index: the four built-in reasons are fixed (no lock on
     /// the moving path), a caller's own label is interned.
+    #[inline]
     fn reason_index(&self, reason: Reason) -> u64 {
         match reason {
             Reason::Contig => 0,
@@ -335,29 +426,46 @@ impl PageArena {
 
     /// Registers a freshly allocated movable block (one reference, the
     /// allocating handle's).
-    pub(crate) fn new_entry(&self, head: u32, order: u8, owner: Who) -> Arc<Entry> {
-        let entry = Arc::new(Entry {
+    pub(crate) fn new_entry(&self, head: u32, order: u8, owner: Who) -> TrackedArc<Entry> {
+        let entry = TrackedArc::new(Entry {
             word: AtomicU64::new(head as u64),
             order,
             owner,
             holders: Mutex::new(Vec::new()),
+            movers: AtomicU32::new(0),
+            handles: AtomicU32::new(0),
+            moves: AtomicU32::new(0),
             next_key: AtomicU64::new(0),
         });
-        self.moves().by_head.lock().insert(head, entry.clone());
+        let old = self.moves().by_head[head as usize].swap(TrackedArc::into_raw(entry.clone()).cast_mut(), Release);
+        debug_assert!(old.is_null(), "page {head} already heads a movable block");
         entry
     }
 
     /// Forgets the entry of the block headed by `head` (its last handle is
     /// letting go, inside a borrow).
     pub(crate) fn drop_entry(&self, head: u32) {
-        self.moves().by_head.lock().remove(&head);
+        let table = self.moves();
+        let p = {
+            let _readers = table.readers.lock();
+            table.by_head[head as usize].swap(core::ptr::null_mut(), Acquire)
+        };
+        if !p.is_null() {
+            // SAFETY: the slot owned this count (see `MoveTable`); it is
+            // out of the table, and no reader is cloning it.
+            let entry = unsafe { TrackedArc::from_raw(p) };
+            let moves = entry.moves.load(Relaxed);
+            if moves != 0 {
+                table.retired[entry.order as usize & (ORDERS - 1)].fetch_add(u64::from(moves), Relaxed);
+            }
+        }
     }
 
     /// True if the block headed by `head` (word `w`) is a movable
     /// allocation: it moves once its pins and holders without a mover let
     /// go.
     pub(crate) fn is_movable_allocation(&self, head: u32, w: u64) -> bool {
-        w & MOVABLE != 0 && self.moves.get().is_some_and(|t| t.entry_at(head).is_some())
+        w & MOVABLE != 0 && self.moves.get().is_some_and(|t| t.has_entry(head))
     }
 
     /// Why the busy block headed by `head` (word `w`) cannot be moved, or
@@ -375,7 +483,7 @@ impl PageArena {
             // now are counts without a mover.
             return Some(Unmovable::NoMover { holders: state::refs(w) });
         };
-        let handles = entry.holders.lock().len() as u32;
+        let handles = entry.handles.load(Relaxed);
         if state::refs(w) > handles {
             return Some(Unmovable::NoMover { holders: state::refs(w) - handles });
         }
@@ -395,7 +503,7 @@ impl PageArena {
     /// block's entry (a handle moving its own block).
     pub(crate) fn migrate_entry(
         &self,
-        entry: &Arc<Entry>,
+        entry: &TrackedArc<Entry>,
         head: u32,
         reason: Reason,
         dest: Dest,
@@ -411,17 +519,32 @@ impl PageArena {
         if entry.word.compare_exchange(ew, ew | FROZEN, Acquire, Relaxed).is_err() {
             return Err(Unmovable::Borrowed);
         }
+        // Holders change only inside a borrow: stable while frozen (the
+        // freezing swap acquired their counts). Their movers are taken out,
+        // without the lock when none has one: the lock is not held across
+        // the destination's allocation or the movers, as a reservation
+        // holding a zone lock may look at the holders.
+        let handles = entry.handles.load(Relaxed);
+        if entry.movers.load(Relaxed) == 0 {
+            return self.migrate_frozen(entry, head, reason, dest, handles, &[]);
+        }
+        let movers: Vec<(Arc<dyn Mover>, Option<Acquirer>)> =
+            entry.holders.lock().iter().filter_map(|h| h.mover.clone().map(|m| (m, h.who))).collect();
+        self.migrate_frozen(entry, head, reason, dest, handles, &movers)
+    }
+
+    /// Steps 2 to 5 of a move, once the entry is frozen (see the module
+    /// docs), with the holders' count and their movers.
+    fn migrate_frozen(
+        &self,
+        entry: &TrackedArc<Entry>,
+        head: u32,
+        reason: Reason,
+        dest: Dest,
+        handles: u32,
+        movers: &[(Arc<dyn Mover>, Option<Acquirer>)],
+    ) -> Result<u32, Unmovable> {
         let unfreeze_entry = || entry.word.fetch_and(!FROZEN, Release);
-        // Holders change only inside a borrow: stable while frozen. Their
-        // movers are taken out (no allocation when none has one): the lock
-        // is not held across the destination's allocation or the movers, as
-        // a reservation holding a zone lock may look at the holders.
-        let (handles, movers) = {
-            let h = entry.holders.lock();
-            let movers: Vec<(Arc<dyn Mover>, Option<Acquirer>)> =
-                h.iter().filter_map(|h| h.mover.clone().map(|m| (m, h.who))).collect();
-            (h.len() as u32, movers)
-        };
         // 2. Freeze the block.
         let d = self.desc(head);
         let old = d.state.load(Relaxed);
@@ -483,7 +606,7 @@ impl PageArena {
         // 4. Ask every mover.
         let mut moved: Vec<&Arc<dyn Mover>> = Vec::new();
         let mut refusal = None;
-        for (mover, who) in &movers {
+        for (mover, who) in movers {
             let mut answer = MoveOutcome::Refused;
             crate::callback::shielded(|| answer = mover.migrate(&m));
             match answer {
@@ -512,22 +635,20 @@ impl PageArena {
             self.desc(new).state.fetch_add(u64::from(handles - 1) * REF_ONE, Relaxed);
         }
         let table = self.moves();
-        {
-            let mut by_head = table.by_head.lock();
-            by_head.remove(&head);
-            by_head.insert(new, entry.clone());
-        }
+        // Re-key: the slot's count moves from the old head to the new one
+        // (a reader sees the entry at either, both live).
+        let p = table.by_head[head as usize].load(Relaxed);
+        debug_assert_eq!(p.cast_const(), TrackedArc::as_ptr(entry));
+        table.by_head[new as usize].store(p, Release);
+        table.by_head[head as usize].store(core::ptr::null_mut(), Release);
         let pages = 1usize << order;
         let before = table.history[head as usize].load(Relaxed) as u32;
         let record = u64::from(before.saturating_add(1)) | table.reason_index(reason) << 32;
         for p in &table.history[new as usize..new as usize + pages] {
             p.store(record, Relaxed);
         }
-        for h in entry.holders.lock().iter_mut() {
-            h.ticket = None;
-        }
-        table.moved_blocks.fetch_add(1, Relaxed);
-        table.moved_pages.fetch_add(pages as u64, Relaxed);
+        // Every holder's ticket is now stale (see `Holder::ticket`).
+        entry.moves.store(entry.moves.load(Relaxed).wrapping_add(1), Relaxed);
         entry.word.store(new as u64, Release);
         // The old block: every count gone in one swap (a by-number
         // acquisition needs a count, so the old page is never resurrected),

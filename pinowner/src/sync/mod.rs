@@ -12,6 +12,13 @@ pub(crate) use biased::{Barrier, BiasedLock, RemoteGuard};
 #[allow(unused_imports)]
 pub(crate) use local::*;
 
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc as TrackedArc;
+/// An `Arc` whose counts loom tracks under the models (a count added to a
+/// released one panics there), `std`'s otherwise. Sized values only.
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc as TrackedArc;
+
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
