@@ -502,3 +502,36 @@ fn a_pin_held_past_the_threshold_is_flagged_long_in_reports() {
     assert!(report.to_string().contains("(a long pin)"), "{report}");
     drop((long, short));
 }
+
+/// Isolation marks block heads, and carving a free block that straddles
+/// the window's edge makes new heads inside it: those are marked too, so a
+/// block freed beside one while the window is isolated (here the refused
+/// move's destination, the only free movable page outside the window)
+/// stays apart from it instead of merging with a block no list holds.
+#[test]
+fn a_destination_freed_beside_a_carved_piece_of_an_isolated_window_never_merges_with_it() {
+    let arena = PageArena::builder().pages(16).movable_pages(8).max_order(3).build().unwrap();
+    let s = 8;
+    // Every movable page as an order-0 block, by page number; the block on
+    // page s + 2 refuses to move.
+    let mut blocks: Vec<_> = (0..8).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    blocks.sort_by_key(|b| b.pfn());
+    assert_eq!(blocks[0].pfn(), s);
+    drop(blocks.remove(2));
+    let m = arena.alloc_movable_with(0, |_: &pinowner::Migration<'_>| MoveOutcome::Refused).unwrap();
+    assert_eq!(m.pfn(), s + 2);
+    // Pages s and s + 1 free: one order-1 block straddling the window's
+    // start.
+    drop(blocks.drain(..2));
+    assert_eq!(arena.page_info(s).unwrap().state.order, 1);
+    let err = arena.reserve_range(s + 1, 2, Reason::Shrink).unwrap_err();
+    let ContigError::Busy(f) = err else { panic!("{err}") };
+    assert!(matches!(f.busy[0].why, Unmovable::Refused { temporary: false, .. }), "{f}");
+    arena.verify().unwrap();
+    // The window's pages are listed again and coalesced.
+    assert_eq!(arena.page_info(s).unwrap().state.order, 1);
+    drop(m);
+    drop(blocks);
+    arena.verify().unwrap();
+    assert_eq!(arena.free_pages(), 16);
+}

@@ -254,14 +254,33 @@ impl PageArena {
     /// reservation ranking windows, the tracker finding blocks to arm or
     /// disarm), a page caught mid-split is stepped over.
     pub(crate) fn for_each_block(&self, start: u32, end: u32, mut f: impl FnMut(u32, u64)) {
-        let mut p = start;
-        while p < end {
-            let Some((head, _)) = self.head_of(p) else {
-                p += 1;
-                continue;
-            };
-            let w = self.desc(head).state.load(Acquire);
+        self.walk_blocks(start, end, |head, w| {
             f(head, w);
+            true
+        });
+    }
+
+    /// [`for_each_block`](Self::for_each_block) until `f` returns false.
+    #[inline]
+    pub(crate) fn walk_blocks(&self, start: u32, end: u32, mut f: impl FnMut(u32, u64) -> bool) {
+        let window = &self.descs[start as usize..end as usize];
+        let mut p = start;
+        while let Some(d) = window.get((p - start) as usize) {
+            // Blocks tile the zone: after the first block the next page is
+            // almost always a head, read once.
+            let w = d.state.load(Acquire);
+            let (head, w) = if w & HEAD != 0 {
+                (p, w)
+            } else {
+                let Some((head, _)) = self.head_of(p) else {
+                    p += 1;
+                    continue;
+                };
+                (head, self.desc(head).state.load(Acquire))
+            };
+            if !f(head, w) {
+                return;
+            }
             p = (head + (1u32 << state::order(w))).max(p + 1);
         }
     }

@@ -10,7 +10,7 @@
 //! | 41      | `HEAD`    | this page heads a block (free or allocated); tail pages never have it |
 //! | 42      | `FREE`    | the block is free (in a buddy list, a thread cache, or an isolated window) |
 //! | 43      | `PCP`     | the free block is parked in a per-thread cache |
-//! | 44      | `ISOLATED`| the page lies in a window isolated by a reservation |
+//! | 44      | `ISOLATED`| the block headed here starts in a window isolated by a reservation (set on heads only, as the kernel marks pageblocks, not pages) |
 //! | 45      | `TRACKED` | armed by a failed reservation: events on it are recorded |
 //! | 46      | `MOVABLE` | the allocation was made movable (`alloc_movable`) |
 //! | 47      | `EXCLUSIVE` | the owning `Block` lent out `&mut` bytes, or a discard is dropping them before the free; no new holder may appear (until the block is freed, if the `BlockBytesMut` leaked) |
@@ -247,7 +247,8 @@ flags! {
     FREE = FREE, "free";
     /// The free block is parked in a per-thread cache.
     PCP = PCP, "pcp";
-    /// The page is in a window isolated by a reservation.
+    /// The block starts in a window isolated by a reservation (a mark on
+    /// block heads).
     ISOLATED = ISOLATED, "isolated";
     /// The page is armed for owner tracking.
     TRACKED = TRACKED, "tracked";

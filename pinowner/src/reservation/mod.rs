@@ -232,7 +232,7 @@ impl PageArena {
         let mut w = first;
         while w + pages <= zone.end as usize {
             considered += 1;
-            let load = self.window_load(w as u32, (w + pages) as u32);
+            let load = self.window_load_below(w as u32, (w + pages) as u32, best.as_ref().map(|(b, _)| b.key()));
             if best.as_ref().is_none_or(|(b, _)| load.key() < b.key()) {
                 best = Some((load, w as u32));
             }
@@ -256,6 +256,7 @@ impl PageArena {
                 // the others too, so one failure lists every holder to ask.
                 let mut w = first;
                 let mut windows = 0;
+                f.elsewhere.reserve(MAX_ELSEWHERE.min(considered));
                 while w + pages <= zone.end as usize && windows < MAX_ELSEWHERE {
                     let (ws, we) = (w as u32, (w + pages) as u32);
                     if ws != start {
@@ -449,8 +450,17 @@ impl PageArena {
     /// Busy pages and holders in a window, and a committed run in it, read
     /// without locks.
     pub(crate) fn window_load(&self, start: u32, end: u32) -> WindowLoad {
+        self.window_load_below(start, end, None)
+    }
+
+    /// [`window_load`](Self::window_load), cut short once the window's
+    /// key reaches `bound`: every part of the key only grows as the walk
+    /// goes on, so such a window cannot rank strictly better (the ranking
+    /// keeps the first of equals), and its partial load is enough to say
+    /// so.
+    fn window_load_below(&self, start: u32, end: u32, bound: Option<(bool, usize, usize, u32)>) -> WindowLoad {
         let mut load = WindowLoad { unmovable: 0, busy: 0, holders: 0, run: None };
-        self.for_each_block(start, end, |head, w| {
+        self.walk_blocks(start, end, |head, w| {
             if w & FREE == 0 {
                 let last = (head + (1u32 << state::order(w))).min(end);
                 let pages = (last - head.max(start)) as usize;
@@ -462,7 +472,11 @@ impl PageArena {
                 if w & CONTIG != 0 && load.run.is_none() {
                     load.run = Some(head);
                 }
+                if bound.is_some_and(|b| load.key() >= b) {
+                    return false;
+                }
             }
+            true
         });
         load
     }
@@ -534,9 +548,7 @@ impl PageArena {
                 if let Some(run) = run {
                     return Err(ContigError::Overlap { start: start as Pfn, end: end as Pfn, run: run as Pfn });
                 }
-                for q in start..end {
-                    self.desc(q).state.fetch_or(ISOLATED, Relaxed);
-                }
+                self.isolate(start, end);
                 self.isolate_free(&mut area, start, end);
                 step("isolate", start, end, reason, 0);
                 isolated = true;
@@ -719,7 +731,8 @@ impl PageArena {
     fn carve(&self, area: &mut FreeArea, head: u32, order: u8, start: u32, end: u32) {
         let block_end = head + (1u32 << order);
         if head >= start && block_end <= end {
-            area.mark_free_head(self.desc(head), order, 0);
+            // Isolated: a split may just have made this page a head.
+            area.mark_free_head(self.desc(head), order, ISOLATED);
             return;
         }
         if block_end <= start || head >= end {
@@ -753,11 +766,30 @@ impl PageArena {
         }
     }
 
-    /// Clears the window's isolation bits (zone lock held).
+    /// Marks the window isolated (zone lock and caches held): `ISOLATED`
+    /// on the head of every block that starts in it, as the kernel marks
+    /// pageblocks rather than pages. That is every page a free decides by:
+    /// a freed block's head. A block whose head lies before the window is
+    /// not marked; if it is freed it goes to the lists, and the next
+    /// `isolate_free` pulls it back and carves it (which marks the heads it
+    /// makes inside the window).
+    fn isolate(&self, start: u32, end: u32) {
+        self.for_each_block(start, end, |head, _| {
+            if head >= start {
+                self.desc(head).state.fetch_or(ISOLATED, Relaxed);
+            }
+        });
+    }
+
+    /// Clears the window's isolation bits (zone lock held). While a window
+    /// is isolated, blocks in it split (carving) but never merge, so the
+    /// marked pages are heads of blocks starting in it.
     fn unisolate(&self, start: u32, end: u32) {
-        for q in start..end {
-            self.desc(q).state.fetch_and(!ISOLATED, Relaxed);
-        }
+        self.for_each_block(start, end, |head, w| {
+            if w & ISOLATED != 0 {
+                self.desc(head).state.fetch_and(!ISOLATED, Relaxed);
+            }
+        });
     }
 
     /// Turns the isolated free blocks of the window into one run (zone lock
