@@ -11,7 +11,7 @@ use loom::thread;
 use pinowner::{AcquireError, PageArena, PageFlags, ThreadCache};
 
 fn arena(pages: usize) -> Arc<PageArena> {
-    Arc::new(PageArena::builder().pages(pages).max_order(1).build().unwrap())
+    Arc::new(PageArena::builder().pages(pages).max_order(1).without_thread_cache().build().unwrap())
 }
 
 /// An arena with per-thread caches of one page (a batch of one, a high mark
@@ -252,7 +252,9 @@ fn a_cached_order_1_block_against_a_reservation_keeps_isolation_exact() {
 #[test]
 fn two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact() {
     model("two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact", || {
-        let arena = Arc::new(PageArena::builder().pages(2).movable_pages(2).max_order(1).build().unwrap());
+        let arena = Arc::new(
+            PageArena::builder().pages(2).movable_pages(2).max_order(1).without_thread_cache().build().unwrap(),
+        );
         let block = arena.alloc_movable_owned(0).unwrap().into_block();
         let held = block.pfn();
         let t = thread::spawn(move || drop(block));

@@ -15,7 +15,7 @@ use pinowner::{MoveOutcome, PageArena, PageFlags, Reason, Unmovable};
 
 /// Two normal pages and two movable ones, order 0 only.
 fn arena() -> Arc<PageArena> {
-    Arc::new(PageArena::builder().pages(4).movable_pages(2).max_order(0).build().unwrap())
+    Arc::new(PageArena::builder().pages(4).movable_pages(2).max_order(0).without_thread_cache().build().unwrap())
 }
 
 /// A `get(pfn)` on a movable block's page races its move: either the
@@ -25,8 +25,9 @@ fn arena() -> Arc<PageArena> {
 #[test]
 fn a_get_by_number_racing_a_move_never_resurrects_the_old_page() {
     model("a_get_by_number_racing_a_move_never_resurrects_the_old_page", || {
-        let arena: &'static PageArena =
-            Box::leak(Box::new(PageArena::builder().pages(4).movable_pages(2).max_order(0).build().unwrap()));
+        let arena: &'static PageArena = Box::leak(Box::new(
+            PageArena::builder().pages(4).movable_pages(2).max_order(0).without_thread_cache().build().unwrap(),
+        ));
         let mut m = arena.alloc_movable(0).unwrap();
         m.borrow_mut().unwrap().fill(0x5A);
         let old = m.pfn();
@@ -142,8 +143,9 @@ fn two_reservations_migrating_into_each_others_windows_lose_nothing() {
     model("two_reservations_migrating_into_each_others_windows_lose_nothing", || {
         // Leaked so each thread's run can outlive its closure (a few
         // kilobytes per interleaving).
-        let arena: &'static PageArena =
-            Box::leak(Box::new(PageArena::builder().pages(4).movable_pages(2).max_order(0).build().unwrap()));
+        let arena: &'static PageArena = Box::leak(Box::new(
+            PageArena::builder().pages(4).movable_pages(2).max_order(0).without_thread_cache().build().unwrap(),
+        ));
         // Movable blocks at both movable pages, then one in the normal
         // zone (the fallback); the second movable page freed again.
         let mut a = arena.alloc_movable(0).unwrap();

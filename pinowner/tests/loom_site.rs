@@ -56,7 +56,7 @@ fn a_pin_is_attributed_to_its_own_site_or_to_none() {
     let counter = iterations.clone();
     builder.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let arena = Arc::new(PageArena::builder().pages(4).max_order(2).build().unwrap());
+        let arena = Arc::new(PageArena::builder().pages(4).max_order(2).without_thread_cache().build().unwrap());
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
         let released = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
@@ -110,7 +110,9 @@ fn a_pin_is_attributed_to_its_own_site_or_to_none() {
 #[test]
 fn readers_by_number_never_hide_the_pinner() {
     common::model("readers_by_number_never_hide_the_pinner", || {
-        let arena = std::sync::Arc::new(pinowner::PageArena::builder().pages(2).max_order(1).build().unwrap());
+        let arena = std::sync::Arc::new(
+            pinowner::PageArena::builder().pages(2).max_order(1).without_thread_cache().build().unwrap(),
+        );
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
         let pin = arena.pin(pfn).unwrap();
@@ -138,7 +140,9 @@ fn readers_by_number_never_hide_the_pinner() {
 #[test]
 fn a_reference_on_a_pinned_block_never_names_a_departed_holder() {
     common::model("a_reference_on_a_pinned_block_never_names_a_departed_holder", || {
-        let arena = std::sync::Arc::new(pinowner::PageArena::builder().pages(2).max_order(1).build().unwrap());
+        let arena = std::sync::Arc::new(
+            pinowner::PageArena::builder().pages(2).max_order(1).without_thread_cache().build().unwrap(),
+        );
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
         let pin = arena.pin(pfn).unwrap();

@@ -21,6 +21,7 @@ fn arena(pages: usize) -> Arc<PageArena> {
             .pages(pages)
             .max_order(1)
             .tracking(Tracking { capacity: 8, depth: 0, ..Tracking::default() })
+            .without_thread_cache()
             .build()
             .unwrap(),
     )
@@ -118,6 +119,7 @@ fn a_waiting_reservation_is_woken_by_the_release() {
                 .movable_pages(2)
                 .max_order(1)
                 .tracking(Tracking { capacity: 8, depth: 0, ..Tracking::default() })
+                .without_thread_cache()
                 .build()
                 .unwrap(),
         );

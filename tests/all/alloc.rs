@@ -8,6 +8,9 @@ fn freeing_everything_coalesces_back_to_maximal_blocks() {
     let blocks: Vec<_> = (0..1024).map(|_| arena.alloc(0).unwrap()).collect();
     assert_eq!(arena.free_pages(), 0);
     drop(blocks);
+    // Freed pages wait in the thread's cache (as on the kernel's per-CPU
+    // lists) until drained; then they coalesce.
+    assert!(arena.drain_thread_caches() > 0);
     let stats = arena.frag_stats();
     let z = stats.zone(ZoneKind::Normal).unwrap();
     assert_eq!(z.free_blocks[10], 1, "{stats}");
@@ -86,7 +89,7 @@ fn alloc_zeroed_clears_bytes_a_previous_owner_wrote() {
 }
 
 #[test]
-fn thread_cache_pages_are_invisible_until_drained() {
+fn thread_cache_pages_are_invisible_to_the_lists_until_drained() {
     let cache = ThreadCache { batch: 8, high: 32, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
     let arena = PageArena::builder().pages(64).max_order(6).thread_cache(cache).build().unwrap();
     let b = arena.alloc(0).unwrap();
@@ -95,10 +98,29 @@ fn thread_cache_pages_are_invisible_until_drained() {
     let z = stats.zone(ZoneKind::Normal).unwrap();
     assert_eq!(z.cached_pages, 8, "a batch was pulled into the cache");
     assert_eq!(z.free_pages, 56);
-    assert!(arena.alloc(6).is_err(), "an order-6 block needs the cached pages");
+    assert_eq!(z.free_blocks[6], 0);
     assert_eq!(arena.drain_thread_caches(), 8);
     assert_eq!(arena.frag_stats().zone(ZoneKind::Normal).unwrap().free_blocks[6], 1);
     assert!(arena.alloc(6).is_ok());
+}
+
+/// The kernel's `drain_all_pages` before an allocation gives up: an
+/// order-6 request in a 64-page arena whose pages sit in two threads'
+/// caches drains them, coalesces, and succeeds; the caches are empty after.
+#[test]
+fn an_allocation_that_finds_nothing_drains_the_thread_caches_before_failing() {
+    let cache = ThreadCache { batch: 8, high: 32, shards: 2, orders: ThreadCache::KERNEL_ORDERS };
+    let arena = PageArena::builder().pages(64).max_order(6).thread_cache(cache).build().unwrap();
+    drop(arena.alloc(0).unwrap());
+    std::thread::scope(|s| {
+        s.spawn(|| drop(arena.alloc(0).unwrap()));
+    });
+    assert_eq!(arena.frag_stats().zone(ZoneKind::Normal).unwrap().cached_pages, 16);
+    let big = arena.alloc(6).expect("the cached pages are drained and coalesce");
+    assert_eq!(big.pages(), 64);
+    assert_eq!(arena.frag_stats().zone(ZoneKind::Normal).unwrap().cached_pages, 0);
+    drop(big);
+    assert!(matches!(arena.alloc(7), Err(AllocError::OrderTooLarge { .. })));
 }
 
 #[test]
@@ -115,9 +137,11 @@ fn thread_cache_returns_a_batch_past_its_high_mark() {
 #[test]
 fn frag_stats_show_why_a_high_order_request_fails() {
     let arena = PageArena::builder().pages(64).max_order(6).build().unwrap();
-    let all: Vec<_> = (0..64).map(|_| arena.alloc(0).unwrap()).collect();
+    let mut all: Vec<_> = (0..64).map(|_| arena.alloc(0).unwrap()).collect();
+    all.sort_by_key(|b| b.pfn());
     // Keep every other page: 32 pages free, none of them adjacent.
     let kept: Vec<_> = all.into_iter().enumerate().filter_map(|(i, b)| (i % 2 == 0).then_some(b)).collect();
+    arena.drain_thread_caches();
     let stats = arena.frag_stats();
     let z = stats.zone(ZoneKind::Normal).unwrap();
     assert_eq!(z.free_pages, 32);

@@ -510,7 +510,8 @@ fn a_pin_held_past_the_threshold_is_flagged_long_in_reports() {
 /// stays apart from it instead of merging with a block no list holds.
 #[test]
 fn a_destination_freed_beside_a_carved_piece_of_an_isolated_window_never_merges_with_it() {
-    let arena = PageArena::builder().pages(16).movable_pages(8).max_order(3).build().unwrap();
+    // The buddy lists' exact shape: no thread caches.
+    let arena = PageArena::builder().pages(16).movable_pages(8).max_order(3).without_thread_cache().build().unwrap();
     let s = 8;
     // Every movable page as an order-0 block, by page number; the block on
     // page s + 2 refuses to move.

@@ -20,6 +20,9 @@ fn a_free_window_is_reserved_and_freed_back_on_drop() {
     }
     assert_eq!(arena.free_pages(), 256 - 40);
     drop(run);
+    // The run's blocks were freed into the thread's cache: drained, they
+    // coalesce back.
+    arena.drain_thread_caches();
     assert_eq!(arena.frag_stats(), fresh, "the run coalesces back");
 }
 
@@ -31,6 +34,7 @@ fn a_pinned_page_fails_the_reservation_and_is_named_with_its_acquirer() {
     let pin = blocks[5].pin(0).unwrap();
     let pinned = blocks[5].pfn();
     drop(blocks);
+    arena.drain_thread_caches();
     let before = arena.frag_stats();
     let w = pinned & !63;
     let e = arena.reserve_range(w, 64, Reason::Shrink).unwrap_err();
@@ -92,6 +96,7 @@ fn a_block_straddling_the_window_is_split_and_only_the_window_is_taken() {
     assert!(!(133..140).contains(&a.pfn()));
     drop(a);
     drop(run);
+    arena.drain_thread_caches();
     assert_eq!(arena.frag_stats().zone(ZoneKind::Movable).unwrap().free_blocks[6], 2);
 }
 

@@ -492,6 +492,7 @@ fn a_report_on_an_armed_block_merged_away_since_stays_inside_the_arena() {
     let last = blocks.iter().map(|b| b.pfn()).max().unwrap();
     assert_eq!(arena.arm(last..last + 1, pinowner::Reason::Contig), 1);
     drop(blocks);
+    arena.drain_thread_caches();
     assert_eq!(arena.frag_stats().zones[0].free_blocks[6], 1, "merged into one block");
     // The events are taken; the arming still lists the block.
     let _ = arena.take_owner_report(&pinowner::ReportOptions::default());

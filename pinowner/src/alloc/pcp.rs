@@ -46,6 +46,14 @@ use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
 
 /// Settings for per-thread caches of free blocks.
 ///
+/// On by default, with [`ThreadCache::default`], as the kernel's per-CPU
+/// page lists are; [`without_thread_cache`] turns them off. Pages in a
+/// cache are free ([`free_pages`] counts them, [`frag_stats`] shows them
+/// as `cached_pages`) but wait there, unmerged, until a drain: a
+/// contiguous reservation drains the caches of its zone, and so does an
+/// allocation that finds no block before it fails (the kernel's
+/// `drain_all_pages`); [`drain_thread_caches`] drains them on demand.
+///
 /// A thread allocates from and frees into its own cache without any
 /// read-modify-write; a reservation or [`drain_thread_caches`] reaching into
 /// the caches pays one `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (about
@@ -62,6 +70,9 @@ use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
 /// for at most the blocks the zone has.
 ///
 /// [`drain_thread_caches`]: crate::PageArena::drain_thread_caches
+/// [`without_thread_cache`]: crate::ArenaBuilder::without_thread_cache
+/// [`free_pages`]: crate::PageArena::free_pages
+/// [`frag_stats`]: crate::PageArena::frag_stats
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadCache {
     /// Order-0 pages moved between a cache and the buddy lists at a time;

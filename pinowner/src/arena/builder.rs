@@ -82,7 +82,7 @@ impl Default for ArenaBuilder {
             backing: Backing::Heap,
             movable: Size::Pages(0),
             max_order: DEFAULT_MAX_ORDER,
-            cache: None,
+            cache: Some(ThreadCache::default()),
             tracking: Tracking::default(),
             leak_check: LeakCheck::default(),
         }
@@ -133,9 +133,20 @@ impl ArenaBuilder {
         self
     }
 
-    /// Per-thread caches of free blocks (off by default; see [`ThreadCache`]).
+    /// Per-thread caches of free blocks, with these settings (default:
+    /// on, with [`ThreadCache::default`], as the kernel's per-CPU page
+    /// lists are; see [`ThreadCache`]).
     pub fn thread_cache(mut self, cache: ThreadCache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// No per-thread caches: every allocation and free takes the zone
+    /// lock, and every freed block coalesces at once (what a test of the
+    /// buddy lists' exact shape, or a single-threaded arena that never
+    /// wants a cache drain, may prefer).
+    pub fn without_thread_cache(mut self) -> Self {
+        self.cache = None;
         self
     }
 

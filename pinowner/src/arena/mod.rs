@@ -425,7 +425,8 @@ impl PageArena {
     }
 
     /// The first zone had nothing: a movable allocation falls back to the
-    /// normal zone; otherwise (or if that fails too) out of memory.
+    /// normal zone; if that fails too, the zones' thread caches are drained
+    /// and the lists tried once more; then out of memory.
     #[cold]
     #[inline(never)]
     fn alloc_fallback(&self, order: u8, movable: bool, flags: u64) -> Result<(u32, u64), AllocError> {
@@ -438,6 +439,28 @@ impl PageArena {
             };
             if let Some(got) = got {
                 return Ok(got);
+            }
+        }
+        // Before failing, what other threads' caches hold goes back to the
+        // lists, where it can coalesce, and the lists are tried once more
+        // (the kernel's `drain_all_pages` before an allocation gives up).
+        let first = if movable { &self.zones[1] } else { &self.zones[0] };
+        let tried = [first, last];
+        let tried = if core::ptr::eq(first, last) { &tried[..1] } else { &tried[..] };
+        let mut drained = 0;
+        for zone in tried {
+            if let (Some(pcp), true) = (&zone.pcp, zone.pages() != 0) {
+                let mut caches = pcp.lock_all();
+                drained += self.drain_caches(zone, &mut caches, &mut zone.area.lock());
+            }
+        }
+        if drained != 0 {
+            for zone in tried {
+                if zone.pages() != 0 {
+                    if let Some(got) = self.alloc_buddy(zone, order, flags) {
+                        return Ok(got);
+                    }
+                }
             }
         }
         let mut area = last.area.lock();
