@@ -30,7 +30,7 @@ fn peer() -> FrameAllocator<32> {
 
 fn arena(cache: bool) -> PageArena {
     let b = PageArena::builder().pages(PAGES).max_order(10);
-    let b = if cache { b.thread_cache(ThreadCache::default()) } else { b };
+    let b = if cache { b.thread_cache(ThreadCache::default()) } else { b.without_thread_cache() };
     b.build().unwrap()
 }
 

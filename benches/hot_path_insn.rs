@@ -30,7 +30,8 @@
 //! of a 4 KiB block through the zone lock), `relocate_4k_cache` (with
 //! thread caches), `copy_4k` (the 4 KiB copy a move contains, between two
 //! pages of the same arena) and `floor_move` (that copy with the three
-//! compare-and-swaps a move needs, on bare atomics). The functions
+//! compare-and-swaps a move needs, on bare atomics, and a `Vec` free list's
+//! pop and push for the destination and the old block). The functions
 //! are also the place to read the generated code:
 //! `objdump -d --no-show-raw-insn $B | grep -A60 '<hot_path_insn::ref_clone>:'`.
 
@@ -121,20 +122,24 @@ fn copy_4k(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(black_box(src));
 }
 
-/// The floor of a 4 KiB move: the copy and the three compare-and-swaps a
+/// The floor of a 4 KiB move: the copy, the three compare-and-swaps a
 /// move cannot do without (freeze the handle's entry, freeze the block
 /// against acquisitions by number, drop the old block's counts in one
-/// swap), on bare atomics; the destination's claim and the entry's switch
-/// are plain stores, as they are through a thread cache.
+/// swap) on bare atomics, and the cheapest free list there is (a `Vec`
+/// popped for the destination and pushed with the old block); the
+/// destination's claim and the entry's switch are plain stores, as they
+/// are through a thread cache.
 #[inline(never)]
-fn floor_move(w: &[AtomicU64; 2], dst: &mut [u8], src: &[u8]) {
+fn floor_move(w: &[AtomicU64; 2], free: &mut Vec<u32>, dst: &mut [u8], src: &[u8]) {
+    let to = free.pop().unwrap_or(0);
     let e = w[0].load(Ordering::Relaxed);
     let _ = w[0].compare_exchange(e, e | 1 << 62, Ordering::Acquire, Ordering::Relaxed);
     let b = w[1].load(Ordering::Relaxed);
     let _ = w[1].compare_exchange(b, b | 1 << 40, Ordering::Acquire, Ordering::Relaxed);
     dst.copy_from_slice(black_box(src));
-    w[0].store(e, Ordering::Release);
+    w[0].store(e | u64::from(to), Ordering::Release);
     let _ = w[1].compare_exchange(b | 1 << 40, b, Ordering::Release, Ordering::Relaxed);
+    free.push(black_box(to));
 }
 
 /// Calls `f` once, then `iters` times.
@@ -193,7 +198,7 @@ fn main() {
     // Moving: a movable zone, anonymous memory, with and without caches.
     let movable = |cache: bool| {
         let b = PageArena::builder().pages(256).movable_pages(128).backing(pinowner::Backing::Anonymous);
-        let b = if cache { b.thread_cache(pinowner::ThreadCache::default()) } else { b };
+        let b = if cache { b.thread_cache(pinowner::ThreadCache::default()) } else { b.without_thread_cache() };
         b.build().unwrap()
     };
     let (moving, moving_cached) = (movable(false), movable(true));
@@ -224,10 +229,11 @@ fn main() {
             // Two pages of the moving arena, borrowed once: the bare copy.
             let s = src.bytes();
             let d = std::cell::RefCell::new(dst.bytes_mut().unwrap());
+            let free = std::cell::RefCell::new((0..64u32).collect::<Vec<_>>());
             if case == "copy_4k" {
                 run!(|| copy_4k(&mut d.borrow_mut(), s))
             } else {
-                run!(|| floor_move(black_box(&word), &mut d.borrow_mut(), s))
+                run!(|| floor_move(black_box(&word), &mut free.borrow_mut(), &mut d.borrow_mut(), s))
             }
         }
         other => panic!("unknown case {other:?}"),

@@ -31,7 +31,13 @@ fn config() -> Criterion {
 }
 
 fn arena(normal: usize, movable: usize) -> PageArena {
-    PageArena::builder().pages(normal + movable).movable_pages(movable).backing(Backing::Anonymous).build().unwrap()
+    PageArena::builder()
+        .pages(normal + movable)
+        .movable_pages(movable)
+        .backing(Backing::Anonymous)
+        .without_thread_cache()
+        .build()
+        .unwrap()
 }
 
 fn moves(c: &mut Criterion) {

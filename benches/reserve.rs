@@ -45,7 +45,13 @@ fn config() -> Criterion {
 }
 
 fn arena() -> PageArena {
-    PageArena::builder().pages(PAGES).movable_pages(MOVABLE).backing(Backing::Anonymous).build().unwrap()
+    PageArena::builder()
+        .pages(PAGES)
+        .movable_pages(MOVABLE)
+        .backing(Backing::Anonymous)
+        .without_thread_cache()
+        .build()
+        .unwrap()
 }
 
 fn success(c: &mut Criterion) {
