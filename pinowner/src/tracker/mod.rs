@@ -733,6 +733,13 @@ fn emit_tracing(e: &Event) {
 #[cfg(loom)]
 fn emit_tracing(_: &Event) {}
 
+// Test-only, so std's: run on the building thread just before a tracker
+// is built, to check what that thread holds then.
+#[cfg(all(test, not(loom)))]
+std::thread_local! {
+    pub(crate) static ON_BUILD: core::cell::RefCell<Option<Box<dyn FnMut()>>> = const { core::cell::RefCell::new(None) };
+}
+
 /// The lazily allocated tracker of an arena.
 #[derive(Debug)]
 pub(crate) struct TrackerCell {
@@ -763,6 +770,8 @@ impl TrackerCell {
         if let Some(t) = self.get() {
             return t;
         }
+        #[cfg(all(test, not(loom)))]
+        ON_BUILD.with(|hook| hook.borrow_mut().as_mut().map(|f| f()));
         let p = Box::into_raw(Box::new(Tracker::new(self.config, pages)));
         self.ptr.store(p, Release);
         // SAFETY: just published; lives until `drop`.
