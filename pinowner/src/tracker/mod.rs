@@ -24,9 +24,12 @@
 //! A recording thread pushes its event into a bounded lock-free queue and
 //! returns; a report drains the queue into the history. When the queue or the
 //! history is full the event is dropped and counted, per page and in total,
-//! and reports say so. The only waits on the recording path are the
-//! backtrace library's own process-wide lock (every unwinder has one) and a
-//! stack depot shard lock held for one hash lookup.
+//! and reports say so. The only wait on the recording path is a stack depot
+//! shard lock held for one hash lookup; on Linux and Android stacks are
+//! walked without the `backtrace` crate's process-wide lock, so a report
+//! resolving symbols (which holds it for tens of milliseconds the first
+//! time) never stalls recording. Elsewhere capture takes that lock too
+//! (see [`depot`](crate::depot)).
 //!
 //! # Arming, disarming, exactly once
 //!
