@@ -234,8 +234,7 @@ impl Lists {
 pub(crate) struct Shard {
     pub(crate) lists: BiasedLock<Lists>,
     /// [`Lists::pages`] as of the last time a thread left the lists (the
-    /// owner after each allocation or free, a remote after a drain). On
-    /// the owner's own cache line.
+    /// owner after each allocation or free, a remote after a drain).
     pub(crate) pages: Gauge,
 }
 
