@@ -1,7 +1,9 @@
 //! Allocation: order-0 and order-9 alloc+free against
-//! `buddy_system_allocator::FrameAllocator` in the same run, with and without
-//! per-thread caches (`ThreadCache::default()`, which caches orders 0–3 and
-//! 9), and two-thread throughput.
+//! `buddy_system_allocator::FrameAllocator` and the fast single-threaded
+//! heap allocators (talc, buddy-alloc, linked_list_allocator: see
+//! `benches/peers.rs`) in the same run, with and without per-thread caches
+//! (`ThreadCache::default()`, which caches orders 0–3 and 9), and two-thread
+//! throughput.
 
 use std::hint::black_box;
 use std::sync::{Barrier, Mutex};
@@ -10,6 +12,8 @@ use std::time::{Duration, Instant};
 use buddy_system_allocator::FrameAllocator;
 use criterion::{criterion_group, criterion_main, Criterion};
 use pinowner::{PageArena, ThreadCache};
+
+mod peers;
 
 const PAGES: usize = 1 << 16;
 
@@ -45,6 +49,7 @@ fn order0(c: &mut Criterion) {
         })
     });
     drop(held);
+    fast_peers(&mut g, 0, 1000);
     let a = arena(false);
     let keep: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
     g.bench_function("pinowner", |b| b.iter(|| drop(black_box(a.alloc(black_box(0)).unwrap()))));
@@ -65,6 +70,7 @@ fn order9(c: &mut Criterion) {
             f.dealloc(black_box(p), 512);
         })
     });
+    fast_peers(&mut g, 9, 0);
     let a = arena(false);
     g.bench_function("pinowner", |b| b.iter(|| drop(black_box(a.alloc(black_box(9)).unwrap()))));
     // Order 9 is cached per thread by default (the kernel's pageblock
@@ -72,6 +78,40 @@ fn order9(c: &mut Criterion) {
     let a = arena(true);
     g.bench_function("pinowner, thread cache", |b| b.iter(|| drop(black_box(a.alloc(black_box(9)).unwrap()))));
     g.finish();
+}
+
+/// talc, buddy-alloc and linked_list_allocator over `PAGES` pages each:
+/// alloc+free of a block of `order` with `held` blocks of order 0 held.
+fn fast_peers(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, order: u8, held: usize) {
+    let layout = peers::layout(order);
+    let bytes = PAGES * 4096;
+    let mut t = peers::Talc::new(bytes);
+    let kept: Vec<_> = (0..held).map(|_| t.alloc(peers::layout(0))).collect();
+    g.bench_function("peer: talc", |b| {
+        b.iter(|| {
+            let p = t.alloc(black_box(layout));
+            t.free(black_box(p), layout);
+        })
+    });
+    kept.into_iter().for_each(|p| t.free(p, peers::layout(0)));
+    let mut ba = peers::BuddyAlloc::new(bytes);
+    let kept: Vec<_> = (0..held).map(|_| ba.alloc(4096)).collect();
+    g.bench_function("peer: buddy-alloc", |b| {
+        b.iter(|| {
+            let p = ba.alloc(black_box(layout.size()));
+            ba.free(black_box(p));
+        })
+    });
+    kept.into_iter().for_each(|p| ba.free(p));
+    let mut ll = peers::LinkedList::new(bytes);
+    let kept: Vec<_> = (0..held).map(|_| ll.alloc(peers::layout(0))).collect();
+    g.bench_function("peer: linked_list_allocator", |b| {
+        b.iter(|| {
+            let p = ll.alloc(black_box(layout));
+            ll.free(black_box(p), layout);
+        })
+    });
+    kept.into_iter().for_each(|p| ll.free(p, peers::layout(0)));
 }
 
 /// Two threads, each allocating and freeing order-0 pages; time per

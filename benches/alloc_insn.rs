@@ -14,13 +14,18 @@
 //! faults) fall out when two runs with different `ALLOC_INSN_ITERS` (default
 //! 100000) are subtracted: (collected₂ − collected₁) / (iters₂ − iters₁).
 //! Cases: `alloc_insn::order0`, `alloc_insn::order0_cache`,
-//! `alloc_insn::order9`, `alloc_insn::order9_cache`, and the peer's
-//! `alloc_insn::peer_order0`, `alloc_insn::peer_order9`.
+//! `alloc_insn::order9`, `alloc_insn::order9_cache`, the buddy peer's
+//! `alloc_insn::peer_order0`, `alloc_insn::peer_order9`, and the fast peers'
+//! (`benches/peers.rs`) `alloc_insn::talc_order0`, `talc_order9`,
+//! `buddy_alloc_order0`, `buddy_alloc_order9`, `linked_list_order0` and
+//! `linked_list_order9` (order-0 cases with 1,000 blocks held, as above).
 
 use std::hint::black_box;
 
 use buddy_system_allocator::FrameAllocator;
 use pinowner::{PageArena, ThreadCache};
+
+mod peers;
 
 const PAGES: usize = 1 << 16;
 /// Iterations per case: `ALLOC_INSN_ITERS`, or 100,000.
@@ -44,6 +49,64 @@ fn peer_order0(f: &mut FrameAllocator<32>) {
 fn peer_order9(f: &mut FrameAllocator<32>) {
     let p = f.alloc(black_box(512)).unwrap();
     f.dealloc(black_box(p), 512);
+}
+
+#[inline(never)]
+fn talc_order0(h: &mut peers::Talc) {
+    let p = h.alloc(black_box(peers::layout(0)));
+    h.free(black_box(p), peers::layout(0));
+}
+
+#[inline(never)]
+fn talc_order9(h: &mut peers::Talc) {
+    let p = h.alloc(black_box(peers::layout(9)));
+    h.free(black_box(p), peers::layout(9));
+}
+
+#[inline(never)]
+fn buddy_alloc_order0(h: &mut peers::BuddyAlloc) {
+    let p = h.alloc(black_box(4096));
+    h.free(black_box(p));
+}
+
+#[inline(never)]
+fn buddy_alloc_order9(h: &mut peers::BuddyAlloc) {
+    let p = h.alloc(black_box(2 << 20));
+    h.free(black_box(p));
+}
+
+#[inline(never)]
+fn linked_list_order0(h: &mut peers::LinkedList) {
+    let p = h.alloc(black_box(peers::layout(0)));
+    h.free(black_box(p), peers::layout(0));
+}
+
+#[inline(never)]
+fn linked_list_order9(h: &mut peers::LinkedList) {
+    let p = h.alloc(black_box(peers::layout(9)));
+    h.free(black_box(p), peers::layout(9));
+}
+
+/// Runs the fast peers' cases: order 0 with 1,000 blocks held, order 9 with
+/// none.
+fn fast_peers(iters: usize) {
+    let bytes = PAGES * 4096;
+    let l0 = peers::layout(0);
+    let mut t = peers::Talc::new(bytes);
+    let held: Vec<_> = (0..1000).map(|_| t.alloc(l0)).collect();
+    (0..iters).for_each(|_| talc_order0(&mut t));
+    held.into_iter().for_each(|p| t.free(p, l0));
+    (0..iters).for_each(|_| talc_order9(&mut t));
+    let mut b = peers::BuddyAlloc::new(bytes);
+    let held: Vec<_> = (0..1000).map(|_| b.alloc(4096)).collect();
+    (0..iters).for_each(|_| buddy_alloc_order0(&mut b));
+    held.into_iter().for_each(|p| b.free(p));
+    (0..iters).for_each(|_| buddy_alloc_order9(&mut b));
+    let mut l = peers::LinkedList::new(bytes);
+    let held: Vec<_> = (0..1000).map(|_| l.alloc(l0)).collect();
+    (0..iters).for_each(|_| linked_list_order0(&mut l));
+    held.into_iter().for_each(|p| l.free(p, l0));
+    (0..iters).for_each(|_| linked_list_order9(&mut l));
 }
 
 #[inline(never)]
@@ -86,6 +149,7 @@ fn main() {
     for _ in 0..iters {
         peer_order9(&mut f);
     }
+    fast_peers(iters);
     let a = arena(false);
     let keep: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
     for _ in 0..iters {

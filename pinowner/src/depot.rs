@@ -7,9 +7,11 @@
 //! stores each distinct stack once and hands out a 4-byte [`StackHandle`]
 //! for it.
 //!
-//! - [`capture`] walks the stack with [`backtrace::trace`], keeping only
+//! - [`capture`] walks the stack with the `backtrace` crate, keeping only
 //!   instruction pointers (no symbols), into a fixed-capacity [`StackTrace`]
-//!   (no heap allocation), stopping after `depth` frames.
+//!   (no heap allocation), stopping after `depth` frames. On Linux and
+//!   Android it walks without the crate's process-wide lock (see
+//!   "Capture never waits for resolution" below).
 //! - [`StackDepot::intern`] deduplicates by a 64-bit hash of the frames (and
 //!   then by comparing them, so a hash collision never merges two stacks)
 //!   and returns a small non-zero handle. Storage is append-only: a handle
@@ -42,6 +44,22 @@
 //! but [`StackDepot::resolve`] does not symbolize: each frame carries only
 //! its address. The frame-pointer walk does not run under Miri (inline
 //! assembly); [`Unwinder::FramePointers`] uses [`capture`] there.
+//!
+//! # Capture never waits for resolution
+//!
+//! `backtrace::trace` and `backtrace::resolve` share one process-wide lock,
+//! and the first resolution in a process holds it while it loads debug
+//! info (65–88 ms on the project's machines): every thread capturing a
+//! stack meanwhile (an armed page's events) stalled for as long. The lock
+//! guards what is not thread-safe: Windows' dbghelp (walks and symbols
+//! alike) and the crate's own symbol cache (resolution only). On Linux and
+//! Android the walk is `_Unwind_Backtrace` (libgcc's, or LLVM's libunwind),
+//! which is thread-safe — every thread's panics and C++ exceptions unwind
+//! concurrently through it — and touches no state of the crate, so
+//! [`capture`] walks with `backtrace::trace_unsynchronized` there and never
+//! meets a resolution in progress. Elsewhere, and under Miri, it keeps the
+//! locked `backtrace::trace`. Resolution stays locked everywhere (the
+//! symbol cache needs it), and happens only when a report is rendered.
 //!
 //! # Concurrency
 //!
@@ -259,10 +277,13 @@ impl fmt::Debug for StackTrace {
 /// wrapper that captures on behalf of its caller passes `1`). At most
 /// `depth` frames are kept, capped at [`MAX_DEPTH`]; the walk stops there.
 ///
-/// Cost: one [`backtrace::trace`] walk of `skip + depth` frames plus the
-/// unwinder's own two, under the process-wide backtrace lock: about 4 µs at
-/// depth 16 on the project's 2-core x86-64 machines (`benches/depot.rs`),
-/// within noise of a bare `backtrace::trace` over as many frames.
+/// Cost: one walk of `skip + depth` frames plus the unwinder's own two:
+/// about 4 µs at depth 16 on the project's 2-core x86-64 machines
+/// (`benches/depot.rs`), within noise of a bare [`backtrace::trace`] over
+/// as many frames. On Linux and Android the walk takes no lock, so it never
+/// waits for a symbol resolution running on another thread (see the
+/// [module docs](self)); elsewhere it takes the `backtrace` crate's
+/// process-wide lock.
 ///
 /// ```
 /// let trace = pinowner::depot::capture(0, 4);
@@ -286,7 +307,7 @@ pub fn capture(skip: usize, depth: usize) -> StackTrace {
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     let mut above = false;
     let mut skip = skip;
-    backtrace::trace(|frame| {
+    walk(|frame| {
         if !above {
             let sp = frame.sp() as usize;
             if sp == 0 {
@@ -311,6 +332,31 @@ pub fn capture(skip: usize, depth: usize) -> StackTrace {
         trace.len() < depth
     });
     trace
+}
+
+/// Walks the calling thread's stack, innermost frame first, until `cb`
+/// returns `false`: without the `backtrace` crate's process-wide lock where
+/// the walk is thread-safe on its own (see the module docs), with it
+/// elsewhere. `cb` must not panic (the unwinder cannot unwind through it).
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
+#[inline(always)]
+fn walk(cb: impl FnMut(&backtrace::Frame) -> bool) {
+    // The crate's lock serialises dbghelp (Windows) and its symbol cache
+    // (touched by `resolve` only). Here the walk is `_Unwind_Backtrace`,
+    // thread-safe by itself, and `capture`'s callback calls only
+    // `Frame::ip`, `sp` and `symbol_address` (`_Unwind_GetIP`,
+    // `_Unwind_GetCFA`, `_Unwind_FindEnclosingFunction`: reads of the
+    // unwinder's context and tables) and never panics.
+    // SAFETY: so no walk or resolution on another thread can race this one.
+    unsafe { backtrace::trace_unsynchronized(cb) }
+}
+
+/// Walks the calling thread's stack under the `backtrace` crate's lock (see
+/// the Linux version).
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(miri))))]
+#[inline(always)]
+fn walk(cb: impl FnMut(&backtrace::Frame) -> bool) {
+    backtrace::trace(cb)
 }
 
 /// Whether the first frame above `capture`'s marker is `capture`'s own.

@@ -5,7 +5,8 @@
 //! |---|---|---|---|
 //! | anonymous, THP, hugetlb | `madvise(MADV_DONTNEED)`: resident memory released now | zeros, faulted in on touch | yes |
 //! | same, [`Discard::Free`] | `madvise(MADV_FREE)`: released when the kernel needs memory | old bytes or zeros | no |
-//! | heap | zero-filled (the allocator owns the memory; nothing is released) | zeros | yes |
+//! | heap of 128 KiB or more (a mapping), either mode | `madvise(MADV_DONTNEED)`: resident memory released now | zeros, faulted in on touch | yes |
+//! | heap under 128 KiB (or under Miri) | zero-filled (the allocator owns the memory; nothing is released) | zeros | yes |
 //! | caller-provided | refused: [`DiscardError::External`] | unchanged | — |
 //!
 //! A discard needs the handle to be the block's (or each of the run's

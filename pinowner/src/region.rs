@@ -9,8 +9,21 @@ use crate::error::BuildError;
 /// Where a [`PageArena`](crate::PageArena) gets its memory.
 #[derive(Debug, Default)]
 pub enum Backing {
-    /// A zeroed heap allocation aligned to the page size. The default; works
-    /// under Miri.
+    /// Zeroed memory aligned to the page size, the way `calloc` gets it.
+    /// The default; works under Miri.
+    ///
+    /// Building touches none of the arena's pages: a region of at least
+    /// 128 KiB (glibc's `malloc` mapping threshold) is a private anonymous mapping, which the operating system zeroes
+    /// lazily, so pages never written cost no memory and building is
+    /// O(descriptors), whatever the size. A smaller region comes from the
+    /// global allocator (`alloc_zeroed`), as does every region under Miri,
+    /// which cannot map memory. Unlike [`Backing::Anonymous`], the mapping
+    /// is charged against the system's commit limit when it is made (no
+    /// `MAP_NORESERVE`), as a large `malloc` is: under strict overcommit an
+    /// arena the system cannot back fails to build instead of faulting
+    /// later. [`PageArena::backing`] says [`BackingKind::Heap`] either way.
+    ///
+    /// [`PageArena::backing`]: crate::PageArena::backing
     #[default]
     Heap,
     /// An anonymous private `mmap`, touched lazily: pages never written cost
@@ -111,11 +124,23 @@ impl core::fmt::Debug for Region {
 
 const HUGE_2M: usize = 2 << 20;
 
+/// The smallest [`Backing::Heap`] region that is mapped rather than taken
+/// from the global allocator: 128 KiB, the default `M_MMAP_THRESHOLD` of
+/// glibc's `malloc`. Below it, zeroing the region at build costs at most a
+/// 128 KiB `memset`.
+pub(crate) const HEAP_MAP_MIN: usize = 128 << 10;
+
 impl Region {
     /// Maps or allocates `len` bytes aligned to `align` (a power of two).
     pub(crate) fn new(backing: Backing, len: usize, align: usize) -> Result<Region, BuildError> {
         match backing {
+            // Under Miri, which cannot map memory, every heap region comes
+            // from the allocator.
+            Backing::Heap if len >= HEAP_MAP_MIN && !cfg!(miri) => Self::map(len, align, BackingKind::Heap, None, true),
             Backing::Heap => {
+                // Small: at most a `HEAP_MAP_MIN` memset (std calls `calloc`
+                // only for small alignments; with page alignment it
+                // allocates and zeroes every byte).
                 let layout = Layout::from_size_align(len, align).map_err(|_| BuildError::TooLarge { bytes: len })?;
                 // SAFETY: `len` is non-zero (the builder rejects empty arenas).
                 let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -159,18 +184,35 @@ impl Region {
         }
     }
 
-    /// An anonymous mapping, over-sized so that an `align`-aligned window of
-    /// `len` bytes fits in it (mmap itself aligns only to the base page).
+    /// An anonymous mapping (`MAP_NORESERVE`), over-sized so that an
+    /// `align`-aligned window of `len` bytes fits in it (mmap itself aligns
+    /// only to the base page).
     fn anonymous(len: usize, align: usize, kind: BackingKind, fallback: Option<String>) -> Result<Region, BuildError> {
-        let slack = if align > 4096 { align } else { 0 };
-        let total = len.checked_add(slack).ok_or(BuildError::TooLarge { bytes: len })?;
         // MAP_NORESERVE: an arena is address space first; pages cost memory
         // only once touched, so a sparse 64 GiB arena maps on a smaller box.
-        let mut map = memmap2::MmapOptions::new()
-            .len(total)
-            .no_reserve_swap()
-            .map_anon()
-            .map_err(|source| BuildError::Map { backing: "anonymous", source })?;
+        Self::map(len, align, kind, fallback, false)
+    }
+
+    /// A private anonymous mapping of `len` bytes aligned to `align`; with
+    /// `reserve`, charged against the commit limit as `malloc`'s mappings
+    /// are, else `MAP_NORESERVE`. The kernel zeroes each page when it is
+    /// first touched: nothing here writes the region.
+    fn map(
+        len: usize,
+        align: usize,
+        kind: BackingKind,
+        fallback: Option<String>,
+        reserve: bool,
+    ) -> Result<Region, BuildError> {
+        let slack = if align > 4096 { align } else { 0 };
+        let total = len.checked_add(slack).ok_or(BuildError::TooLarge { bytes: len })?;
+        let mut options = memmap2::MmapOptions::new();
+        options.len(total);
+        if !reserve {
+            options.no_reserve_swap();
+        }
+        let backing = if kind == BackingKind::Heap { "heap" } else { "anonymous" };
+        let mut map = options.map_anon().map_err(|source| BuildError::Map { backing, source })?;
         let start = map.as_mut_ptr() as usize;
         let offset = start.next_multiple_of(align) - start;
         if kind == BackingKind::TransparentHuge {
@@ -241,8 +283,10 @@ impl Region {
     }
 
     /// Gives the bytes of a range back to the operating system: `madvise`
-    /// on a mapping (`dont_need`: `MADV_DONTNEED`, else `MADV_FREE`), a
-    /// zero-fill on the heap. Returns whether the range now reads as zeros
+    /// on a mapping (`dont_need`: `MADV_DONTNEED`, else `MADV_FREE`); on
+    /// the heap, a zero-fill of an allocator's block or `MADV_DONTNEED` on
+    /// a heap region that is a mapping (either way the range reads as
+    /// zeros, whatever `dont_need` asked). Returns whether the range now reads as zeros
     /// (`MADV_FREE` leaves the old bytes until the kernel reclaims them).
     /// Caller-provided memory is not ours to give back: the caller checks
     /// [`kind`](Self::kind) first.
@@ -253,6 +297,18 @@ impl Region {
     pub(crate) unsafe fn discard(&self, offset: usize, len: usize, dont_need: bool) -> std::io::Result<bool> {
         let p = self.ptr(offset, len).cast::<u8>();
         match self.kind {
+            #[cfg(unix)]
+            BackingKind::Heap if matches!(self.keep, Keep::Map(_)) => {
+                // The range lies inside our private anonymous mapping (checked
+                // by `ptr`), page-aligned; madvise touches no Rust memory.
+                // SAFETY: nobody else uses the range (the caller's promise).
+                let r = unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+                if r == 0 {
+                    Ok(true)
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
             BackingKind::Heap => {
                 // SAFETY: in bounds (checked by `ptr`); exclusive by the
                 // caller's promise.

@@ -215,3 +215,57 @@ fn a_cached_higher_order_block_is_reused_by_its_thread_and_drained_by_a_reservat
     arena.drain_thread_caches();
     assert_eq!(arena.frag_stats().zone(ZoneKind::Normal).unwrap().free_blocks[6], 1);
 }
+
+/// Pages of the arena not held in `held`.
+fn unheld(arena: &PageArena, held: &[pinowner::Block<&PageArena>]) -> usize {
+    arena.pages() - held.iter().map(|b| b.len() / arena.page_size()).sum::<usize>()
+}
+
+#[test]
+fn free_pages_stays_exact_through_cache_refills_flushes_and_drains() {
+    // Small caches, so refills and flushes happen often; orders 0-3 cached.
+    let cache = ThreadCache { batch: 3, high: 7, shards: 4, orders: 0b1111 };
+    let arena = PageArena::builder().pages(1024).movable_pages(256).max_order(5).thread_cache(cache).build().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let arena = &arena;
+            s.spawn(move || {
+                let mut held = Vec::new();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                for _ in 0..4000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if !x.is_multiple_of(3) || held.is_empty() {
+                        let order = (x >> 8) as u8 % 6;
+                        let b = if x & 0x10000 != 0 {
+                            arena.alloc_movable(order).map(|m| m.into_block())
+                        } else {
+                            arena.alloc(order)
+                        };
+                        if let Ok(b) = b {
+                            held.push(b);
+                        }
+                    } else {
+                        drop(held.swap_remove((x >> 20) as usize % held.len()));
+                    }
+                }
+                held.truncate(held.len() / 2);
+                held
+            });
+        }
+    });
+    // Every thread dropped what it held on exit; now with some held here.
+    assert_eq!(arena.free_pages(), arena.pages());
+    arena.verify().unwrap();
+    let held: Vec<_> = (0..40).map(|i| arena.alloc(i % 4).unwrap()).collect();
+    assert_eq!(arena.free_pages(), unheld(&arena, &held));
+    arena.verify().unwrap();
+    assert!(arena.frag_stats().zones.iter().any(|z| z.cached_pages > 0), "some pages are cached");
+    arena.drain_thread_caches();
+    assert_eq!(arena.free_pages(), unheld(&arena, &held));
+    assert!(arena.frag_stats().zones.iter().all(|z| z.cached_pages == 0));
+    arena.verify().unwrap();
+    drop(held);
+    assert_eq!(arena.free_pages(), arena.pages());
+}

@@ -5,7 +5,7 @@ use pinowner::discard::Discard;
 use pinowner::{Backing, DiscardError, ExternalRegion, PageArena, Reason};
 
 /// Resident pages of `len` bytes at `ptr` (page-aligned), by `mincore`.
-fn resident(ptr: *const u8, len: usize) -> usize {
+pub(crate) fn resident(ptr: *const u8, len: usize) -> usize {
     let page = 4096;
     let mut vec = vec![0u8; len.div_ceil(page)];
     // SAFETY: `ptr..ptr + len` is a mapped, page-aligned range of the
@@ -36,6 +36,21 @@ fn discard_releases_the_resident_memory_of_an_anonymous_arena() {
     assert_eq!(resident(ptr, len), 0, "alloc_zeroed skipped the pages the OS zeroed");
     assert!(z.bytes().iter().all(|&b| b == 0));
     assert_eq!(arena.zeroed_pages(), 0, "handing the pages out took the marks");
+}
+
+#[test]
+fn a_discard_on_a_large_heap_arena_gives_the_memory_back() {
+    // 64 pages: at least 128 KiB, so the heap region is a mapping.
+    let arena = PageArena::builder().pages(64).max_order(4).build().unwrap();
+    let mut b = arena.alloc(4).unwrap();
+    b.bytes_mut().unwrap().fill(0xff);
+    let (ptr, len) = (b.as_ptr().as_ptr(), b.len());
+    assert_eq!(resident(ptr, len), 16);
+    b.discard(Discard::Free).unwrap();
+    assert_eq!(resident(ptr, len), 0, "the pages went back to the OS, not zero-filled in place");
+    assert_eq!(arena.zeroed_pages(), 16, "and read as zeros");
+    let z = arena.alloc_zeroed(4).unwrap();
+    assert!(z.bytes().iter().all(|&x| x == 0));
 }
 
 #[test]

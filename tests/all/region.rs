@@ -54,3 +54,30 @@ fn external_region_is_used_in_place() {
     // SAFETY: allocated above with this layout; the arena is dropped.
     unsafe { std::alloc::dealloc(mem, layout) };
 }
+
+#[test]
+fn a_large_heap_arena_is_not_resident_before_use() {
+    // 256 MiB on the default heap backing: building must not write the
+    // pages (a page-aligned `alloc_zeroed` memsets them all).
+    let arena = PageArena::builder().capacity(256 << 20).build().unwrap();
+    assert_eq!(arena.backing(), BackingKind::Heap);
+    let (base, len) = (arena.as_ptr().as_ptr(), arena.pages() * arena.page_size());
+    let resident = crate::discard::resident(base, len);
+    assert!(resident <= 16, "{resident} of {} pages resident before any use", arena.pages());
+    // Zeroed all the same, and a written page costs one page.
+    let mut b = arena.alloc(0).unwrap();
+    assert!(b.bytes().iter().all(|&x| x == 0));
+    b.bytes_mut().unwrap().fill(7);
+    assert!(crate::discard::resident(base, len) <= resident + 1);
+    drop(b);
+    let z = arena.alloc_zeroed(3).unwrap();
+    assert!(z.bytes().iter().all(|&x| x == 0));
+}
+
+#[test]
+fn a_small_heap_arena_comes_from_the_allocator_and_reads_as_zeros() {
+    let arena = PageArena::builder().pages(4).build().unwrap();
+    assert_eq!(arena.backing(), BackingKind::Heap);
+    let b = arena.alloc(2).unwrap();
+    assert!(b.bytes().iter().all(|&x| x == 0));
+}

@@ -513,3 +513,38 @@ fn the_first_arming_is_numbered_one() {
     assert_eq!(arena.tracker_stats().armings, 1);
     drop(block);
 }
+
+/// Linux and Android only: elsewhere capture takes the `backtrace` lock.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+#[cfg_attr(miri, ignore = "under Miri capture takes the backtrace lock")]
+fn recording_does_not_wait_for_the_backtrace_lock_a_resolution_holds() {
+    let arena = Arc::new(PageArena::builder().pages(16).build().unwrap());
+    let b = arena.alloc(0).unwrap();
+    let pfn = b.pfn();
+    assert_eq!(arena.arm(pfn..pfn + 1, Reason::Contig), 1);
+    let mut recorded = None;
+    // `backtrace::trace` holds the crate's process-wide lock while it calls
+    // back, as `backtrace::resolve` holds it while a report's first
+    // resolution loads debug info (tens of milliseconds).
+    backtrace::trace(|_| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = Arc::clone(&arena);
+        // Detached: if its capture waits for the lock, it finishes once we
+        // let go.
+        std::thread::spawn(move || {
+            drop(other.get(pfn).unwrap());
+            let _ = tx.send(());
+        });
+        // A bound on a wait that must not happen at all, not a speed check:
+        // a capture that takes the lock cannot record while we hold it. No
+        // assertion in here: the unwinder cannot unwind through a panic.
+        recorded = Some(rx.recv_timeout(Duration::from_secs(60)).is_ok());
+        false
+    });
+    assert_eq!(recorded, Some(true), "an armed event waited for the backtrace lock");
+    let events = arena.tracked_events();
+    let get = events.iter().find(|e| e.kind == EventKind::Get).expect("the get was recorded");
+    assert!(get.stack.is_some_and(|s| !s.is_failed()), "with its stack");
+    drop(b);
+}

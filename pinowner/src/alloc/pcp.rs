@@ -42,7 +42,7 @@
 
 use crate::error::BuildError;
 use crate::page::state::{FREE, GEN_ONE, PCP, REF_ONE};
-use crate::sync::{cache_slot, Barrier, BiasedLock, RemoteGuard};
+use crate::sync::{cache_slot, Barrier, BiasedLock, Gauge, RemoteGuard};
 
 /// Settings for per-thread caches of free blocks.
 ///
@@ -145,9 +145,16 @@ pub(crate) const LISTS: usize = crate::page::state::MAX_ORDER_LIMIT as usize + 1
 const _: () = assert!(LISTS.is_power_of_two());
 
 /// The blocks one cache holds: a list of head page numbers per order
-/// (empty lists allocate nothing), each beside its cumulative counters.
+/// (empty lists allocate nothing), each beside its cumulative counters, and
+/// the pages they hold in all.
 #[derive(Debug)]
-pub(crate) struct Lists([OrderList; LISTS]);
+pub(crate) struct Lists {
+    orders: [OrderList; LISTS],
+    /// Pages in the lists, all orders: kept by whoever changes a list (an
+    /// allocation or free counted here, a refill, a flush, a drain), and
+    /// published to the shard's [`Shard::pages`] when its owner leaves.
+    pages: usize,
+}
 
 /// One order of a cache: its blocks, and how many blocks of the order its
 /// owner allocated and freed through it. The counters sit beside the list
@@ -172,45 +179,75 @@ impl Lists {
     #[inline(always)]
     fn order(&mut self, order: u8) -> &mut OrderList {
         // Masked, so no bounds check: every order is below `LISTS`.
-        &mut self.0[order as usize & (LISTS - 1)]
+        &mut self.orders[order as usize & (LISTS - 1)]
     }
 
-    /// Counts a block of `order` allocated from this cache.
+    /// Counts a block of `order` allocated from this cache (popped from its
+    /// list).
     #[inline(always)]
     pub(crate) fn count_alloc(&mut self, order: u8) {
         self.order(order).allocs += 1;
+        self.pages -= 1 << order;
     }
 
-    /// Counts a block of `order` freed into this cache.
+    /// Counts a block of `order` freed into this cache (pushed on its list).
     #[inline(always)]
     pub(crate) fn count_free(&mut self, order: u8) {
         self.order(order).frees += 1;
+        self.pages += 1 << order;
+    }
+
+    /// Counts `blocks` blocks of `order` moved into the list from the buddy
+    /// lists (a refill).
+    #[inline]
+    pub(crate) fn count_refill(&mut self, order: u8, blocks: usize) {
+        self.pages += blocks << order;
+    }
+
+    /// Counts `blocks` blocks of `order` moved out of the list to the buddy
+    /// lists (a flush).
+    #[inline]
+    pub(crate) fn count_flush(&mut self, order: u8, blocks: usize) {
+        self.pages -= blocks << order;
     }
 
     /// The blocks allocated and freed through this cache, per order.
     pub(crate) fn counts(&self) -> ([u64; LISTS], [u64; LISTS]) {
-        (core::array::from_fn(|o| self.0[o].allocs), core::array::from_fn(|o| self.0[o].frees))
+        (core::array::from_fn(|o| self.orders[o].allocs), core::array::from_fn(|o| self.orders[o].frees))
     }
 
-    /// Pages held, all orders.
+    /// Pages held, all orders, as counted.
     pub(crate) fn pages(&self) -> usize {
-        self.0.iter().enumerate().map(|(o, l)| l.blocks.len() << o).sum()
+        self.pages
+    }
+
+    /// Pages held, all orders, as the lists say (what [`pages`](Self::pages)
+    /// must equal; for [`PageArena::verify`](crate::PageArena::verify)).
+    pub(crate) fn listed_pages(&self) -> usize {
+        self.orders.iter().enumerate().map(|(o, l)| l.blocks.len() << o).sum()
     }
 
     /// Empties every list: `f(head, order)` for each block.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(u32, u8)) {
-        for (o, l) in self.0.iter_mut().enumerate() {
+        for (o, l) in self.orders.iter_mut().enumerate() {
             for p in l.blocks.drain(..) {
                 f(p, o as u8);
             }
         }
+        self.pages = 0;
     }
 }
 
-/// One cache: the blocks it holds, behind a lock biased to its owner.
+/// One cache: the blocks it holds, behind a lock biased to its owner, and
+/// their page count published for readers that take no lock.
 #[repr(align(128))]
 #[derive(Debug)]
-pub(crate) struct Shard(pub(crate) BiasedLock<Lists>);
+pub(crate) struct Shard {
+    pub(crate) lists: BiasedLock<Lists>,
+    /// [`Lists::pages`] as of the last time a thread left the lists (the
+    /// owner after each allocation or free, a remote after a drain).
+    pub(crate) pages: Gauge,
+}
 
 /// The caches of one zone.
 #[derive(Debug)]
@@ -250,7 +287,7 @@ impl Pcp {
             for (l, &c) in lists.iter_mut().zip(&caps) {
                 l.blocks.try_reserve_exact(c).map_err(|_| oom())?;
             }
-            shards.push(Shard(BiasedLock::new(Lists(lists))));
+            shards.push(Shard { lists: BiasedLock::new(Lists { orders: lists, pages: 0 }), pages: Gauge::default() });
         }
         Ok(Pcp {
             shards: shards.into_boxed_slice(),
@@ -288,15 +325,45 @@ impl Pcp {
     #[inline(always)]
     pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Lists) -> R, otherwise: impl FnOnce() -> R) -> R {
         let Some(shard) = self.mine() else { return otherwise() };
+        let publish = |lists: &mut Lists| {
+            let r = f(lists);
+            // Inside: owner and remotes take turns, so the gauge has one
+            // writer at a time.
+            shard.pages.set(lists.pages);
+            r
+        };
         // SAFETY: this thread's cache slot is unique among live threads, so
         // we are the shard's only owner; callers never nest cache entries.
-        unsafe { shard.0.with_owner(self.barrier, f) }
+        unsafe { shard.lists.with_owner(self.barrier, publish) }
     }
 
     /// Takes every shard's remote side (the owners stay out until the
-    /// guards drop), with one barrier for all.
+    /// guards drop), with one barrier for all. The guards are in shard
+    /// order.
     pub(crate) fn lock_all(&self) -> Vec<RemoteGuard<'_, Lists>> {
-        BiasedLock::lock_all(self.shards.iter().map(|s| &s.0), self.barrier)
+        BiasedLock::lock_all(self.shards.iter().map(|s| &s.lists), self.barrier)
+    }
+
+    /// Empties the caches `caches` (every shard's remote side, from
+    /// [`lock_all`](Self::lock_all)): `f(head, order)` for each block.
+    /// Returns the pages drained.
+    pub(crate) fn drain(&self, caches: &mut [RemoteGuard<'_, Lists>], mut f: impl FnMut(u32, u8)) -> usize {
+        debug_assert_eq!(caches.len(), self.shards.len(), "not every shard's guard");
+        let mut drained = 0;
+        for (cache, shard) in caches.iter_mut().zip(self.shards.iter()) {
+            cache.with(|lists| {
+                drained += lists.pages();
+                lists.drain(&mut f);
+            });
+            shard.pages.set(0);
+        }
+        drained
+    }
+
+    /// Pages in all the caches, as their writers last published them: no
+    /// lock, no barrier.
+    pub(crate) fn pages(&self) -> usize {
+        self.shards.iter().map(|s| s.pages.get()).sum()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Building an arena: geometry checks, region, descriptors, zones.
 
-use crate::alloc::{FreeArea, ThreadCache, Zone, ZoneKind};
+use crate::alloc::{ThreadCache, Zone, ZoneKind};
 use crate::audit::LeakCheck;
 use crate::error::BuildError;
 use crate::page::state::MAX_ORDER_LIMIT;
@@ -228,7 +228,7 @@ impl ArenaBuilder {
         ];
         let region = Region::new(self.backing, len, page_size)?;
         for z in &zones {
-            let mut area: FreeAreaGuard<'_> = z.area.lock();
+            let mut area = z.area.lock();
             area.seed(&descs, z.start, z.end).map_err(|bytes| BuildError::Alloc { what: "free lists", bytes })?;
         }
         Ok(PageArena {
@@ -252,8 +252,3 @@ impl ArenaBuilder {
         })
     }
 }
-
-#[cfg(not(loom))]
-type FreeAreaGuard<'a> = parking_lot::MutexGuard<'a, FreeArea>;
-#[cfg(loom)]
-type FreeAreaGuard<'a> = loom::sync::MutexGuard<'a, FreeArea>;

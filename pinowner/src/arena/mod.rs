@@ -523,7 +523,12 @@ impl PageArena {
             area.mark_free_head(self.desc(p), order, PCP);
             list.push(p);
         }
-        list.pop()
+        let (got, moved) = (list.pop(), list.len() + 1);
+        if got.is_some() {
+            // The block taken is counted by the allocation's `count_alloc`.
+            cache.count_refill(order, moved);
+        }
+        got
     }
 
     /// Returns a block of a cached order, already marked as a cached free
@@ -538,7 +543,8 @@ impl PageArena {
                 let list = cache.of(order);
                 list.push(head);
                 if list.len() > pcp.high(order) {
-                    self.flush(zone, pcp, order, list);
+                    let n = self.flush(zone, pcp, order, list);
+                    cache.count_flush(order, n);
                 }
             },
             || self.free_uncached(zone, head, order),
@@ -554,14 +560,16 @@ impl PageArena {
         area.give(&self.descs, zone, head, order);
     }
 
+    /// Returns a batch of `list` to the buddy lists; returns its length.
     #[cold]
     #[inline(never)]
-    fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, list: &mut Vec<u32>) {
+    fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, list: &mut Vec<u32>) -> usize {
         let n = pcp.batch(order).min(list.len());
         let mut area = zone.area.lock();
         for p in list.drain(..n) {
             area.give(&self.descs, zone, p, order);
         }
+        n
     }
 
     /// Returns a block whose last count was just dropped to the buddy lists.
@@ -589,14 +597,10 @@ impl PageArena {
         caches: &mut [RemoteGuard<'_, Lists>],
         area: &mut FreeArea,
     ) -> usize {
-        let mut drained = 0;
-        for cache in caches {
-            cache.with(|cache| {
-                drained += cache.pages();
-                cache.drain(|p, o| area.give(&self.descs, zone, p, o));
-            });
+        match &zone.pcp {
+            Some(pcp) if !caches.is_empty() => pcp.drain(caches, |p, o| area.give(&self.descs, zone, p, o)),
+            _ => 0,
         }
-        drained
     }
 
     /// Returns every page parked in per-thread caches to the buddy lists, so
@@ -613,8 +617,16 @@ impl PageArena {
     }
 
     /// Free pages in all zones, cached ones included.
+    ///
+    /// Reads counters the allocator keeps: O(zones + caches), without a
+    /// lock, an allocation or a barrier, so it can be polled while other
+    /// threads allocate. Exact when no allocation, free or reservation is
+    /// running; while some run, the sum of counts each zone and each cache
+    /// had at some instant of the call, off by at most the pages moving
+    /// meanwhile. [`frag_stats`](Self::frag_stats) takes the locks and
+    /// gives the breakdown.
     pub fn free_pages(&self) -> usize {
-        self.frag_stats().zones.iter().map(|z| z.free_pages + z.cached_pages).sum()
+        self.zones.iter().map(Zone::free_pages).sum()
     }
 
     /// Fragmentation statistics: free blocks per order, largest free run,

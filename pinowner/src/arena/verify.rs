@@ -24,7 +24,8 @@ impl PageArena {
     /// block inside its zone; every free block is on exactly one free list
     /// of its order, or in exactly one thread cache (and then marked
     /// cached); every list and cache entry is such a block, once; the
-    /// lists' page count matches; no page is isolated and no block is left
+    /// page counts of the lists and caches (and the ones
+    /// [`free_pages`](Self::free_pages) reads) match them; no page is isolated and no block is left
     /// half-freed (a head with no counts that is not free).
     ///
     /// Meant for tests and debugging, on a **quiescent** arena: with no
@@ -79,8 +80,32 @@ impl PageArena {
                 format!("the {} zone's lists hold {listed_pages} pages, its count says {}", zone.kind, area.free_pages),
             );
         }
+        // Published at the last unlock; nothing changed the lists since.
+        if zone.area.free_pages() != listed_pages {
+            return fail(
+                zone.start,
+                format!(
+                    "the {} zone's lists hold {listed_pages} pages, its published count says {}",
+                    zone.kind,
+                    zone.area.free_pages()
+                ),
+            );
+        }
         let mut cached = std::collections::HashMap::<u32, u8>::new();
-        for cache in &mut caches {
+        let shards = zone.pcp.as_ref().map_or(&[][..], |pcp| &pcp.shards[..]);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let published = shards[i].pages.get();
+            let (counted, held) = cache.with(|lists| (lists.pages(), lists.listed_pages()));
+            if counted != held || published != held {
+                return fail(
+                    zone.start,
+                    format!(
+                        "thread cache {i} of the {} zone holds {held} pages, its count says {counted}, \
+                         published {published}",
+                        zone.kind
+                    ),
+                );
+            }
             let found = cache.with(|lists| {
                 for order in 0..=area.max_order {
                     for &p in lists.of(order).iter() {

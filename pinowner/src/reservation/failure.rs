@@ -330,3 +330,53 @@ pub enum ContigError {
     #[error("{0}")]
     Busy(Box<ContigFailure>),
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use crate::{ContigError, PageArena, Reason, ThreadCache, Tracking};
+
+    #[test]
+    fn the_first_failure_builds_the_tracker_while_the_zone_allocates_on() {
+        let tracking = Tracking { capacity: 1 << 16, ..Tracking::default() };
+        let arena = Arc::new(
+            PageArena::builder()
+                .pages(256)
+                .movable_pages(128)
+                .max_order(4)
+                .thread_cache(ThreadCache::default())
+                .tracking(tracking)
+                .build()
+                .unwrap(),
+        );
+        let busy = arena.alloc_movable(0).unwrap().into_block();
+        let built = Rc::new(Cell::new(false));
+        let (a, b) = (Arc::clone(&arena), Rc::clone(&built));
+        crate::tracker::ON_BUILD.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                // What an allocation in the zone waits for: the zone lock
+                // (and the caches, taken before it).
+                assert!(!a.zones[1].area.is_locked(), "the tracker is built under the zone lock");
+                // And one does run meanwhile, from another thread's cache
+                // and from the buddy lists.
+                let other = Arc::clone(&a);
+                std::thread::spawn(move || {
+                    drop(other.alloc_movable(0).unwrap());
+                    drop(other.alloc_movable(4).unwrap());
+                })
+                .join()
+                .unwrap();
+                b.set(true);
+            }));
+        });
+        let e = arena.reserve_range(busy.pfn(), 1, Reason::Contig).unwrap_err();
+        crate::tracker::ON_BUILD.with(|hook| hook.borrow_mut().take());
+        assert!(matches!(e, ContigError::Busy(_)), "{e:?}");
+        assert!(built.get(), "the failure built the tracker");
+        assert_eq!(arena.tracker_stats().armed_blocks, 1, "and armed the busy block with it");
+        arena.verify().unwrap();
+    }
+}

@@ -699,6 +699,22 @@ impl PageArena {
             // reallocated and armed for its next owner by mistake (arming
             // requires a live block).
             if commit {
+                if self.tracker.get().is_none() {
+                    // The first failure to arm anything builds the tracker:
+                    // its event ring (up to 16 Mi events, written slot by
+                    // slot), page side table and depot. Built with no lock
+                    // held (the window stays isolated under `reserving`),
+                    // then the locks are taken again, in their order:
+                    // built under the zone lock and the zone's caches, it
+                    // stalled every allocation of the zone for as long
+                    // (162 ms at 1 Mi events). What was freed meanwhile
+                    // landed isolated and is not live, so it is not armed.
+                    drop(area);
+                    drop(caches);
+                    self.tracker();
+                    caches = self.lock_caches(zone);
+                    area = zone.area.lock();
+                }
                 let heads: Vec<u32> = failure.busy.iter().map(|b| b.head as u32).collect();
                 self.arm_blocks(&heads, reason, start..end, who.acquirer(), Some(request.key()));
             }

@@ -25,6 +25,43 @@ pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, Atom
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+/// A statistic published for lock-free readers: a count that one writer
+/// at a time changes (under a lock it holds) and anyone reads, relaxed.
+///
+/// Always std's atomic, under loom too: a gauge decides nothing in the
+/// state machine (readers only report it), so its orderings need no model,
+/// and loom exploring its loads and stores would only multiply the
+/// interleavings of the models that run the allocator.
+///
+/// On a cache line of its own (128 bytes, a pair of 64-byte lines as the
+/// adjacent-line prefetcher fetches them): a reader polling it takes only
+/// this line from its writer, not the line of the writer's lock and data.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Gauge(std::sync::atomic::AtomicUsize);
+
+impl Gauge {
+    /// The value last published.
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Publishes `value`. Writers are serialised by a lock of their own, so
+    /// a plain store (no read-modify-write) loses nothing.
+    #[inline(always)]
+    pub(crate) fn set(&self, value: usize) {
+        self.0.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The guard of [`Mutex`].
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+/// The guard of [`Mutex`].
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A condition variable paired with [`Mutex`]: parking_lot's normally,
 /// loom's under the models.
 #[cfg(not(loom))]
@@ -121,6 +158,12 @@ impl<T> Mutex<T> {
             Some(d) => self.0.try_lock_until(d),
             None => Some(self.0.lock()),
         }
+    }
+
+    /// Whether some thread holds the lock now (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
+        self.0.is_locked()
     }
 }
 

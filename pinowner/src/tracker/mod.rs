@@ -24,9 +24,12 @@
 //! A recording thread pushes its event into a bounded lock-free queue and
 //! returns; a report drains the queue into the history. When the queue or the
 //! history is full the event is dropped and counted, per page and in total,
-//! and reports say so. The only waits on the recording path are the
-//! backtrace library's own process-wide lock (every unwinder has one) and a
-//! stack depot shard lock held for one hash lookup.
+//! and reports say so. The only wait on the recording path is a stack depot
+//! shard lock held for one hash lookup; on Linux and Android stacks are
+//! walked without the `backtrace` crate's process-wide lock, so a report
+//! resolving symbols (which holds it for tens of milliseconds the first
+//! time) never stalls recording. Elsewhere capture takes that lock too
+//! (see [`depot`](crate::depot)).
 //!
 //! # Arming, disarming, exactly once
 //!
@@ -733,6 +736,13 @@ fn emit_tracing(e: &Event) {
 #[cfg(loom)]
 fn emit_tracing(_: &Event) {}
 
+// Test-only, so std's: run on the building thread just before a tracker
+// is built, to check what that thread holds then.
+#[cfg(all(test, not(loom)))]
+std::thread_local! {
+    pub(crate) static ON_BUILD: core::cell::RefCell<Option<Box<dyn FnMut()>>> = const { core::cell::RefCell::new(None) };
+}
+
 /// The lazily allocated tracker of an arena.
 #[derive(Debug)]
 pub(crate) struct TrackerCell {
@@ -763,6 +773,8 @@ impl TrackerCell {
         if let Some(t) = self.get() {
             return t;
         }
+        #[cfg(all(test, not(loom)))]
+        ON_BUILD.with(|hook| hook.borrow_mut().as_mut().map(|f| f()));
         let p = Box::into_raw(Box::new(Tracker::new(self.config, pages)));
         self.ptr.store(p, Release);
         // SAFETY: just published; lives until `drop`.

@@ -1,0 +1,133 @@
+//! The fast single-threaded heap allocators page allocators are compared
+//! with (issue 12): talc, buddy-alloc and linked_list_allocator, each over a
+//! region of its own, asked for blocks of 4 KiB (order 0) or 2 MiB (order 9)
+//! aligned to their size. Shared by `benches/alloc.rs` and
+//! `benches/alloc_insn.rs`.
+//!
+//! None keeps counts, pins or attribution, and all three are `&mut`
+//! allocators (a multi-threaded user wraps them in a lock).
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+/// A block of `order` pages of 4 KiB, aligned to its size.
+pub fn layout(order: u8) -> Layout {
+    Layout::from_size_align(4096 << order, 4096 << order).unwrap()
+}
+
+/// Memory for a peer: page-aligned, from the global allocator, not zeroed
+/// (the pages a peer never writes are never touched).
+struct Memory {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Memory {
+    fn new(bytes: usize) -> Memory {
+        let layout = Layout::from_size_align(bytes, 2 << 20).unwrap();
+        // SAFETY: `bytes` is non-zero.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) }).expect("peer memory");
+        Memory { ptr, layout }
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// talc (`Talc` with the `Manual` source: one claimed heap).
+pub struct Talc {
+    heap: talc::base::Talc<talc::source::Manual, talc::DefaultBinning>,
+    _memory: Memory,
+}
+
+impl Talc {
+    /// A heap of `bytes` (plus room for talc's metadata).
+    pub fn new(bytes: usize) -> Talc {
+        let memory = Memory::new(bytes + (4 << 20));
+        let mut heap = talc::base::Talc::new(talc::source::Manual);
+        // SAFETY: the memory is ours and outlives the heap (same struct,
+        // dropped after it); nothing else touches it.
+        unsafe { heap.claim(memory.ptr.as_ptr(), memory.layout.size()) }.expect("talc claim");
+        Talc { heap, _memory: memory }
+    }
+
+    /// Allocates a block of `layout`.
+    #[inline]
+    pub fn alloc(&mut self, layout: Layout) -> NonNull<u8> {
+        // SAFETY: the size is non-zero.
+        unsafe { self.heap.allocate(layout) }.expect("talc out of memory")
+    }
+
+    /// Frees a block `alloc` returned for `layout`.
+    #[inline]
+    pub fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: allocated by this heap with this layout.
+        unsafe { self.heap.deallocate(ptr.as_ptr(), layout) }
+    }
+}
+
+/// buddy-alloc (`BuddyAlloc`, leaves of 4 KiB).
+pub struct BuddyAlloc {
+    heap: buddy_alloc::buddy_alloc::BuddyAlloc,
+    _memory: Memory,
+}
+
+impl BuddyAlloc {
+    /// A heap of `bytes` (plus room for its metadata).
+    pub fn new(bytes: usize) -> BuddyAlloc {
+        let memory = Memory::new(bytes + (4 << 20));
+        let param = buddy_alloc::buddy_alloc::BuddyAllocParam::new(memory.ptr.as_ptr(), memory.layout.size(), 4096);
+        // SAFETY: the memory is ours, allocated, and outlives the heap; nothing
+        // else writes it.
+        let heap = unsafe { buddy_alloc::buddy_alloc::BuddyAlloc::new(param) };
+        BuddyAlloc { heap, _memory: memory }
+    }
+
+    /// Allocates `bytes` (a power of two of at least 4 KiB: a buddy block,
+    /// aligned to its size inside the heap).
+    #[inline]
+    pub fn alloc(&mut self, bytes: usize) -> NonNull<u8> {
+        NonNull::new(self.heap.malloc(bytes)).expect("buddy-alloc out of memory")
+    }
+
+    /// Frees a block `alloc` returned.
+    #[inline]
+    pub fn free(&mut self, ptr: NonNull<u8>) {
+        self.heap.free(ptr.as_ptr())
+    }
+}
+
+/// linked_list_allocator (`Heap`, first fit).
+pub struct LinkedList {
+    heap: linked_list_allocator::Heap,
+    _memory: Memory,
+}
+
+impl LinkedList {
+    /// A heap of `bytes` (plus room to align a 2 MiB block).
+    pub fn new(bytes: usize) -> LinkedList {
+        let memory = Memory::new(bytes + (4 << 20));
+        let mut heap = linked_list_allocator::Heap::empty();
+        // SAFETY: the memory is ours and outlives the heap (same struct,
+        // dropped after it); nothing else touches it.
+        unsafe { heap.init(memory.ptr.as_ptr(), memory.layout.size()) };
+        LinkedList { heap, _memory: memory }
+    }
+
+    /// Allocates a block of `layout`.
+    #[inline]
+    pub fn alloc(&mut self, layout: Layout) -> NonNull<u8> {
+        self.heap.allocate_first_fit(layout).expect("linked_list_allocator out of memory")
+    }
+
+    /// Frees a block `alloc` returned for `layout`.
+    #[inline]
+    pub fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: allocated by this heap with this layout.
+        unsafe { self.heap.deallocate(ptr, layout) }
+    }
+}
