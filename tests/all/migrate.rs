@@ -382,9 +382,15 @@ fn compaction_makes_high_order_free_blocks_from_scattered_movable_ones() {
     // Keep every eighth block: no free order-3 block is left anywhere.
     let kept: Vec<_> = all.into_iter().enumerate().filter(|(i, _)| i % 8 == 0).map(|(_, b)| b).collect();
     let before = arena.frag_stats();
+    let at: Vec<_> = kept.iter().map(|(b, _)| b.pfn()).collect();
     let c = arena.compact(ZoneKind::Movable, 3);
     let after = arena.frag_stats();
     assert!(c.freed > 0 && c.blocks_moved > 0, "{c:?}");
+    // Every move counted once: the kept blocks' own histories add up to it
+    // (a block may move twice, into a window compacted later).
+    let moves: u64 = kept.iter().map(|(b, _)| b.migrated().map_or(0, |m| u64::from(m.times))).sum();
+    assert!(kept.iter().zip(&at).any(|((b, _), &p)| b.pfn() != p));
+    assert_eq!((c.blocks_moved, c.pages_moved), (moves, moves), "{c:?}");
     assert!(c.free_after > c.free_before, "{c:?}\n{before}\n{after}");
     let high = |s: &pinowner::FragStats| s.zone(ZoneKind::Movable).unwrap().free_blocks[3..].iter().sum::<usize>();
     assert!(high(&after) > high(&before), "{before}\n{after}");
@@ -414,7 +420,8 @@ fn relocate_moves_a_block_on_request() {
     drop(borrow);
 }
 
-/// Threads borrowing, writing, sharing and pinning movable blocks while two
+/// Threads borrowing, writing, sharing, pinning and relocating movable
+/// blocks (thread caches on, the default) while two
 /// threads reserve overlapping windows, one compacts and one pins long
 /// term: no borrow ever sees another block's bytes, every block ends where
 /// its handle says with its bytes, and the allocator verifies.
@@ -450,6 +457,15 @@ fn migration_under_every_operation_at_once_loses_nothing() {
                             let pin = b.pin(0).ok();
                             assert!(share.borrow().iter().all(|x| x == c));
                             drop((pin, share));
+                        }
+                        5 if !held.is_empty() => {
+                            // The holder moves its own block, as `move_pages`.
+                            let (b, c) = &held[(seed >> 16) as usize % held.len()];
+                            if b.relocate().is_ok() {
+                                // (A reservation may have moved it again since.)
+                                let bytes = b.borrow();
+                                assert!(bytes.iter().all(|x| x == c), "moved block at {:#x}", bytes.pfn());
+                            }
                         }
                         _ if !held.is_empty() => {
                             let (b, c) = &held[(seed >> 16) as usize % held.len()];

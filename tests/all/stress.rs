@@ -149,9 +149,10 @@ fn every_operation_at_once(cache: Option<ThreadCache>) {
         capacity: 512,
         ..Tracking::default()
     });
-    if let Some(cache) = cache {
-        b = b.thread_cache(cache);
-    }
+    b = match cache {
+        Some(cache) => b.thread_cache(cache),
+        None => b.without_thread_cache(),
+    };
     let arena = b.build().unwrap();
     let stop = AtomicBool::new(false);
     let reserved = AtomicUsize::new(0);

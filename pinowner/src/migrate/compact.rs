@@ -87,7 +87,7 @@ impl PageArena {
             free_before: self.free_blocks_of(zone.kind, order),
             free_after: 0,
         };
-        let (blocks0, pages0) = self.moved_totals();
+        let (blocks0, pages0) = super::moved_here();
         let mut w = start;
         while w + size <= end {
             c.windows += 1;
@@ -104,7 +104,7 @@ impl PageArena {
             }
             w += size;
         }
-        let (blocks1, pages1) = self.moved_totals();
+        let (blocks1, pages1) = super::moved_here();
         c.blocks_moved = blocks1 - blocks0;
         c.pages_moved = pages1 - pages0;
         c.free_after = self.free_blocks_of(zone.kind, order);
@@ -119,10 +119,6 @@ impl PageArena {
         // reservation waits.
         let deadline: Option<Instant> = None;
         self.clear_window(zone, w as u32, size as u32, request, 1, who, deadline, false).map(|_| ())
-    }
-
-    fn moved_totals(&self) -> (u64, u64) {
-        self.moves.get().map_or((0, 0), |t| t.moved_totals())
     }
 
     /// Free blocks of at least `order` in a zone, in `order` units.

@@ -260,6 +260,29 @@ impl Entry {
 /// Orders a block can have.
 const ORDERS: usize = state::MAX_ORDER_LIMIT as usize + 1;
 
+crate::sync::thread_local_const! {
+    /// Blocks and pages this thread's reservations and compactions have
+    /// moved (plain adds, no shared counter): a compaction counts its own
+    /// moves as the difference, exactly, whatever other threads move
+    /// meanwhile.
+    static MOVED_HERE: core::cell::Cell<(u64, u64)> = const { core::cell::Cell::new((0, 0)) };
+}
+
+/// Blocks and pages the calling thread's reservations and compactions
+/// have moved so far.
+pub(crate) fn moved_here() -> (u64, u64) {
+    MOVED_HERE.with(|m| m.get())
+}
+
+/// Counts a block of `order` a reservation or compaction of this thread
+/// moved.
+pub(crate) fn count_moved_here(order: u8) {
+    MOVED_HERE.with(|m| {
+        let (blocks, pages) = m.get();
+        m.set((blocks + 1, pages + (1u64 << order)));
+    });
+}
+
 /// The arena's movable allocations: entries by block head, and every
 /// page's migration history. Made on the first movable allocation (16
 /// bytes per page of the arena).
@@ -321,14 +344,15 @@ impl MoveTable {
         }
     }
 
-    /// Blocks and pages moved so far (moves in flight count once they
-    /// land). O(pages of the arena): for statistics, not hot paths.
+    /// Blocks and pages moved so far, approximately while moves run (a
+    /// move re-keying its entry may be missed for a moment). O(pages of the
+    /// arena): for statistics, not hot paths.
     pub(crate) fn moved_totals(&self) -> (u64, u64) {
+        let _readers = self.readers.lock();
         let (mut blocks, mut pages) = self.retired.iter().enumerate().fold((0, 0), |(b, p), (order, n)| {
             let n = n.load(Relaxed);
             (b + n, p + (n << order))
         });
-        let _readers = self.readers.lock();
         for (at, slot) in self.by_head.iter().enumerate() {
             let p = slot.load(Acquire);
             if p.is_null() {
@@ -446,19 +470,21 @@ impl PageArena {
     /// letting go, inside a borrow).
     pub(crate) fn drop_entry(&self, head: u32) {
         let table = self.moves();
-        let p = {
-            let _readers = table.readers.lock();
-            table.by_head[head as usize].swap(core::ptr::null_mut(), Acquire)
-        };
-        if !p.is_null() {
-            // SAFETY: the slot owned this count (see `MoveTable`); it is
-            // out of the table, and no reader is cloning it.
-            let entry = unsafe { TrackedArc::from_raw(p) };
-            let moves = entry.moves.load(Relaxed);
-            if moves != 0 {
-                table.retired[entry.order as usize & (ORDERS - 1)].fetch_add(u64::from(moves), Relaxed);
-            }
+        let readers = table.readers.lock();
+        let p = table.by_head[head as usize].swap(core::ptr::null_mut(), Acquire);
+        if p.is_null() {
+            return;
         }
+        // SAFETY: the slot owned this count (see `MoveTable`); it is out of
+        // the table, and no reader is cloning it.
+        let entry = unsafe { TrackedArc::from_raw(p) };
+        // Its moves join the retired ones before a total can miss them.
+        let moves = entry.moves.load(Relaxed);
+        if moves != 0 {
+            table.retired[entry.order as usize & (ORDERS - 1)].fetch_add(u64::from(moves), Relaxed);
+        }
+        drop(readers);
+        drop(entry);
     }
 
     /// True if the block headed by `head` (word `w`) is a movable

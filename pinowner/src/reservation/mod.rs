@@ -624,7 +624,7 @@ impl PageArena {
                     continue;
                 }
                 match self.why_unmovable(h, w) {
-                    None => movable.push(h),
+                    None => movable.push((h, state::order(w))),
                     Some(Unmovable::Pinned | Unmovable::NoMover { .. }) if self.is_movable_allocation(h, w) => {
                         held_for_now += 1;
                     }
@@ -642,10 +642,13 @@ impl PageArena {
                     continue;
                 }
                 let mut moved = 0;
-                for head in movable.iter().copied() {
+                for (head, order) in movable.iter().copied() {
                     tried.insert(head);
                     match self.migrate_block(head, reason, Dest::Any) {
-                        Ok(_) => moved += 1,
+                        Ok(_) => {
+                            moved += 1;
+                            crate::migrate::count_moved_here(order);
+                        }
                         // Tried again on the next pass: what may end by
                         // itself soon (`migrate_pages`' -EAGAIN). No memory
                         // for a destination is not retried (its -ENOMEM).
