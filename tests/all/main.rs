@@ -12,6 +12,7 @@ mod map;
 mod migrate;
 mod model;
 mod region;
+mod reporting;
 mod reserve;
 mod stats;
 mod stress;

@@ -40,7 +40,27 @@
 //!   `PCP` pages: it never merges with, isolates or commits one.
 //!
 //! The stores are `Release`, as the compare-and-swaps they replace were.
+//!
+//! # The reported boundary
+//!
+//! Each list keeps its reported blocks (memory given back to the operating
+//! system by [`crate::reporting`]) at its front, `reported[order]` of them,
+//! and the others behind: the kernel's per-order reported boundary, so the
+//! reporter only ever looks at blocks it has not reported, and allocation
+//! (which pops from the back) takes a block still backed by memory first.
+//! Moving a block across the boundary is a swap of two entries, O(1) like
+//! the rest. The pages of the reported part carry the `REPORTED` mark
+//! (`page::ext`), written here under the zone lock: set when the reporter
+//! puts a block back, cleared when the block leaves the reported part
+//! (allocated, cached, isolated, or merged with an unreported buddy).
+//! While the reporter holds a block (between taking it off the list and
+//! putting it back) the block reads `FREE | PCP` and is on no list, like a
+//! block on its way into a thread cache: coalescing skips it and a
+//! reservation waits for it.
 
+use std::sync::Arc;
+
+use crate::page::ext::{Mark, PageExt};
 use crate::page::slot;
 use crate::page::state::{self, COUNTS, EXCLUSIVE, FREE, GEN_ONE, HEAD, MOVABLE, ORDER_MASK, PCP, REF_ONE};
 use crate::page::Descriptor;
@@ -64,6 +84,15 @@ pub(crate) struct FreeArea {
     /// Allocations, frees and failures served by the lists, per order
     /// (plain adds under the zone lock).
     pub(crate) counts: ZoneCounts,
+    /// Per order, how many blocks at the front of the list are reported
+    /// (see the module docs).
+    reported: [u32; LISTS],
+    /// Pages the reporter has taken off the lists and not yet put back.
+    pub(crate) reporting_pages: usize,
+    /// The arena's side bitmaps, for the `REPORTED` mark. Shared with the
+    /// arena (an `Arc` for ownership only: every access is an atomic of
+    /// the bitmap).
+    ext: Arc<PageExt>,
 }
 
 /// Per-order counters of a zone's lists (see [`FreeArea::counts`]).
@@ -105,13 +134,16 @@ pub(crate) const fn free_head_word(old: u64, order: u8, extra: u64) -> u64 {
 }
 
 impl FreeArea {
-    pub(crate) fn new(max_order: u8) -> FreeArea {
+    pub(crate) fn new(max_order: u8, ext: Arc<PageExt>) -> FreeArea {
         FreeArea {
             lists: (0..=max_order).map(|_| Vec::new()).collect(),
             nonempty: 0,
             free_pages: 0,
             max_order,
             counts: ZoneCounts { allocs: [0; LISTS], frees: [0; LISTS], failures: [0; LISTS] },
+            reported: [0; LISTS],
+            reporting_pages: 0,
+            ext,
         }
     }
 
@@ -177,11 +209,22 @@ impl FreeArea {
         self.free_pages += 1 << order;
     }
 
+    /// Takes a listed block off its list; returns whether it was reported
+    /// (its marks go: see the module docs).
     #[inline]
-    pub(crate) fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
-        let idx = slot::decode_index(descs[pfn as usize].owner.load(Relaxed)) as usize;
+    pub(crate) fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) -> bool {
+        let mut idx = slot::decode_index(descs[pfn as usize].owner.load(Relaxed)) as usize;
+        debug_assert_eq!(self.lists[order as usize][idx], pfn, "free-list index out of sync");
+        let reported = idx < self.reported[order as usize] as usize;
+        if reported {
+            // To the edge of the reported part, which then shrinks past it.
+            let edge = self.reported[order as usize] as usize - 1;
+            self.swap_entries(descs, order, idx, edge);
+            self.reported[order as usize] -= 1;
+            idx = edge;
+            self.ext.clear(Mark::Reported, pfn, 1 << order);
+        }
         let list = &mut self.lists[order as usize];
-        debug_assert_eq!(list[idx], pfn, "free-list index out of sync");
         let last = list.pop().expect("free list is empty");
         if last != pfn {
             list[idx] = last;
@@ -191,8 +234,49 @@ impl FreeArea {
             self.nonempty &= !(1 << order);
         }
         self.free_pages -= 1 << order;
+        reported
     }
 
+    /// Swaps list entries `i` and `j` of `order`, with their index slots.
+    fn swap_entries(&mut self, descs: &[Descriptor], order: u8, i: usize, j: usize) {
+        if i != j {
+            let list = &mut self.lists[order as usize];
+            list.swap(i, j);
+            descs[list[i] as usize].owner.store(slot::encode_index(i as u32), Relaxed);
+            descs[list[j] as usize].owner.store(slot::encode_index(j as u32), Relaxed);
+        }
+    }
+
+    /// Pushes a block the reporter gave back, at the end of the reported
+    /// part of its list, and marks its pages.
+    pub(crate) fn push_reported(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
+        self.push(descs, pfn, order);
+        let last = self.lists[order as usize].len() - 1;
+        self.swap_entries(descs, order, self.reported[order as usize] as usize, last);
+        self.reported[order as usize] += 1;
+        self.ext.set(Mark::Reported, pfn, 1 << order);
+    }
+
+    /// Reported free blocks of `order` (at the front of its list).
+    pub(crate) fn reported(&self, order: u8) -> usize {
+        self.reported[order as usize] as usize
+    }
+
+    /// The reporter's pull: takes up to `max` unreported free blocks of
+    /// `order` off the list into `out`, each head marked `FREE | PCP` (in
+    /// flight: see the module docs), counted in
+    /// [`reporting_pages`](Self::reporting_pages).
+    pub(crate) fn pull_unreported(&mut self, descs: &[Descriptor], order: u8, max: usize, out: &mut Vec<u32>) {
+        let o = order as usize;
+        for _ in 0..max {
+            let Some(&pfn) = self.lists[o].get(self.reported[o] as usize) else { break };
+            debug_assert_eq!(descs[pfn as usize].state.load(Relaxed) & state::ISOLATED, 0, "a listed isolated block");
+            self.remove(descs, pfn, order);
+            self.mark_free_head(&descs[pfn as usize], order, PCP);
+            self.reporting_pages += 1 << order;
+            out.push(pfn);
+        }
+    }
     /// True if the free block headed by `pfn` of `order` is on its list
     /// (free blocks isolated by a reservation are not).
     pub(crate) fn is_listed(&self, descs: &[Descriptor], pfn: u32, order: u8) -> bool {
@@ -235,21 +319,44 @@ impl FreeArea {
         let mut o = order + above.trailing_zeros() as u8;
         let list = &mut self.lists[o as usize];
         let pfn = list.pop().expect("non-empty list");
+        // Unreported blocks sit at the back: this one was reported only if
+        // none was left.
+        let reported = list.len() < self.reported[o as usize] as usize;
         if list.is_empty() {
             self.nonempty &= !(1 << o);
         }
         self.free_pages -= 1 << o;
+        if reported {
+            self.reported[o as usize] -= 1;
+        }
         while o > order {
             o -= 1;
             let buddy = pfn + (1 << o);
             self.mark_free_head(&descs[buddy as usize], o, 0);
-            self.push(descs, buddy, o);
+            if reported {
+                // Still given back: the halves stay reported.
+                self.push_reported(descs, buddy, o);
+            } else {
+                self.push(descs, buddy, o);
+            }
+        }
+        if reported {
+            self.ext.clear(Mark::Reported, pfn, 1 << order);
         }
         Some(pfn)
     }
 
     /// Returns a block to the lists, coalescing with free buddies.
-    pub(crate) fn give(&mut self, descs: &[Descriptor], zone: &Zone, mut pfn: u32, mut order: u8) {
+    #[inline]
+    pub(crate) fn give(&mut self, descs: &[Descriptor], zone: &Zone, pfn: u32, order: u8) {
+        self.give_as(descs, zone, pfn, order, false);
+    }
+
+    /// Returns a block to the lists, coalescing with free buddies; the
+    /// merged block is reported if `reported` and every buddy it took in
+    /// was (a merge with an unreported buddy clears the marks).
+    pub(crate) fn give_as(&mut self, descs: &[Descriptor], zone: &Zone, mut pfn: u32, mut order: u8, reported: bool) {
+        let mut reported = reported;
         if descs[pfn as usize].state.load(Acquire) & state::ISOLATED != 0 {
             // Inside a window a reservation isolated: the block stays out of
             // the lists (and un-merged) until the reservation commits or
@@ -266,13 +373,17 @@ impl FreeArea {
             if b & (HEAD | FREE | PCP | state::ISOLATED) != HEAD | FREE || state::order(b) != order {
                 break;
             }
-            self.remove(descs, buddy, order);
+            reported &= self.remove(descs, buddy, order);
             let (head, tail) = if buddy < pfn { (buddy, pfn) } else { (pfn, buddy) };
             self.mark_tail(&descs[tail as usize]);
             pfn = head;
             order += 1;
         }
         self.mark_free_head(&descs[pfn as usize], order, 0);
-        self.push(descs, pfn, order);
+        if reported {
+            self.push_reported(descs, pfn, order);
+        } else {
+            self.push(descs, pfn, order);
+        }
     }
 }

@@ -19,6 +19,17 @@ pub struct ZoneFrag {
     /// The longest run of adjacent free pages in the buddy lists (it may span
     /// several maximal blocks).
     pub largest_free_run: usize,
+    /// Of [`free_blocks`](Self::free_blocks), the blocks whose memory the
+    /// free page reporter gave back, per order (see [`crate::reporting`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reported_blocks: Vec<usize>,
+    /// Pages in those blocks.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reported_pages: usize,
+    /// Free pages the reporter has off the lists right now (a batch in
+    /// flight), counted in no other field.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reporting_pages: usize,
 }
 
 impl ZoneFrag {
@@ -105,7 +116,17 @@ mod tests {
 
     fn frag(free_blocks: Vec<usize>) -> ZoneFrag {
         let free_pages = free_blocks.iter().enumerate().map(|(o, n)| n << o).sum();
-        ZoneFrag { zone: ZoneKind::Normal, pages: 1024, free_blocks, free_pages, cached_pages: 0, largest_free_run: 0 }
+        ZoneFrag {
+            zone: ZoneKind::Normal,
+            pages: 1024,
+            free_blocks,
+            free_pages,
+            cached_pages: 0,
+            largest_free_run: 0,
+            reported_blocks: Vec::new(),
+            reported_pages: 0,
+            reporting_pages: 0,
+        }
     }
 
     #[test]

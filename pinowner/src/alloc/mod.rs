@@ -60,6 +60,10 @@ pub(crate) struct Zone {
     /// Reservations waiting for blocks of this zone to be freed
     /// (`reserve_*_wait`): while any does, a block freed here wakes them.
     pub(crate) waiters: AtomicUsize,
+    /// Held by the reporter for each batch, from taking its blocks off the
+    /// lists to putting them back: a reservation that meets a block in
+    /// flight waits on it (see [`crate::reporting`]).
+    pub(crate) report_batch: Mutex<()>,
 }
 
 impl Zone {
@@ -75,13 +79,15 @@ impl Zone {
         end: u32,
         max_order: u8,
         cache: Option<ThreadCache>,
+        ext: std::sync::Arc<crate::page::ext::PageExt>,
     ) -> Result<Zone, BuildError> {
         let pcp = cache.map(|c| Pcp::new(c, max_order, end - start)).transpose()?;
         Ok(Zone {
             kind,
             start,
             end,
-            area: Mutex::new(FreeArea::new(max_order)),
+            area: Mutex::new(FreeArea::new(max_order, ext)),
+            report_batch: Mutex::new(()),
             pcp,
             reserving: Mutex::new(()),
             waiters: AtomicUsize::new(0),

@@ -74,7 +74,9 @@ pub struct PageArena {
     /// zones); see [`stats`](Self::stats).
     pub(crate) reserve_counters: crate::stats::ReserveCounters,
     /// Per-page side bits (pages known to be zero); see [`crate::page::ext`].
-    pub(crate) ext: crate::page::ext::PageExt,
+    pub(crate) ext: std::sync::Arc<crate::page::ext::PageExt>,
+    /// Free page reporting: settings and counters; see [`crate::reporting`].
+    pub(crate) reporting: crate::reporting::ReportState,
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -589,9 +591,10 @@ impl PageArena {
         drained
     }
 
-    /// Free pages in all zones, cached ones included.
+    /// Free pages in all zones, cached ones and ones the free page reporter
+    /// holds for a moment included.
     pub fn free_pages(&self) -> usize {
-        self.frag_stats().zones.iter().map(|z| z.free_pages + z.cached_pages).sum()
+        self.frag_stats().zones.iter().map(|z| z.free_pages + z.cached_pages + z.reporting_pages).sum()
     }
 
     /// Fragmentation statistics: free blocks per order, largest free run,
@@ -626,6 +629,9 @@ impl PageArena {
                 free_pages: area.free_pages,
                 cached_pages: cached,
                 largest_free_run: largest,
+                reported_blocks: (0..=area.max_order).map(|o| area.reported(o)).collect(),
+                reported_pages: (0..=area.max_order).map(|o| area.reported(o) << o).sum(),
+                reporting_pages: area.reporting_pages,
             });
         }
         FragStats { zones }
@@ -656,7 +662,8 @@ impl PageArena {
             }
             let mut state = PageState::from_word(s1);
             let own = PageState::from_word(self.desc(p).state.load(Relaxed)).flags;
-            state.flags = state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED));
+            state.flags =
+                state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED)) | self.side_flags(p);
             let live = s1 & FREE == 0 && s1 & COUNTS != 0;
             let acquirer = if live { slot::decode_if_current(owner, state::gen(s1)) } else { None };
             return Ok(PageInfo { pfn, head: head as Pfn, zone, state, acquirer, migrated: self.migrated(p) });
@@ -664,14 +671,21 @@ impl PageArena {
         // A page whose block is being split or merged right now: report it
         // with its own word.
         let w = self.desc(p).state.load(Acquire);
-        Ok(PageInfo {
-            pfn,
-            head: pfn,
-            zone,
-            state: PageState::from_word(w),
-            acquirer: None,
-            migrated: self.migrated(p),
-        })
+        let mut state = PageState::from_word(w);
+        state.flags = state.flags | self.side_flags(p);
+        Ok(PageInfo { pfn, head: pfn, zone, state, acquirer: None, migrated: self.migrated(p) })
+    }
+
+    /// The side flags of page `p` (`REPORTED`, `ZEROED`): see `page::ext`.
+    fn side_flags(&self, p: u32) -> crate::PageFlags {
+        use crate::page::ext::Mark;
+        let mut f = crate::PageFlags::default();
+        for (mark, flag) in [(Mark::Reported, crate::PageFlags::REPORTED), (Mark::Zeroed, crate::PageFlags::ZEROED)] {
+            if self.ext.test(mark, p) {
+                f = f | flag;
+            }
+        }
+        f
     }
 
     /// The state of a page's block.

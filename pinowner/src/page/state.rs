@@ -262,6 +262,17 @@ flags! {
 }
 
 impl PageFlags {
+    /// Side flag (from the page extensions, not the state word): the page
+    /// is free and its memory was given back to the operating system by
+    /// the free page reporter ([`crate::reporting`]).
+    pub const REPORTED: PageFlags = PageFlags(1 << 9);
+    /// Side flag: the page is free and its bytes are known to be zero (the
+    /// operating system dropped them), so `alloc_zeroed` will not write it.
+    pub const ZEROED: PageFlags = PageFlags(1 << 10);
+    /// The side flags, in bit order, with their names.
+    const SIDE: &'static [(PageFlags, &'static str)] =
+        &[(PageFlags::REPORTED, "reported"), (PageFlags::ZEROED, "zeroed")];
+
     pub(crate) const fn from_word(word: u64) -> Self {
         PageFlags(((word >> 41) & 0x1ff) as u16)
     }
@@ -299,7 +310,7 @@ impl core::ops::BitOr for PageFlags {
 impl core::fmt::Display for PageFlags {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut first = true;
-        for (flag, name) in PageFlags::ALL {
+        for (flag, name) in PageFlags::ALL.iter().chain(PageFlags::SIDE) {
             if self.contains(*flag) {
                 if !first {
                     f.write_str("|")?;
