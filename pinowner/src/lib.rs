@@ -12,6 +12,7 @@ pub mod depot;
 pub mod discard;
 pub mod error;
 mod handle;
+pub mod idle;
 pub mod implementation;
 #[cfg(feature = "serde")]
 mod json;

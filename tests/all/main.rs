@@ -8,6 +8,7 @@ mod discard;
 mod ecosystem;
 mod faults;
 mod geometry;
+mod idle;
 mod map;
 mod migrate;
 mod model;

@@ -124,13 +124,16 @@ impl ZoneCounts {
 }
 
 /// The word of a free block head of `order` made from `old`: keeps
-/// isolation and idle bits and the generation; drops the flags of the
-/// allocation (`EXCLUSIVE`, `MOVABLE`, `CONTIG`), `PCP` and `TRACKED`
-/// (freeing disarms: a free page has no holders left to track); adds
-/// `extra`.
+/// isolation bits and the generation; drops the flags of the allocation
+/// (`EXCLUSIVE`, `MOVABLE`, `CONTIG`), `PCP`, `TRACKED` (freeing disarms: a
+/// free page has no holders left to track) and `IDLE` (so every allocation
+/// starts accessed: see [`crate::idle`]); adds `extra`.
 #[inline(always)]
 pub(crate) const fn free_head_word(old: u64, order: u8, extra: u64) -> u64 {
-    state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED), order) | HEAD | FREE | extra
+    state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED | state::IDLE), order)
+        | HEAD
+        | FREE
+        | extra
 }
 
 impl FreeArea {
@@ -174,7 +177,7 @@ impl FreeArea {
     /// Clears the head bits of a page that became a tail of a larger free block.
     #[inline]
     fn mark_tail(&mut self, d: &Descriptor) {
-        self.set(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK | state::TRACKED));
+        self.set(d, |old| old & !(HEAD | FREE | PCP | ORDER_MASK | state::TRACKED | state::IDLE));
     }
 
     /// Turns a free block head taken off the lists (or isolated) into an

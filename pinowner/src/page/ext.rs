@@ -21,6 +21,12 @@
 //! `alloc_zeroed` never returns non-zero bytes. Every path that hands a page
 //! out must call [`PageExt::handed_out`] or [`PageExt::take_zeroed`].
 //!
+//! # The `WATCHED` and `YOUNG` marks
+//!
+//! Idle tracking's two side bits, on block heads: see [`crate::idle`].
+//! They are read only together with the head's `IDLE` bit, which every
+//! allocation starts clear, so marks left on a freed block mean nothing.
+//!
 //! # The `REPORTED` mark
 //!
 //! Set on every page of a free block the reporter (see
@@ -46,10 +52,17 @@ pub(crate) enum Mark {
     /// The page's memory was reported free to the operating system (see
     /// the module docs).
     Reported = 1,
+    /// Idle tracking watches the block headed here (set by `mark_idle`,
+    /// cleared when the reclaim clock consumes an access): see
+    /// [`crate::idle`]. On block heads only.
+    Watched = 2,
+    /// An access the idle tracker's marking hid from the reclaim clock (the
+    /// kernel's `PG_young`): see [`crate::idle`]. On block heads only.
+    Young = 3,
 }
 
 /// How many marks there are.
-const MARKS: usize = 2;
+const MARKS: usize = 4;
 
 /// One mark's bitmap.
 #[derive(Debug)]
@@ -76,7 +89,7 @@ impl PageExt {
             words.extend((0..n).map(|_| AtomicU64::new(0)));
             Ok(Bits { words: words.into_boxed_slice(), ever: AtomicBool::new(false) })
         };
-        Ok(PageExt { marks: [bits()?, bits()?] })
+        Ok(PageExt { marks: [bits()?, bits()?, bits()?, bits()?] })
     }
 
     fn bits(&self, mark: Mark) -> &Bits {
