@@ -93,6 +93,13 @@ pub enum BuildError {
         /// The largest value allowed.
         limit: usize,
     },
+    /// [`Poison::Protect`](crate::poison::Poison::Protect) needs an
+    /// anonymous mapping (`mprotect` of single pages).
+    #[error("poison protect mode needs an anonymous backing, not {backing:?}")]
+    PoisonBacking {
+        /// The backing the arena got.
+        backing: crate::BackingKind,
+    },
     /// A [`Reporting`](crate::reporting::Reporting) batch outside
     /// `1..=`[`Reporting::MAX_BATCH`](crate::reporting::Reporting::MAX_BATCH).
     #[error("reporting batch of {batch} blocks is outside 1..={limit}")]

@@ -18,6 +18,7 @@ pub mod implementation;
 mod json;
 pub mod migrate;
 pub mod page;
+pub mod poison;
 mod region;
 pub mod reporting;
 pub mod reservation;

@@ -282,6 +282,10 @@ impl PageArena {
             // SAFETY: so the range is ours alone, as `discard` requires.
             match unsafe { self.region.discard(off, len, how == Discard::DontNeed) } {
                 Ok(zeroed) => {
+                    if self.poison == crate::poison::Poison::Pattern {
+                        // The pattern went with the bytes.
+                        self.ext.clear(Mark::Poisoned, head, 1 << order);
+                    }
                     if zeroed {
                         // Before the free below, while held: the `ZEROED` rule.
                         self.ext.set(Mark::Zeroed, head, 1 << order);

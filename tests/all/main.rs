@@ -12,6 +12,7 @@ mod idle;
 mod map;
 mod migrate;
 mod model;
+mod poison;
 mod region;
 mod reporting;
 mod reserve;

@@ -73,6 +73,7 @@ pub struct ArenaBuilder {
     tracking: Tracking,
     leak_check: LeakCheck,
     reporting: crate::reporting::Reporting,
+    poison: crate::poison::Poison,
 }
 
 impl Default for ArenaBuilder {
@@ -87,6 +88,7 @@ impl Default for ArenaBuilder {
             tracking: Tracking::default(),
             leak_check: LeakCheck::default(),
             reporting: crate::reporting::Reporting::default(),
+            poison: crate::poison::Poison::Off,
         }
     }
 }
@@ -167,6 +169,16 @@ impl ArenaBuilder {
         self
     }
 
+    /// Page poisoning (default [`Poison::Off`]): fill freed blocks with a
+    /// pattern checked on allocation, or make them inaccessible on an
+    /// anonymous backing; see [`crate::poison`].
+    ///
+    /// [`Poison::Off`]: crate::poison::Poison::Off
+    pub fn poison(mut self, poison: crate::poison::Poison) -> Self {
+        self.poison = poison;
+        self
+    }
+
     fn to_pages(size: Size, page_size: usize) -> Result<Option<u64>, BuildError> {
         match size {
             Size::Unset => Ok(None),
@@ -232,6 +244,13 @@ impl ArenaBuilder {
             Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache, ext.clone())?,
         ];
         let region = Region::new(self.backing, len, page_size)?;
+        self.poison.validate(region.kind())?;
+        if self.poison == crate::poison::Poison::Protect {
+            // No page was ever handed out: all of them fault until one is.
+            // SAFETY: the region is new; nothing else refers to it.
+            unsafe { region.protect(0, len, false) }
+                .map_err(|source| BuildError::Map { backing: "poison-protected", source })?;
+        }
         for z in &zones {
             let mut area: FreeAreaGuard<'_> = z.area.lock();
             area.seed(&descs, z.start, z.end).map_err(|bytes| BuildError::Alloc { what: "free lists", bytes })?;
@@ -250,6 +269,8 @@ impl ArenaBuilder {
             reserve_counters: crate::stats::ReserveCounters::new(),
             ext,
             reporting: crate::reporting::ReportState::new(self.reporting),
+            poison: self.poison,
+            quarantine: crate::sync::Mutex::new(Vec::new()),
         })
         .inspect(|arena| {
             if self.tracking.eager {

@@ -77,6 +77,10 @@ pub struct PageArena {
     pub(crate) ext: std::sync::Arc<crate::page::ext::PageExt>,
     /// Free page reporting: settings and counters; see [`crate::reporting`].
     pub(crate) reporting: crate::reporting::ReportState,
+    /// Page poisoning's mode; see [`crate::poison`].
+    pub(crate) poison: crate::poison::Poison,
+    /// Poison mismatches found, their blocks quarantined.
+    pub(crate) quarantine: crate::sync::Mutex<Vec<crate::poison::PoisonError>>,
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -404,6 +408,15 @@ impl PageArena {
     /// reference.
     #[inline(always)]
     pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
+        if self.poison != crate::poison::Poison::Off {
+            return self.alloc_poisoned(order, movable, who);
+        }
+        self.alloc_unchecked(order, movable, who)
+    }
+
+    /// [`alloc_in`](Self::alloc_in) without page poisoning's check.
+    #[inline(always)]
+    pub(crate) fn alloc_unchecked(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
@@ -676,11 +689,15 @@ impl PageArena {
         Ok(PageInfo { pfn, head: pfn, zone, state, acquirer: None, migrated: self.migrated(p) })
     }
 
-    /// The side flags of page `p` (`REPORTED`, `ZEROED`): see `page::ext`.
+    /// The side flags of page `p` (`REPORTED`, `ZEROED`, `POISONED`): see `page::ext`.
     fn side_flags(&self, p: u32) -> crate::PageFlags {
         use crate::page::ext::Mark;
         let mut f = crate::PageFlags::default();
-        for (mark, flag) in [(Mark::Reported, crate::PageFlags::REPORTED), (Mark::Zeroed, crate::PageFlags::ZEROED)] {
+        for (mark, flag) in [
+            (Mark::Reported, crate::PageFlags::REPORTED),
+            (Mark::Zeroed, crate::PageFlags::ZEROED),
+            (Mark::Poisoned, crate::PageFlags::POISONED),
+        ] {
             if self.ext.test(mark, p) {
                 f = f | flag;
             }

@@ -59,10 +59,13 @@ pub(crate) enum Mark {
     /// An access the idle tracker's marking hid from the reclaim clock (the
     /// kernel's `PG_young`): see [`crate::idle`]. On block heads only.
     Young = 3,
+    /// The free page holds the poison pattern, to be checked when it is
+    /// handed out: see [`crate::poison`].
+    Poisoned = 4,
 }
 
 /// How many marks there are.
-const MARKS: usize = 4;
+const MARKS: usize = 5;
 
 /// One mark's bitmap.
 #[derive(Debug)]
@@ -89,7 +92,7 @@ impl PageExt {
             words.extend((0..n).map(|_| AtomicU64::new(0)));
             Ok(Bits { words: words.into_boxed_slice(), ever: AtomicBool::new(false) })
         };
-        Ok(PageExt { marks: [bits()?, bits()?, bits()?, bits()?] })
+        Ok(PageExt { marks: [bits()?, bits()?, bits()?, bits()?, bits()?] })
     }
 
     fn bits(&self, mark: Mark) -> &Bits {

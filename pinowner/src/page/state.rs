@@ -269,9 +269,11 @@ impl PageFlags {
     /// Side flag: the page is free and its bytes are known to be zero (the
     /// operating system dropped them), so `alloc_zeroed` will not write it.
     pub const ZEROED: PageFlags = PageFlags(1 << 10);
+    /// Side flag: the free page holds the poison pattern ([`crate::poison`]).
+    pub const POISONED: PageFlags = PageFlags(1 << 11);
     /// The side flags, in bit order, with their names.
     const SIDE: &'static [(PageFlags, &'static str)] =
-        &[(PageFlags::REPORTED, "reported"), (PageFlags::ZEROED, "zeroed")];
+        &[(PageFlags::REPORTED, "reported"), (PageFlags::ZEROED, "zeroed"), (PageFlags::POISONED, "poisoned")];
 
     pub(crate) const fn from_word(word: u64) -> Self {
         PageFlags(((word >> 41) & 0x1ff) as u16)
