@@ -23,7 +23,8 @@
 //!    `REPORTED`, and lets go of the batch lock.
 //!
 //! Reported blocks are never looked at again: a pass starts at the
-//! boundary. Allocation takes unreported blocks first; a reported block
+//! boundary. Only the lists are looked at: blocks parked in per-thread
+//! caches are reported once they go back (`drain_thread_caches`). Allocation takes unreported blocks first; a reported block
 //! that is allocated, cached, isolated, or merged with an unreported buddy
 //! leaves the reported part and loses its marks (the merged block is
 //! reported again, whole, by a later pass).

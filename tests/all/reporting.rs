@@ -12,9 +12,9 @@ use pinowner::{Backing, BackingKind, ExternalRegion, PageArena, PageFlags, Reaso
 /// Resident pages of `len` bytes at `ptr` (page-aligned), by `mincore`.
 fn resident(ptr: *const u8, len: usize) -> usize {
     let mut vec = vec![0u8; len.div_ceil(4096)];
-    // SAFETY: `ptr..ptr + len` is a mapped, page-aligned range of the
-    // arena's mapping; mincore only reads the page tables and writes `vec`,
-    // which has one byte per page.
+    // `ptr..ptr + len` is a mapped, page-aligned range of an arena's mapping.
+    // SAFETY: so mincore only reads its page tables; it writes `vec`, which
+    // has one byte per page.
     let r = unsafe { libc::mincore(ptr as *mut libc::c_void, len, vec.as_mut_ptr()) };
     assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
     vec.iter().filter(|&&v| v & 1 != 0).count()

@@ -14,7 +14,7 @@
 //! | 45      | `TRACKED` | armed by a failed reservation: events on it are recorded |
 //! | 46      | `MOVABLE` | the allocation was made movable (`alloc_movable`) |
 //! | 47      | `EXCLUSIVE` | the owning `Block` lent out `&mut` bytes, or a discard is dropping them before the free; no new holder may appear (until the block is freed, if the `BlockBytesMut` leaked) |
-//! | 48      | `IDLE`    | marked idle; cleared by the next get or pin |
+//! | 48      | `IDLE`    | marked idle (`mark_idle`, `page_referenced`): the access detector of [`crate::idle`]; cleared by the next get, pin or byte borrow, and on every free |
 //! | 49      | `CONTIG`  | part of a committed contiguous run |
 //! | 50..64  | gen       | bumped by every acquisition and by the release of the latest one; wraps. Pairs an owner slot with the acquisition that wrote it |
 //!
