@@ -213,19 +213,15 @@ impl FreeArea {
     }
 
     /// Takes a listed block off its list; returns whether it was reported
-    /// (its marks go: see the module docs).
-    #[inline]
+    /// (its marks go: see the module docs). Always inlined: coalescing
+    /// calls it once per order merged.
+    #[inline(always)]
     pub(crate) fn remove(&mut self, descs: &[Descriptor], pfn: u32, order: u8) -> bool {
         let mut idx = slot::decode_index(descs[pfn as usize].owner.load(Relaxed)) as usize;
         debug_assert_eq!(self.lists[order as usize][idx], pfn, "free-list index out of sync");
         let reported = idx < self.reported[order as usize] as usize;
         if reported {
-            // To the edge of the reported part, which then shrinks past it.
-            let edge = self.reported[order as usize] as usize - 1;
-            self.swap_entries(descs, order, idx, edge);
-            self.reported[order as usize] -= 1;
-            idx = edge;
-            self.ext.clear(Mark::Reported, pfn, 1 << order);
+            idx = self.unreport(descs, pfn, order, idx);
         }
         let list = &mut self.lists[order as usize];
         let last = list.pop().expect("free list is empty");
@@ -240,6 +236,19 @@ impl FreeArea {
         reported
     }
 
+    /// Moves the reported block `pfn` at index `idx` of its list to the
+    /// edge of the reported part, shrinks the part past it and clears its
+    /// marks; returns its new index.
+    #[cold]
+    #[inline(never)]
+    fn unreport(&mut self, descs: &[Descriptor], pfn: u32, order: u8, idx: usize) -> usize {
+        let edge = self.reported[order as usize] as usize - 1;
+        self.swap_entries(descs, order, idx, edge);
+        self.reported[order as usize] -= 1;
+        self.ext.clear(Mark::Reported, pfn, 1 << order);
+        edge
+    }
+
     /// Swaps list entries `i` and `j` of `order`, with their index slots.
     fn swap_entries(&mut self, descs: &[Descriptor], order: u8, i: usize, j: usize) {
         if i != j {
@@ -252,6 +261,8 @@ impl FreeArea {
 
     /// Pushes a block the reporter gave back, at the end of the reported
     /// part of its list, and marks its pages.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn push_reported(&mut self, descs: &[Descriptor], pfn: u32, order: u8) {
         self.push(descs, pfn, order);
         let last = self.lists[order as usize].len() - 1;
@@ -330,23 +341,32 @@ impl FreeArea {
         }
         self.free_pages -= 1 << o;
         if reported {
-            self.reported[o as usize] -= 1;
+            self.split_reported(descs, pfn, o, order);
+            return Some(pfn);
         }
         while o > order {
             o -= 1;
             let buddy = pfn + (1 << o);
             self.mark_free_head(&descs[buddy as usize], o, 0);
-            if reported {
-                // Still given back: the halves stay reported.
-                self.push_reported(descs, buddy, o);
-            } else {
-                self.push(descs, buddy, o);
-            }
-        }
-        if reported {
-            self.ext.clear(Mark::Reported, pfn, 1 << order);
+            self.push(descs, buddy, o);
         }
         Some(pfn)
+    }
+
+    /// [`take`](Self::take) of a reported block of order `o`, off its list:
+    /// the halves split off stay reported (still given back), the block
+    /// taken loses its marks.
+    #[cold]
+    #[inline(never)]
+    fn split_reported(&mut self, descs: &[Descriptor], pfn: u32, mut o: u8, order: u8) {
+        self.reported[o as usize] -= 1;
+        while o > order {
+            o -= 1;
+            let buddy = pfn + (1 << o);
+            self.mark_free_head(&descs[buddy as usize], o, 0);
+            self.push_reported(descs, buddy, o);
+        }
+        self.ext.clear(Mark::Reported, pfn, 1 << order);
     }
 
     /// Returns a block to the lists, coalescing with free buddies.
@@ -357,7 +377,9 @@ impl FreeArea {
 
     /// Returns a block to the lists, coalescing with free buddies; the
     /// merged block is reported if `reported` and every buddy it took in
-    /// was (a merge with an unreported buddy clears the marks).
+    /// was (a merge with an unreported buddy clears the marks). Inlined, so
+    /// [`give`](Self::give) pays nothing for the reported case.
+    #[inline(always)]
     pub(crate) fn give_as(&mut self, descs: &[Descriptor], zone: &Zone, mut pfn: u32, mut order: u8, reported: bool) {
         let mut reported = reported;
         if descs[pfn as usize].state.load(Acquire) & state::ISOLATED != 0 {
