@@ -42,6 +42,34 @@ fn pattern_mode_quarantines_a_block_written_after_free_and_the_arena_stays_usabl
     drop(again);
     arena.verify().unwrap();
     assert_eq!(arena.free_pages(), 7, "the quarantined block stays allocated");
+    assert_eq!(arena.frag_stats().zones[0].poisoned_pages, 7);
+}
+
+#[test]
+fn protect_mode_hands_out_accessible_runs_cached_blocks_and_moved_blocks() {
+    let arena = PageArena::builder()
+        .pages(256)
+        .movable_pages(128)
+        .backing(Backing::Anonymous)
+        .thread_cache(pinowner::ThreadCache::default())
+        .poison(Poison::Protect)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let mut frames: Vec<_> = (0..64).map(|_| arena.alloc_movable(0).unwrap()).collect();
+        for f in &mut frames {
+            f.borrow_mut().unwrap().fill(9);
+        }
+        drop(frames.drain(..32)); // freed, PROT_NONE; the rest must move out
+        let run = arena.reserve_contig(64, 64, pinowner::Reason::Contig).unwrap();
+        // SAFETY: the run is ours alone; a fault here would be the bug.
+        unsafe { run.as_ptr().as_ptr().write_bytes(1, run.len()) };
+        assert!(frames.iter().all(|f| f.borrow().bytes().iter().all(|&x| x == 9)), "moved blocks readable");
+        drop((run, frames));
+        let mut cached = arena.alloc(0).unwrap();
+        cached.bytes_mut().unwrap().fill(2);
+    }
+    arena.verify().unwrap();
 }
 
 #[test]

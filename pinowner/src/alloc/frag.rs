@@ -30,6 +30,10 @@ pub struct ZoneFrag {
     /// flight), counted in no other field.
     #[cfg_attr(feature = "serde", serde(default))]
     pub reporting_pages: usize,
+    /// Free pages holding the poison pattern, to be checked when handed
+    /// out (page poisoning's pattern mode: see [`crate::poison`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub poisoned_pages: usize,
 }
 
 impl ZoneFrag {
@@ -126,6 +130,7 @@ mod tests {
             reported_blocks: Vec::new(),
             reported_pages: 0,
             reporting_pages: 0,
+            poisoned_pages: 0,
         }
     }
 

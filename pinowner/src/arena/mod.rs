@@ -645,6 +645,7 @@ impl PageArena {
                 reported_blocks: (0..=area.max_order).map(|o| area.reported(o)).collect(),
                 reported_pages: (0..=area.max_order).map(|o| area.reported(o) << o).sum(),
                 reporting_pages: area.reporting_pages,
+                poisoned_pages: self.ext.count_in(crate::page::ext::Mark::Poisoned, zone.start, zone.pages()),
             });
         }
         FragStats { zones }
