@@ -172,6 +172,18 @@ impl PageArena {
     /// # Errors
     ///
     /// [`AcquireError::OutOfRange`] naming the first page beyond the arena.
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(128).build()?;
+    /// let frames: Vec<_> = (0..4).map(|_| arena.alloc(0)).collect::<Result<_, _>>()?;
+    /// arena.mark_idle(0..128)?;
+    /// drop(arena.pin(frames[1].pfn())?); // an access
+    /// let idle = arena.idle_pages(0..128)?;
+    /// assert_eq!((idle.allocated, idle.idle), (4, 3));
+    /// assert_eq!(idle.bitmap.len(), 2); // one bit a page, 64 a word
+    /// assert!(!idle.is_idle(frames[1].pfn()) && idle.is_idle(frames[2].pfn()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn idle_pages(&self, range: Range<Pfn>) -> Result<IdlePages, AcquireError> {
         let (start, end) = self.page_range(&range)?;
         let mut out =

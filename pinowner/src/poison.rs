@@ -111,6 +111,18 @@ impl PageArena {
 
     /// Every poison mismatch found so far, oldest first (each block named
     /// here is quarantined).
+    ///
+    /// ```
+    /// use pinowner::{poison::Poison, PageArena, PageFlags};
+    ///
+    /// let arena = PageArena::builder().pages(4).poison(Poison::Pattern).build()?;
+    /// assert_eq!(arena.poison_mode(), Poison::Pattern);
+    /// drop(arena.alloc(2)?);
+    /// assert!(arena.page_state(0)?.flags.contains(PageFlags::POISONED));
+    /// assert!(arena.alloc(2)?.bytes().iter().all(|&b| b == Poison::PATTERN));
+    /// assert!(arena.poison_errors().is_empty(), "nobody wrote the freed block");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poison_errors(&self) -> Vec<PoisonError> {
         self.quarantine.lock().clone()
     }

@@ -317,6 +317,21 @@ impl PageArena {
 
     /// Everything reporting did in this arena's life, and the reservations
     /// that waited for a batch.
+    ///
+    /// ```
+    /// use pinowner::{reporting::Reporting, Backing, PageArena};
+    ///
+    /// let arena = PageArena::builder()
+    ///     .pages(64)
+    ///     .backing(Backing::Anonymous)
+    ///     .reporting(Reporting { min_order: Some(3), batch: 2, ..Reporting::default() })
+    ///     .build()?;
+    /// let one = arena.report_free(3)?; // order 6 first: one block of 64 pages
+    /// assert_eq!((one.blocks, one.pages, one.batches), (1, 64, 1));
+    /// assert_eq!(arena.report_stats(), one);
+    /// assert_eq!(arena.reported_pages(), 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn report_stats(&self) -> ReportStats {
         let r = &self.reporting;
         ReportStats {
