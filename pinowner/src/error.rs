@@ -93,6 +93,22 @@ pub enum BuildError {
         /// The largest value allowed.
         limit: usize,
     },
+    /// [`Poison::Protect`](crate::poison::Poison::Protect) needs an
+    /// anonymous mapping (`mprotect` of single pages).
+    #[error("poison protect mode needs an anonymous backing, not {backing:?}")]
+    PoisonBacking {
+        /// The backing the arena got.
+        backing: crate::BackingKind,
+    },
+    /// A [`Reporting`](crate::reporting::Reporting) batch outside
+    /// `1..=`[`Reporting::MAX_BATCH`](crate::reporting::Reporting::MAX_BATCH).
+    #[error("reporting batch of {batch} blocks is outside 1..={limit}")]
+    ReportBatch {
+        /// The batch given.
+        batch: usize,
+        /// The largest batch allowed.
+        limit: usize,
+    },
     /// A [`ThreadCache`](crate::ThreadCache) moves more pages at a time than
     /// it may hold.
     #[error("thread cache batch of {batch} is above its high mark of {high}")]
@@ -333,4 +349,47 @@ pub enum DiscardError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why free page reporting ([`PageArena::report_free`](crate::PageArena::report_free),
+/// [`PageArena::start_reporter`](crate::PageArena::start_reporter)) gave
+/// nothing (more) back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The arena's memory cannot be given back page by page: a heap
+    /// allocation (the global allocator owns it; zero-filling would cost
+    /// time and return nothing) or caller-provided memory (an `madvise`
+    /// could drop device memory). Nothing was touched.
+    #[error("free pages 0x0..{pages:#x} of a {backing:?} arena cannot be reported to the operating system")]
+    Backing {
+        /// What the arena's memory is.
+        backing: crate::BackingKind,
+        /// Pages in the arena.
+        pages: usize,
+    },
+    /// On a `MAP_HUGETLB` mapping `madvise(MADV_DONTNEED)` drops whole
+    /// 2 MiB pages: blocks below that order cannot be reported alone.
+    #[error("reporting order {order} is below order {needed}, the 2 MiB pages of this hugetlb arena")]
+    HugeTlbOrder {
+        /// The reporting order.
+        order: u8,
+        /// The smallest order a hugetlb arena can report.
+        needed: u8,
+    },
+    /// The operating system refused the `madvise` of a free block; the
+    /// batch went back unreported, the arena is unchanged.
+    #[error("madvise of the free block of {pages} pages at page {pfn:#x} failed (free, in flight): {source}")]
+    Os {
+        /// The block's head page.
+        pfn: Pfn,
+        /// Pages in the block.
+        pages: usize,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The background reporter thread could not be started.
+    #[error("could not start the reporter thread: {0}")]
+    Thread(#[source] std::io::Error),
 }

@@ -136,6 +136,7 @@ impl<A: ArenaRef> Block<A> {
     /// while this view lives is their `unsafe` responsibility. The same rule
     /// holds for [`PageRef::bytes`] and [`PagePin::bytes`].
     pub fn bytes(&self) -> &[u8] {
+        self.arena.touched(self.arena.desc(self.pfn));
         let (off, len) = self.arena.byte_range(self.pfn, self.order);
         // Safe code writes the bytes only through `BlockBytesMut`, which needs
         // `&mut self`; raw-pointer writers promise not to race readers.
@@ -264,7 +265,8 @@ impl PageArena {
             if old & COUNTS != REF_ONE {
                 return Err(BorrowError::Shared { pfn, state });
             }
-            match d.state.compare_exchange_weak(old, old | EXCLUSIVE, Acquire, Relaxed) {
+            // A borrow of the bytes is an access: `IDLE` goes (see `crate::idle`).
+            match d.state.compare_exchange_weak(old, (old | EXCLUSIVE) & !crate::page::state::IDLE, Acquire, Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(cur) => old = cur,
             }
@@ -421,6 +423,7 @@ macro_rules! count_handle {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn bytes(&self) -> &[u8] {
+                self.arena.touched(self.head_desc());
                 let (off, len) = self.arena.byte_range(self.pfn, 0);
                 // Safe code writes bytes only through `BlockBytesMut`, which
                 // needs the block as sole holder (we are a holder); raw

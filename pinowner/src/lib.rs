@@ -12,12 +12,15 @@ pub mod depot;
 pub mod discard;
 pub mod error;
 mod handle;
+pub mod idle;
 pub mod implementation;
 #[cfg(feature = "serde")]
 mod json;
 pub mod migrate;
 pub mod page;
+pub mod poison;
 mod region;
+pub mod reporting;
 pub mod reservation;
 pub mod site;
 pub mod stats;
@@ -30,7 +33,7 @@ pub use arena::{ArenaBuilder, PageArena, PageInfo, VerifyError, DEFAULT_MAX_ORDE
 pub use audit::{Audit, LeakCheck};
 #[cfg(feature = "serde")]
 pub use error::ReportJsonError;
-pub use error::{AcquireError, AllocError, BorrowError, BuildError, DiscardError, ReleaseError};
+pub use error::{AcquireError, AllocError, BorrowError, BuildError, DiscardError, ReleaseError, ReportError};
 pub use handle::{ArenaRef, Block, BlockBytesMut, PagePin, PageRef};
 pub use migrate::{
     Compaction, LongtermPinError, Migrated, Migration, MovableBlock, MoveBorrow, MoveBorrowMut, MoveOutcome, Mover,

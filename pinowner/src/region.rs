@@ -332,6 +332,37 @@ impl Region {
         }
     }
 
+    /// Makes a range inaccessible (`accessible == false`: `PROT_NONE`) or
+    /// readable and writable again, on an anonymous mapping (page
+    /// poisoning's protect mode, which the builder allows only there).
+    ///
+    /// # Safety
+    ///
+    /// The caller has exclusive access to the range, page-aligned: nobody
+    /// reads or writes it while it is inaccessible, except by a bug, which
+    /// then faults.
+    pub(crate) unsafe fn protect(&self, offset: usize, len: usize, accessible: bool) -> std::io::Result<()> {
+        let p = self.ptr(offset, len).cast::<u8>();
+        #[cfg(unix)]
+        {
+            let prot = if accessible { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
+            // The range lies inside our private anonymous mapping (checked by
+            // `ptr`), page-aligned; mprotect touches no Rust memory.
+            // SAFETY: nobody uses the range (the caller's promise).
+            let r = unsafe { libc::mprotect(p.as_ptr().cast(), len, prot) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (p, accessible);
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        }
+    }
+
     /// Zeroes a range.
     ///
     /// # Safety

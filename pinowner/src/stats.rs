@@ -89,6 +89,10 @@ pub struct ReservationStats {
     pub retried: u64,
     /// Pages in the runs returned.
     pub pages_reserved: u64,
+    /// Times a reservation met free blocks pulled off the lists by the
+    /// free page reporter and waited for their batch (never a failure; see
+    /// [`crate::reporting`]).
+    pub report_waits: u64,
 }
 
 /// The arena's reservation counters (relaxed atomics: reservations are
@@ -101,12 +105,21 @@ pub(crate) struct ReserveCounters {
     pub(crate) refused: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) pages: AtomicU64,
+    pub(crate) report_waits: AtomicU64,
 }
 
 impl ReserveCounters {
     pub(crate) fn new() -> Self {
         let z = || AtomicU64::new(0);
-        ReserveCounters { tried: z(), succeeded: z(), busy: z(), refused: z(), retried: z(), pages: z() }
+        ReserveCounters {
+            tried: z(),
+            succeeded: z(),
+            busy: z(),
+            refused: z(),
+            retried: z(),
+            pages: z(),
+            report_waits: z(),
+        }
     }
 
     /// Adds one to `counter`.
@@ -122,6 +135,7 @@ impl ReserveCounters {
             refused: self.refused.load(Relaxed),
             retried: self.retried.load(Relaxed),
             pages_reserved: self.pages.load(Relaxed),
+            report_waits: self.report_waits.load(Relaxed),
         }
     }
 }

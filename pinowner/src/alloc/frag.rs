@@ -19,6 +19,21 @@ pub struct ZoneFrag {
     /// The longest run of adjacent free pages in the buddy lists (it may span
     /// several maximal blocks).
     pub largest_free_run: usize,
+    /// Of [`free_blocks`](Self::free_blocks), the blocks whose memory the
+    /// free page reporter gave back, per order (see [`crate::reporting`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reported_blocks: Vec<usize>,
+    /// Pages in those blocks.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reported_pages: usize,
+    /// Free pages the reporter has off the lists right now (a batch in
+    /// flight), counted in no other field.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reporting_pages: usize,
+    /// Free pages holding the poison pattern, to be checked when handed
+    /// out (page poisoning's pattern mode: see [`crate::poison`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub poisoned_pages: usize,
 }
 
 impl ZoneFrag {
@@ -105,7 +120,18 @@ mod tests {
 
     fn frag(free_blocks: Vec<usize>) -> ZoneFrag {
         let free_pages = free_blocks.iter().enumerate().map(|(o, n)| n << o).sum();
-        ZoneFrag { zone: ZoneKind::Normal, pages: 1024, free_blocks, free_pages, cached_pages: 0, largest_free_run: 0 }
+        ZoneFrag {
+            zone: ZoneKind::Normal,
+            pages: 1024,
+            free_blocks,
+            free_pages,
+            cached_pages: 0,
+            largest_free_run: 0,
+            reported_blocks: Vec::new(),
+            reported_pages: 0,
+            reporting_pages: 0,
+            poisoned_pages: 0,
+        }
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub(crate) struct Zone {
     /// Reservations waiting for blocks of this zone to be freed
     /// (`reserve_*_wait`): while any does, a block freed here wakes them.
     pub(crate) waiters: AtomicUsize,
+    /// Held by the reporter for each batch, from taking its blocks off the
+    /// lists to putting them back: a reservation that meets a block in
+    /// flight waits on it (see [`crate::reporting`]).
+    pub(crate) report_batch: Mutex<()>,
 }
 
 impl Zone {
@@ -75,13 +79,15 @@ impl Zone {
         end: u32,
         max_order: u8,
         cache: Option<ThreadCache>,
+        ext: std::sync::Arc<crate::page::ext::PageExt>,
     ) -> Result<Zone, BuildError> {
         let pcp = cache.map(|c| Pcp::new(c, max_order, end - start)).transpose()?;
         Ok(Zone {
             kind,
             start,
             end,
-            area: AreaLock { area: Mutex::new(FreeArea::new(max_order)), free: Gauge::default() },
+            area: AreaLock { area: Mutex::new(FreeArea::new(max_order, ext)), free: Gauge::default() },
+            report_batch: Mutex::new(()),
             pcp,
             reserving: Mutex::new(()),
             waiters: AtomicUsize::new(0),
@@ -139,8 +145,9 @@ impl AreaLock {
         AreaGuard { guard: self.area.lock(), free: &self.free }
     }
 
-    /// Pages in the buddy lists when the zone lock was last released (the
-    /// lists' exact count whenever nobody holds it).
+    /// Pages in the buddy lists (and in a batch the free page reporter
+    /// holds off them) when the zone lock was last released (exact
+    /// whenever nobody holds it).
     #[inline]
     pub(crate) fn free_pages(&self) -> usize {
         self.free.get()
@@ -181,8 +188,9 @@ impl Drop for AreaGuard<'_> {
     fn drop(&mut self) {
         // Still under the lock (the field unlocks after this): the stores
         // of successive holders are ordered by the lock, so the last one
-        // published is the count the lists have now.
-        self.free.set(self.guard.free_pages);
+        // published is the count the lists have now. Pages the free page
+        // reporter holds off the lists for a batch are free too.
+        self.free.set(self.guard.free_pages + self.guard.reporting_pages);
     }
 }
 

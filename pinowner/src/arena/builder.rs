@@ -72,6 +72,8 @@ pub struct ArenaBuilder {
     cache: Option<ThreadCache>,
     tracking: Tracking,
     leak_check: LeakCheck,
+    reporting: crate::reporting::Reporting,
+    poison: crate::poison::Poison,
 }
 
 impl Default for ArenaBuilder {
@@ -85,6 +87,8 @@ impl Default for ArenaBuilder {
             cache: Some(ThreadCache::default()),
             tracking: Tracking::default(),
             leak_check: LeakCheck::default(),
+            reporting: crate::reporting::Reporting::default(),
+            poison: crate::poison::Poison::Off,
         }
     }
 }
@@ -165,6 +169,27 @@ impl ArenaBuilder {
         self
     }
 
+    /// Free page reporting settings (default [`Reporting::default`]: the
+    /// 2 MiB order and up, batches of 32, `MADV_DONTNEED`); see
+    /// [`crate::reporting`]. Nothing runs until
+    /// [`PageArena::report_free`] or [`PageArena::start_reporter`] is called.
+    ///
+    /// [`Reporting::default`]: crate::reporting::Reporting
+    pub fn reporting(mut self, reporting: crate::reporting::Reporting) -> Self {
+        self.reporting = reporting;
+        self
+    }
+
+    /// Page poisoning (default [`Poison::Off`]): fill freed blocks with a
+    /// pattern checked on allocation, or make them inaccessible on an
+    /// anonymous backing; see [`crate::poison`].
+    ///
+    /// [`Poison::Off`]: crate::poison::Poison::Off
+    pub fn poison(mut self, poison: crate::poison::Poison) -> Self {
+        self.poison = poison;
+        self
+    }
+
     fn to_pages(size: Size, page_size: usize) -> Result<Option<u64>, BuildError> {
         match size {
             Size::Unset => Ok(None),
@@ -212,21 +237,31 @@ impl ArenaBuilder {
         if let Some(cache) = &self.cache {
             cache.validate()?;
         }
+        self.reporting.validate()?;
         let len = (pages as usize).checked_mul(page_size).ok_or(BuildError::TooLarge { bytes: usize::MAX })?;
         // The bookkeeping first: the table is lazily zeroed memory, cheap to
         // get and to give back, while the region may be terabytes of
         // address space.
         let descs = Descriptor::try_table(pages as usize)
             .map_err(|bytes| BuildError::Alloc { what: "descriptor table", bytes })?;
-        let ext = crate::page::ext::PageExt::new(pages as usize)
-            .map_err(|bytes| BuildError::Alloc { what: "page extension bitmaps", bytes })?;
+        let ext = std::sync::Arc::new(
+            crate::page::ext::PageExt::new(pages as usize)
+                .map_err(|bytes| BuildError::Alloc { what: "page extension bitmaps", bytes })?,
+        );
         let pages = pages as u32;
         let split = pages - movable as u32;
         let zones = [
-            Zone::new(ZoneKind::Normal, 0, split, self.max_order, self.cache)?,
-            Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache)?,
+            Zone::new(ZoneKind::Normal, 0, split, self.max_order, self.cache, ext.clone())?,
+            Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache, ext.clone())?,
         ];
         let region = Region::new(self.backing, len, page_size)?;
+        self.poison.validate(region.kind())?;
+        if self.poison == crate::poison::Poison::Protect {
+            // No page was ever handed out: all of them fault until one is.
+            // SAFETY: the region is new; nothing else refers to it.
+            unsafe { region.protect(0, len, false) }
+                .map_err(|source| BuildError::Map { backing: "poison-protected", source })?;
+        }
         for z in &zones {
             let mut area = z.area.lock();
             area.seed(&descs, z.start, z.end).map_err(|bytes| BuildError::Alloc { what: "free lists", bytes })?;
@@ -244,6 +279,9 @@ impl ArenaBuilder {
             moves: std::sync::OnceLock::new(),
             reserve_counters: crate::stats::ReserveCounters::new(),
             ext,
+            reporting: crate::reporting::ReportState::new(self.reporting),
+            poison: self.poison,
+            quarantine: crate::sync::Mutex::new(Vec::new()),
         })
         .inspect(|arena| {
             if self.tracking.eager {

@@ -413,6 +413,9 @@ impl PageArena {
         // Like `Arc`: every holder's release was `Release`; this acquire
         // makes all their accesses happen before the block is reused.
         fence(Acquire);
+        if self.poison != crate::poison::Poison::Off {
+            self.poison_free(head, order);
+        }
         match cache {
             Some(pcp) => self.free_to_cache(zone, pcp, head, order),
             None => self.free_block(head, order),

@@ -74,7 +74,13 @@ pub struct PageArena {
     /// zones); see [`stats`](Self::stats).
     pub(crate) reserve_counters: crate::stats::ReserveCounters,
     /// Per-page side bits (pages known to be zero); see [`crate::page::ext`].
-    pub(crate) ext: crate::page::ext::PageExt,
+    pub(crate) ext: std::sync::Arc<crate::page::ext::PageExt>,
+    /// Free page reporting: settings and counters; see [`crate::reporting`].
+    pub(crate) reporting: crate::reporting::ReportState,
+    /// Page poisoning's mode; see [`crate::poison`].
+    pub(crate) poison: crate::poison::Poison,
+    /// Poison mismatches found, their blocks quarantined.
+    pub(crate) quarantine: crate::sync::Mutex<Vec<crate::poison::PoisonError>>,
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -402,6 +408,15 @@ impl PageArena {
     /// reference.
     #[inline(always)]
     pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
+        if self.poison != crate::poison::Poison::Off {
+            return self.alloc_poisoned(order, movable, who);
+        }
+        self.alloc_unchecked(order, movable, who)
+    }
+
+    /// [`alloc_in`](Self::alloc_in) without page poisoning's check.
+    #[inline(always)]
+    pub(crate) fn alloc_unchecked(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
@@ -616,15 +631,16 @@ impl PageArena {
         drained
     }
 
-    /// Free pages in all zones, cached ones included.
+    /// Free pages in all zones: in the lists, in thread caches, and in a
+    /// batch the free page reporter holds off the lists for a moment.
     ///
     /// Reads counters the allocator keeps: O(zones + caches), without a
     /// lock, an allocation or a barrier, so it can be polled while other
-    /// threads allocate. Exact when no allocation, free or reservation is
-    /// running; while some run, the sum of counts each zone and each cache
-    /// had at some instant of the call, off by at most the pages moving
-    /// meanwhile. [`frag_stats`](Self::frag_stats) takes the locks and
-    /// gives the breakdown.
+    /// threads allocate. Exact when no allocation, free, report or
+    /// reservation is running; while some run, the sum of counts each zone
+    /// and each cache had at some instant of the call, off by at most the
+    /// pages moving meanwhile. [`frag_stats`](Self::frag_stats) takes the
+    /// locks and gives the breakdown.
     pub fn free_pages(&self) -> usize {
         self.zones.iter().map(Zone::free_pages).sum()
     }
@@ -661,6 +677,10 @@ impl PageArena {
                 free_pages: area.free_pages,
                 cached_pages: cached,
                 largest_free_run: largest,
+                reported_blocks: (0..=area.max_order).map(|o| area.reported(o)).collect(),
+                reported_pages: (0..=area.max_order).map(|o| area.reported(o) << o).sum(),
+                reporting_pages: area.reporting_pages,
+                poisoned_pages: self.ext.count_in(crate::page::ext::Mark::Poisoned, zone.start, zone.pages()),
             });
         }
         FragStats { zones }
@@ -691,7 +711,8 @@ impl PageArena {
             }
             let mut state = PageState::from_word(s1);
             let own = PageState::from_word(self.desc(p).state.load(Relaxed)).flags;
-            state.flags = state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED));
+            state.flags =
+                state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED)) | self.side_flags(p);
             let live = s1 & FREE == 0 && s1 & COUNTS != 0;
             let acquirer = if live { slot::decode_if_current(owner, state::gen(s1)) } else { None };
             return Ok(PageInfo { pfn, head: head as Pfn, zone, state, acquirer, migrated: self.migrated(p) });
@@ -699,14 +720,25 @@ impl PageArena {
         // A page whose block is being split or merged right now: report it
         // with its own word.
         let w = self.desc(p).state.load(Acquire);
-        Ok(PageInfo {
-            pfn,
-            head: pfn,
-            zone,
-            state: PageState::from_word(w),
-            acquirer: None,
-            migrated: self.migrated(p),
-        })
+        let mut state = PageState::from_word(w);
+        state.flags = state.flags | self.side_flags(p);
+        Ok(PageInfo { pfn, head: pfn, zone, state, acquirer: None, migrated: self.migrated(p) })
+    }
+
+    /// The side flags of page `p` (`REPORTED`, `ZEROED`, `POISONED`): see `page::ext`.
+    fn side_flags(&self, p: u32) -> crate::PageFlags {
+        use crate::page::ext::Mark;
+        let mut f = crate::PageFlags::default();
+        for (mark, flag) in [
+            (Mark::Reported, crate::PageFlags::REPORTED),
+            (Mark::Zeroed, crate::PageFlags::ZEROED),
+            (Mark::Poisoned, crate::PageFlags::POISONED),
+        ] {
+            if self.ext.test(mark, p) {
+                f = f | flag;
+            }
+        }
+        f
     }
 
     /// The state of a page's block.

@@ -164,6 +164,23 @@ impl PageArena {
             }
             p += size;
         }
+        // `REPORTED` marks exactly the pages of the reported parts of the lists.
+        let mut marked = 0;
+        for order in 0..=area.max_order {
+            for &p in &area.heads(order)[..area.reported(order)] {
+                if self.ext.count_in(crate::page::ext::Mark::Reported, p, 1 << order) != 1 << order {
+                    return fail(p, format!("a reported order-{order} block with pages not marked reported"));
+                }
+                marked += 1usize << order;
+            }
+        }
+        let all = self.ext.count_in(crate::page::ext::Mark::Reported, zone.start, zone.pages());
+        if all != marked {
+            return fail(
+                zone.start,
+                format!("{all} pages of the {} zone marked reported, {marked} listed so", zone.kind),
+            );
+        }
         // What is left in the lists or caches is not the head of a block.
         if let Some((&p, _)) = listed.iter().next() {
             return fail(p, "on a free list but not the head of a free block".into());

@@ -409,6 +409,7 @@ impl MoveBorrow<'_> {
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
+        self.arena.touched(self.arena.desc(self.head));
         let (off, len) = self.arena.byte_range(self.head, self.entry.order);
         // Safe code writes the bytes only through `MoveBorrowMut`, which
         // needs the handle mutably and sole; raw-pointer writers promise

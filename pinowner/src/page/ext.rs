@@ -21,11 +21,25 @@
 //! `alloc_zeroed` never returns non-zero bytes. Every path that hands a page
 //! out must call [`PageExt::handed_out`] or [`PageExt::take_zeroed`].
 //!
-//! # Room for more
+//! # The `WATCHED` and `YOUNG` marks
 //!
-//! Free page reporting (returning free pages to the OS in batches) will add a
-//! `REPORTED` mark here with the same rules, and set `ZEROED` with it when
-//! the report used `MADV_DONTNEED`.
+//! Idle tracking's two side bits, on block heads: see [`crate::idle`].
+//! They are read only together with the head's `IDLE` bit, which every
+//! allocation starts clear, so marks left on a freed block mean nothing.
+//!
+//! # The `REPORTED` mark
+//!
+//! Set on every page of a free block the reporter (see
+//! [`crate::reporting`]) gave back to the operating system, when it puts
+//! the block back on its free list, and only while the block stays in the
+//! reported part of its list: the bits are written under the zone lock by
+//! the free lists themselves (`alloc::buddy`), and cleared when the block
+//! leaves that part (allocated, taken into a thread cache, isolated by a
+//! reservation, or merged with an unreported buddy). So a marked page is
+//! always a free, listed page whose memory the operating system has, and
+//! [`PageArena::verify`](crate::PageArena::verify) checks exactly that.
+//! The reporter sets `ZEROED` with it when the report used
+//! `MADV_DONTNEED`, before the block goes back (the `ZEROED` rule above).
 
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::sync::{AtomicBool, AtomicU64};
@@ -35,10 +49,23 @@ use crate::sync::{AtomicBool, AtomicU64};
 pub(crate) enum Mark {
     /// The page's bytes are zero (see the module docs).
     Zeroed = 0,
+    /// The page's memory was reported free to the operating system (see
+    /// the module docs).
+    Reported = 1,
+    /// Idle tracking watches the block headed here (set by `mark_idle`,
+    /// cleared when the reclaim clock consumes an access): see
+    /// [`crate::idle`]. On block heads only.
+    Watched = 2,
+    /// An access the idle tracker's marking hid from the reclaim clock (the
+    /// kernel's `PG_young`): see [`crate::idle`]. On block heads only.
+    Young = 3,
+    /// The free page holds the poison pattern, to be checked when it is
+    /// handed out: see [`crate::poison`].
+    Poisoned = 4,
 }
 
 /// How many marks there are.
-const MARKS: usize = 1;
+const MARKS: usize = 5;
 
 /// One mark's bitmap.
 #[derive(Debug)]
@@ -65,7 +92,7 @@ impl PageExt {
             words.extend((0..n).map(|_| AtomicU64::new(0)));
             Ok(Bits { words: words.into_boxed_slice(), ever: AtomicBool::new(false) })
         };
-        Ok(PageExt { marks: [bits()?] })
+        Ok(PageExt { marks: [bits()?, bits()?, bits()?, bits()?, bits()?] })
     }
 
     fn bits(&self, mark: Mark) -> &Bits {
@@ -85,7 +112,6 @@ impl PageExt {
     }
 
     /// True if page `pfn` carries `mark`.
-    #[cfg(test)]
     pub(crate) fn test(&self, mark: Mark, pfn: u32) -> bool {
         let b = self.bits(mark);
         b.ever.load(Relaxed) && b.words[pfn as usize / 64].load(Acquire) & (1 << (pfn % 64)) != 0
@@ -94,6 +120,17 @@ impl PageExt {
     /// Pages carrying `mark`.
     pub(crate) fn count(&self, mark: Mark) -> usize {
         self.bits(mark).words.iter().map(|w| w.load(Relaxed).count_ones() as usize).sum()
+    }
+
+    /// Pages of `start..start + n` carrying `mark`.
+    pub(crate) fn count_in(&self, mark: Mark, start: u32, n: u32) -> usize {
+        let b = self.bits(mark);
+        if !b.ever.load(Relaxed) {
+            return 0;
+        }
+        let mut c = 0;
+        for_words(start, n, |w, m| c += (b.words[w].load(Relaxed) & m).count_ones() as usize);
+        c
     }
 
     /// A block of `2^order` pages at `head` is handed out to an owner who

@@ -14,7 +14,7 @@
 //! | 45      | `TRACKED` | armed by a failed reservation: events on it are recorded |
 //! | 46      | `MOVABLE` | the allocation was made movable (`alloc_movable`) |
 //! | 47      | `EXCLUSIVE` | the owning `Block` lent out `&mut` bytes, or a discard is dropping them before the free; no new holder may appear (until the block is freed, if the `BlockBytesMut` leaked) |
-//! | 48      | `IDLE`    | marked idle; cleared by the next get or pin |
+//! | 48      | `IDLE`    | marked idle (`mark_idle`, `page_referenced`): the access detector of [`crate::idle`]; cleared by the next get, pin or byte borrow, and on every free |
 //! | 49      | `CONTIG`  | part of a committed contiguous run |
 //! | 50..64  | gen       | bumped by every acquisition and by the release of the latest one; wraps. Pairs an owner slot with the acquisition that wrote it |
 //!
@@ -263,6 +263,19 @@ flags! {
 }
 
 impl PageFlags {
+    /// Side flag (from the page extensions, not the state word): the page
+    /// is free and its memory was given back to the operating system by
+    /// the free page reporter ([`crate::reporting`]).
+    pub const REPORTED: PageFlags = PageFlags(1 << 9);
+    /// Side flag: the page is free and its bytes are known to be zero (the
+    /// operating system dropped them), so `alloc_zeroed` will not write it.
+    pub const ZEROED: PageFlags = PageFlags(1 << 10);
+    /// Side flag: the free page holds the poison pattern ([`crate::poison`]).
+    pub const POISONED: PageFlags = PageFlags(1 << 11);
+    /// The side flags, in bit order, with their names.
+    const SIDE: &'static [(PageFlags, &'static str)] =
+        &[(PageFlags::REPORTED, "reported"), (PageFlags::ZEROED, "zeroed"), (PageFlags::POISONED, "poisoned")];
+
     pub(crate) const fn from_word(word: u64) -> Self {
         PageFlags(((word >> 41) & 0x1ff) as u16)
     }
@@ -300,7 +313,7 @@ impl core::ops::BitOr for PageFlags {
 impl core::fmt::Display for PageFlags {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut first = true;
-        for (flag, name) in PageFlags::ALL {
+        for (flag, name) in PageFlags::ALL.iter().chain(PageFlags::SIDE) {
             if self.contains(*flag) {
                 if !first {
                     f.write_str("|")?;

@@ -572,6 +572,14 @@ impl PageArena {
             });
             step("test", start, end, reason, busy.len());
             let time_left = deadline.is_none_or(|d| Instant::now() < d);
+            if !in_flight.is_empty() && area.reporting_pages != 0 {
+                // A free page report batch is out: wait for it, whatever
+                // the deadline (see `crate::reporting`), and test again.
+                drop(area);
+                drop(caches);
+                self.wait_for_report_batch(zone);
+                continue;
+            }
             if !in_flight.is_empty() {
                 // A page freed into a cache just before isolation reached it,
                 // or a block whose last count is gone and whose freeing thread

@@ -88,6 +88,9 @@ impl PageArena {
                 // The run's owner may write it: no page of it is known to
                 // be zero any more.
                 self.ext.handed_out_pages(run.start, run.pages);
+                if self.poison != crate::poison::Poison::Off {
+                    self.unpoison_run(run.start, run.pages);
+                }
                 span.record("window_start", run.pfn());
                 span.record("window_end", run.range().end);
                 span.record("outcome", "reserved");
