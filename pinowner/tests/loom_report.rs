@@ -42,6 +42,7 @@ fn arena() -> Arc<PageArena> {
             .max_order(1)
             .backing(Backing::Anonymous)
             .reporting(Reporting { min_order: Some(1), batch: 1, ..Reporting::default() })
+            .without_thread_cache()
             .build()
             .unwrap(),
     )
