@@ -29,7 +29,7 @@
 //! walked without the `backtrace` crate's process-wide lock, so a report
 //! resolving symbols (which holds it for tens of milliseconds the first
 //! time) never stalls recording. Elsewhere capture takes that lock too
-//! (see [`depot`](crate::depot)).
+//! (see [`crate::depot`]).
 //!
 //! # Arming, disarming, exactly once
 //!
