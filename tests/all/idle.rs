@@ -118,3 +118,21 @@ fn bad_ranges_and_free_pages_are_typed_errors_naming_the_page() {
     assert!(e.to_string().starts_with("page 0x5 is free"), "{e}");
     assert_eq!(arena.mark_idle(0..16).unwrap(), 0, "free pages are not marked");
 }
+
+/// `page_info` shows idle tracking's answer: the reclaim clock re-arming
+/// its detector (the same state bit) does not make a page look idle there;
+/// `mark_idle` does, and the next access ends it.
+#[test]
+fn page_info_shows_idle_only_for_blocks_idle_tracking_watches() {
+    let arena = PageArena::builder().pages(16).build().unwrap();
+    let frame = arena.alloc(0).unwrap();
+    let idle = |arena: &PageArena| arena.page_info(frame.pfn()).unwrap().state.flags.contains(PageFlags::IDLE);
+    assert!(arena.page_referenced(frame.pfn()).unwrap());
+    assert!(!idle(&arena), "the clock's sweep is not idle tracking");
+    arena.mark_idle(0..16).unwrap();
+    assert!(idle(&arena));
+    assert_eq!(arena.idle_pages(0..16).unwrap().idle, 1);
+    let _ = frame.bytes();
+    assert!(!idle(&arena), "accessed since the mark");
+    assert_eq!(arena.idle_pages(0..16).unwrap().idle, 0);
+}

@@ -709,7 +709,11 @@ impl PageArena {
             if s1 != s2 || s1 & HEAD == 0 {
                 continue;
             }
-            let mut state = PageState::from_word(s1);
+            // `IDLE` shows idle tracking's answer: the bit is also the
+            // reclaim clock's detector, so it counts only while idle
+            // tracking watches the block (see `crate::idle`).
+            let watched = self.ext.test(crate::page::ext::Mark::Watched, head);
+            let mut state = PageState::from_word(if watched { s1 } else { s1 & !state::IDLE });
             let own = PageState::from_word(self.desc(p).state.load(Relaxed)).flags;
             state.flags =
                 state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED)) | self.side_flags(p);

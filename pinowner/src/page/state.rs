@@ -256,7 +256,8 @@ flags! {
     MOVABLE = MOVABLE, "movable";
     /// The block's bytes are borrowed mutably by its owner.
     EXCLUSIVE = EXCLUSIVE, "exclusive";
-    /// The page is marked idle.
+    /// The block is idle: marked by `PageArena::mark_idle` and not
+    /// accessed since (in `PageArena::page_info`; see `crate::idle`).
     IDLE = IDLE, "idle";
     /// The page belongs to a committed contiguous run.
     CONTIG = CONTIG, "contig";
