@@ -222,9 +222,8 @@ impl PageArena {
             // Blocks of a reported order parked in thread caches go back to
             // the lists first (one barrier per zone), or a thread that
             // freed them and went quiet would keep them resident for good.
-            if let Some(pcp) = zone.pcp.as_ref().filter(|p| p.config.orders >> min != 0) {
-                let mut caches = pcp.lock_all();
-                self.drain_caches(zone, &mut caches, &mut zone.area.lock());
+            if zone.pcp.as_ref().is_some_and(|p| p.config.orders >> min != 0) {
+                self.drain_zone(zone);
             }
             for order in (min..=self.max_order).rev() {
                 while (done.blocks as usize) < budget {

@@ -445,12 +445,12 @@ impl PageArena {
     #[cold]
     #[inline(never)]
     fn alloc_fallback(&self, order: u8, movable: bool, flags: u64) -> Result<(u32, u64), AllocError> {
-        let mut last = if movable { &self.zones[1] } else { &self.zones[0] };
-        if movable && self.zones[0].pages() != 0 {
-            last = &self.zones[0];
-            let got = match (&last.pcp, order) {
-                (Some(pcp), o) if pcp.caches(o) => self.alloc_pcp(last, pcp, o, flags),
-                _ => self.alloc_buddy(last, order, flags),
+        let first = if movable { &self.zones[1] } else { &self.zones[0] };
+        let fallback = Some(&self.zones[0]).filter(|z| movable && z.pages() != 0);
+        if let Some(zone) = fallback {
+            let got = match (&zone.pcp, order) {
+                (Some(pcp), o) if pcp.caches(o) => self.alloc_pcp(zone, pcp, o, flags),
+                _ => self.alloc_buddy(zone, order, flags),
             };
             if let Some(got) = got {
                 return Ok(got);
@@ -459,25 +459,14 @@ impl PageArena {
         // Before failing, what other threads' caches hold goes back to the
         // lists, where it can coalesce, and the lists are tried once more
         // (the kernel's `drain_all_pages` before an allocation gives up).
-        let first = if movable { &self.zones[1] } else { &self.zones[0] };
-        let tried = [first, last];
-        let tried = if core::ptr::eq(first, last) { &tried[..1] } else { &tried[..] };
-        let mut drained = 0;
-        for zone in tried {
-            if let (Some(pcp), true) = (&zone.pcp, zone.pages() != 0) {
-                let mut caches = pcp.lock_all();
-                drained += self.drain_caches(zone, &mut caches, &mut zone.area.lock());
+        let tried = [Some(first), fallback];
+        let tried = tried.iter().flatten().filter(|z| z.pages() != 0);
+        if tried.clone().map(|z| self.drain_zone(z)).sum::<usize>() != 0 {
+            if let Some(got) = tried.clone().find_map(|z| self.alloc_buddy(z, order, flags)) {
+                return Ok(got);
             }
         }
-        if drained != 0 {
-            for zone in tried {
-                if zone.pages() != 0 {
-                    if let Some(got) = self.alloc_buddy(zone, order, flags) {
-                        return Ok(got);
-                    }
-                }
-            }
-        }
+        let last = fallback.unwrap_or(first);
         let mut area = last.area.lock();
         area.counts.failure(order);
         let largest = (0..=area.max_order).rev().find(|&o| area.count(o) > 0);
@@ -622,13 +611,15 @@ impl PageArena {
     /// that it can coalesce and serve higher orders. Returns the number of
     /// pages drained.
     pub fn drain_thread_caches(&self) -> usize {
-        let mut drained = 0;
-        for zone in &self.zones {
-            let Some(pcp) = &zone.pcp else { continue };
-            let mut caches = pcp.lock_all();
-            drained += self.drain_caches(zone, &mut caches, &mut zone.area.lock());
-        }
-        drained
+        self.zones.iter().map(|z| self.drain_zone(z)).sum()
+    }
+
+    /// Empties `zone`'s thread caches into its buddy lists (one barrier);
+    /// returns the pages drained.
+    pub(crate) fn drain_zone(&self, zone: &Zone) -> usize {
+        let Some(pcp) = &zone.pcp else { return 0 };
+        let mut caches = pcp.lock_all();
+        self.drain_caches(zone, &mut caches, &mut zone.area.lock())
     }
 
     /// Free pages in all zones: in the lists, in thread caches, and in a
@@ -712,8 +703,8 @@ impl PageArena {
             // `IDLE` shows idle tracking's answer: the bit is also the
             // reclaim clock's detector, so it counts only while idle
             // tracking watches the block (see `crate::idle`).
-            let watched = self.ext.test(crate::page::ext::Mark::Watched, head);
-            let mut state = PageState::from_word(if watched { s1 } else { s1 & !state::IDLE });
+            let unwatched = s1 & state::IDLE != 0 && !self.ext.test(crate::page::ext::Mark::Watched, head);
+            let mut state = PageState::from_word(if unwatched { s1 & !state::IDLE } else { s1 });
             let own = PageState::from_word(self.desc(p).state.load(Relaxed)).flags;
             state.flags =
                 state.flags | (own & (crate::PageFlags::ISOLATED | crate::PageFlags::TRACKED)) | self.side_flags(p);

@@ -182,8 +182,7 @@ pub(crate) struct Entry {
     /// `holders.len()`, readable without the lock.
     handles: AtomicU32,
     /// Moves so far (bumped by the frozen migration only): a holder's
-    /// ticket is valid while this has not changed since it was taken, and
-    /// the arena's move totals add it up.
+    /// ticket is valid while this has not changed since it was taken.
     moves: AtomicU32,
     next_key: AtomicU64,
 }
@@ -257,9 +256,6 @@ impl Entry {
     }
 }
 
-/// Orders a block can have.
-const ORDERS: usize = state::MAX_ORDER_LIMIT as usize + 1;
-
 crate::sync::thread_local_const! {
     /// Blocks and pages this thread's reservations and compactions have
     /// moved (plain adds, no shared counter): a compaction counts its own
@@ -304,18 +300,12 @@ pub(crate) struct MoveTable {
     /// `reasons` (high 32 bits); 0 if it never moved.
     history: Box<[AtomicU64]>,
     reasons: Mutex<Vec<Reason>>,
-    /// Moves of blocks whose entries are gone, per order. A live entry
-    /// counts its own moves (a plain store by the frozen migration, no
-    /// shared counter on the moving path) and adds them here when it is
-    /// dropped; [`moved_totals`](Self::moved_totals) sums both.
-    retired: [AtomicU64; ORDERS],
 }
 
 impl core::fmt::Debug for MoveTable {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MoveTable")
             .field("entries", &self.by_head.iter().filter(|p| !p.load(Relaxed).is_null()).count())
-            .field("moved", &self.moved_totals())
             .finish_non_exhaustive()
     }
 }
@@ -340,36 +330,7 @@ impl MoveTable {
             readers: Mutex::new(()),
             history: (0..pages).map(|_| AtomicU64::new(0)).collect(),
             reasons: Mutex::new(Vec::new()),
-            retired: core::array::from_fn(|_| AtomicU64::new(0)),
         }
-    }
-
-    /// Blocks and pages moved so far, approximately while moves run (a
-    /// move re-keying its entry may be missed for a moment). O(pages of the
-    /// arena): for statistics, not hot paths.
-    pub(crate) fn moved_totals(&self) -> (u64, u64) {
-        let _readers = self.readers.lock();
-        let (mut blocks, mut pages) = self.retired.iter().enumerate().fold((0, 0), |(b, p), (order, n)| {
-            let n = n.load(Relaxed);
-            (b + n, p + (n << order))
-        });
-        for (at, slot) in self.by_head.iter().enumerate() {
-            let p = slot.load(Acquire);
-            if p.is_null() {
-                continue;
-            }
-            // SAFETY: a non-null slot owns a count of its entry, released
-            // only by a removal, which waits for `readers`.
-            let entry = unsafe { &*p };
-            // Counted at its current head only (a move re-keying it shows
-            // it at both heads for a moment).
-            if entry.head() as usize == at {
-                let n = u64::from(entry.moves.load(Relaxed));
-                blocks += n;
-                pages += n << entry.order;
-            }
-        }
-        (blocks, pages)
     }
 
     /// The entry of the movable block headed by `head`, if it is one.
@@ -380,12 +341,10 @@ impl MoveTable {
         if p.is_null() {
             return None;
         }
-        // SAFETY: a non-null slot owns a strong count of the entry `p`
-        // points to (made by `Arc::into_raw`), released only by a removal,
-        // which waits for `readers`: the entry lives while we add ours.
-        unsafe { TrackedArc::increment_strong_count(p) };
-        // SAFETY: the count added just above is the one this `Arc` owns.
-        Some(unsafe { TrackedArc::from_raw(p) })
+        // The slot's own count, borrowed (never dropped here) to clone ours.
+        // SAFETY: `p` is the slot's count (`Arc::into_raw`), released only under `readers`, held.
+        let slots = core::mem::ManuallyDrop::new(unsafe { TrackedArc::from_raw(p) });
+        Some(TrackedArc::clone(&slots))
     }
 
     /// True if `head` heads a movable block (no lock: nothing is cloned).
@@ -470,21 +429,15 @@ impl PageArena {
     /// letting go, inside a borrow).
     pub(crate) fn drop_entry(&self, head: u32) {
         let table = self.moves();
-        let readers = table.readers.lock();
-        let p = table.by_head[head as usize].swap(core::ptr::null_mut(), Acquire);
-        if p.is_null() {
-            return;
+        let p = {
+            let _readers = table.readers.lock();
+            table.by_head[head as usize].swap(core::ptr::null_mut(), Acquire)
+        };
+        if !p.is_null() {
+            // SAFETY: the slot owned this count (see `MoveTable`); it is out
+            // of the table, and no reader is cloning it any more.
+            drop(unsafe { TrackedArc::from_raw(p) });
         }
-        // SAFETY: the slot owned this count (see `MoveTable`); it is out of
-        // the table, and no reader is cloning it.
-        let entry = unsafe { TrackedArc::from_raw(p) };
-        // Its moves join the retired ones before a total can miss them.
-        let moves = entry.moves.load(Relaxed);
-        if moves != 0 {
-            table.retired[entry.order as usize & (ORDERS - 1)].fetch_add(u64::from(moves), Relaxed);
-        }
-        drop(readers);
-        drop(entry);
     }
 
     /// True if the block headed by `head` (word `w`) is a movable
