@@ -21,7 +21,9 @@
 //! (`PageRef` clone+drop), `pin_clone` (`PagePin` clone+drop), `get`
 //! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop), the reference
 //! cases on a pinned block (`ref_clone_pinned`, `get_pinned`: the pinner
-//! keeps the attribution, which costs a slow path), and floors on a
+//! keeps the attribution, which costs a slow path), the counts-only
+//! policy's (`counted_ref_clone`, `counted_pin_clone`, `counted_get`, on a
+//! `PageArena<CountsOnly>`), and floors on a
 //! bare `AtomicU64`: `floor_cas` (add, then load and compare-and-swap: the
 //! release the design requires), `floor_cas_store` (the same with the
 //! owner-slot store), `floor_pfn` (load and compare-and-swap twice: a
@@ -38,7 +40,9 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use pinowner::{PageArena, PagePin, PageRef, Pfn};
+use pinowner::{CountsOnly, PageArena, PagePin, PageRef, Pfn};
+
+type Counted = PageArena<CountsOnly>;
 
 #[inline(never)]
 fn empty() {
@@ -69,6 +73,23 @@ fn get(arena: &PageArena, pfn: Pfn) {
 #[inline(never)]
 fn pin(arena: &PageArena, pfn: Pfn) {
     drop(black_box(arena.pin(black_box(pfn)).unwrap()));
+}
+
+// The counts-only policy: the same operations on a `PageArena<CountsOnly>`.
+
+#[inline(never)]
+fn counted_ref_clone(r: &PageRef<&Counted>) {
+    drop(black_box(black_box(r).clone()));
+}
+
+#[inline(never)]
+fn counted_pin_clone(p: &PagePin<&Counted>) {
+    drop(black_box(black_box(p).clone()));
+}
+
+#[inline(never)]
+fn counted_get(arena: &Counted, pfn: Pfn) {
+    drop(black_box(arena.get(black_box(pfn)).unwrap()));
 }
 
 // Floors: what the operations the design requires cost by themselves, on
@@ -195,6 +216,11 @@ fn main() {
     let p = pinned.pin(0).unwrap();
     let rp = pinned.page_ref(0);
     let counter = AtomicU32::new(1);
+    let counted: Counted = PageArena::builder().pages(64).attribution().build().unwrap();
+    let cblock = counted.alloc(0).unwrap();
+    let cpfn = cblock.pfn();
+    let cr = cblock.page_ref(0);
+    let cp = cblock.pin(0).unwrap();
     // Moving: a movable zone, anonymous memory, with and without caches.
     let movable = |cache: bool| {
         let b = PageArena::builder().pages(256).movable_pages(128).backing(pinowner::Backing::Anonymous);
@@ -218,6 +244,9 @@ fn main() {
         "get" => run!(|| get(black_box(&arena), black_box(pfn))),
         "pin" => run!(|| pin(black_box(&arena), black_box(ppfn))),
         "ref_clone_pinned" => run!(|| ref_clone(black_box(&rp))),
+        "counted_ref_clone" => run!(|| counted_ref_clone(black_box(&cr))),
+        "counted_pin_clone" => run!(|| counted_pin_clone(black_box(&cp))),
+        "counted_get" => run!(|| counted_get(black_box(&counted), black_box(cpfn))),
         "get_pinned" => run!(|| get(black_box(&arena), black_box(ppfn))),
         "floor_cas" => run!(|| floor_cas(black_box(&word[0]))),
         "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),

@@ -175,16 +175,17 @@ impl PageArena {
     }
 }
 
-impl Drop for PageArena {
+impl<P> Drop for PageArena<P> {
     fn drop(&mut self) {
-        if self.leak_check == LeakCheck::Off || std::thread::panicking() || cfg!(loom) {
+        let this = self.exact();
+        if this.leak_check == LeakCheck::Off || std::thread::panicking() || cfg!(loom) {
             return;
         }
-        let audit = self.audit();
+        let audit = this.audit();
         if audit.is_clean() {
             return;
         }
-        match self.leak_check {
+        match this.leak_check {
             LeakCheck::Panic => panic!("arena dropped with pages still held\n{audit}"),
             _ => tracing::warn!(
                 target: "pinowner::audit",

@@ -113,7 +113,7 @@ impl<A: ArenaRef> Block<A> {
     /// ```
     pub fn discard(self, how: Discard) -> Result<(), DiscardRefused<Self>> {
         let blocks = [(self.pfn() as u32, self.order())];
-        match self.arena().discard_blocks(&blocks, how) {
+        match self.arena().exact().discard_blocks(&blocks, how) {
             Ok(()) => Ok(()),
             Err(error) => Err(DiscardRefused { handle: self, error }),
         }

@@ -10,21 +10,31 @@ use crate::arena::Ticket;
 use crate::error::{AcquireError, BorrowError};
 use crate::page::state::{Count, COUNTS, EXCLUSIVE, REF_ONE};
 use crate::page::{Descriptor, PageState};
+use crate::policy::Attribution;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::{PageArena, Pfn};
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for &crate::PageArena {}
-    impl Sealed for std::sync::Arc<crate::PageArena> {}
+    impl<P> Sealed for &crate::PageArena<P> {}
+    impl<P> Sealed for std::sync::Arc<crate::PageArena<P>> {}
 }
 
 /// How a handle reaches its arena: a borrow (`&PageArena`, no extra cost) or
 /// an `Arc<PageArena>` (handles are `'static`, for spawned threads and async
-/// tasks; cloning such a handle also clones the `Arc`).
-pub trait ArenaRef: Deref<Target = PageArena> + Clone + sealed::Sealed {}
-impl ArenaRef for &PageArena {}
-impl ArenaRef for Arc<PageArena> {}
+/// tasks; cloning such a handle also clones the `Arc`). It carries the
+/// arena's [attribution policy](crate::policy), which picks the handle's
+/// count operations when it is compiled.
+pub trait ArenaRef: Deref<Target = PageArena<Self::Policy>> + Clone + sealed::Sealed {
+    /// The arena's attribution policy.
+    type Policy: Attribution;
+}
+impl<P: Attribution> ArenaRef for &PageArena<P> {
+    type Policy = P;
+}
+impl<P: Attribution> ArenaRef for Arc<PageArena<P>> {
+    type Policy = P;
+}
 
 /// An allocated block of `2^order` pages, owned: it holds one reference on
 /// the block, and dropping it puts that reference (freeing the block when it
@@ -109,7 +119,7 @@ impl<A: ArenaRef> Block<A> {
 
     /// Bytes in the block.
     pub fn len(&self) -> usize {
-        self.arena.byte_range(self.pfn, self.order).1
+        self.arena.exact().byte_range(self.pfn, self.order).1
     }
 
     /// Always false: a block has at least one page.
@@ -124,7 +134,7 @@ impl<A: ArenaRef> Block<A> {
 
     /// The block's state (its head page's).
     pub fn state(&self) -> PageState {
-        PageState::from_word(self.arena.desc(self.pfn).state.load(Relaxed))
+        PageState::from_word(self.arena.exact().desc(self.pfn).state.load(Relaxed))
     }
 
     /// The block's bytes, shared.
@@ -136,12 +146,12 @@ impl<A: ArenaRef> Block<A> {
     /// while this view lives is their `unsafe` responsibility. The same rule
     /// holds for [`PageRef::bytes`] and [`PagePin::bytes`].
     pub fn bytes(&self) -> &[u8] {
-        self.arena.touched(self.arena.desc(self.pfn));
-        let (off, len) = self.arena.byte_range(self.pfn, self.order);
+        self.arena.exact().touched(self.arena.exact().desc(self.pfn));
+        let (off, len) = self.arena.exact().byte_range(self.pfn, self.order);
         // Safe code writes the bytes only through `BlockBytesMut`, which needs
         // `&mut self`; raw-pointer writers promise not to race readers.
         // SAFETY: the block is allocated and held by us: its range is ours.
-        unsafe { self.arena.region.bytes(off, len) }
+        unsafe { self.arena.exact().region.bytes(off, len) }
     }
 
     /// The block's bytes, mutably: only while this block is the sole holder.
@@ -155,19 +165,19 @@ impl<A: ArenaRef> Block<A> {
     /// [`BorrowError::Shared`] if other references or pins exist;
     /// [`BorrowError::Exclusive`] if an earlier guard was leaked.
     pub fn bytes_mut(&mut self) -> Result<BlockBytesMut<'_>, BorrowError> {
-        self.arena.lend_exclusive(self.pfn)?;
-        let (off, len) = self.arena.byte_range(self.pfn, self.order);
+        self.arena.exact().lend_exclusive(self.pfn)?;
+        let (off, len) = self.arena.exact().byte_range(self.pfn, self.order);
         // EXCLUSIVE stops any new holder until the guard drops, and the guard
         // borrows `self` mutably, so this block lends nothing else meanwhile.
         // SAFETY: so we are and stay the only holder (one ref, ours; no pins).
-        let bytes = unsafe { self.arena.region.bytes_mut(off, len) };
-        Ok(BlockBytesMut { bytes, arena: &self.arena, pfn: self.pfn })
+        let bytes = unsafe { self.arena.exact().region.bytes_mut(off, len) };
+        Ok(BlockBytesMut { bytes, arena: self.arena.exact(), pfn: self.pfn })
     }
 
     /// A raw pointer to the block's first byte, for devices and FFI.
     pub fn as_ptr(&self) -> NonNull<u8> {
-        let (off, len) = self.arena.byte_range(self.pfn, self.order);
-        self.arena.region.ptr(off, len).cast()
+        let (off, len) = self.arena.exact().byte_range(self.pfn, self.order);
+        self.arena.exact().region.ptr(off, len).cast()
     }
 
     /// A reference on page `index` of the block (0 is the head).
@@ -181,11 +191,10 @@ impl<A: ArenaRef> Block<A> {
     pub fn page_ref(&self, index: usize) -> PageRef<A> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
         let pfn = self.pfn + index as u32;
-        let who = crate::owner_here();
-        let hd = self.arena.desc(self.pfn);
+        let hd = self.arena.exact().desc(self.pfn);
         // SAFETY: `hd` is the block's head descriptor in its arena, and
         // `pfn` is a page of the block (`index < pages`).
-        match unsafe { self.arena.acquire_held(hd, pfn, Count::Ref, who) } {
+        match unsafe { self.arena.acquire_by_policy(hd, pfn, Count::Ref) } {
             Ok(gen) => PageRef::from_parts(self.arena.clone(), hd, pfn, gen),
             Err(e) => panic!("{e}"),
         }
@@ -206,11 +215,10 @@ impl<A: ArenaRef> Block<A> {
     pub fn pin(&self, index: usize) -> Result<PagePin<A>, AcquireError> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
         let pfn = self.pfn + index as u32;
-        let who = crate::owner_here();
-        let hd = self.arena.desc(self.pfn);
+        let hd = self.arena.exact().desc(self.pfn);
         // SAFETY: as in `page_ref`: `hd` is the block's head descriptor,
         // `pfn` a page of the block.
-        let gen = unsafe { self.arena.acquire_held(hd, pfn, Count::Pin, who) }?;
+        let gen = unsafe { self.arena.acquire_by_policy(hd, pfn, Count::Pin) }?;
         Ok(PagePin::from_parts(self.arena.clone(), hd, pfn, gen))
     }
 
@@ -219,8 +227,8 @@ impl<A: ArenaRef> Block<A> {
     /// first page.
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
-        this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
-        this.arena.hold_into_raw(this.ticket.hold());
+        this.arena.exact().raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
+        this.arena.exact().hold_into_raw(this.ticket.hold());
         // SAFETY: `this` is never used or dropped again; we move the arena
         // handle out exactly once so it is released normally.
         let _arena = unsafe { core::ptr::read(&this.arena) };
@@ -240,12 +248,8 @@ impl<A: ArenaRef> Drop for Block<A> {
     fn drop(&mut self) {
         // SAFETY: the block's head is a page of its arena (the invariant on
         // `Block`).
-        let hd = unsafe { self.arena.desc_unchecked(self.pfn) };
-        if self.ticket.hold() != 0 {
-            self.arena.release_hold(hd, self.pfn, Count::Ref, Some(self.ticket.gen()), self.ticket.hold());
-        } else {
-            self.arena.release_held(hd, self.pfn, Count::Ref, Some(self.ticket.gen()));
-        }
+        let hd = unsafe { self.arena.exact().desc_unchecked(self.pfn) };
+        self.arena.release_by_policy(hd, self.pfn, Count::Ref, self.ticket);
     }
 }
 
@@ -310,7 +314,7 @@ impl core::ops::DerefMut for BlockBytesMut<'_> {
 
 impl Drop for BlockBytesMut<'_> {
     fn drop(&mut self) {
-        self.arena.desc(self.pfn).state.fetch_and(!EXCLUSIVE, Release);
+        self.arena.exact().desc(self.pfn).state.fetch_and(!EXCLUSIVE, Release);
     }
 }
 
@@ -352,7 +356,7 @@ macro_rules! count_handle {
             /// `head` is the head descriptor, in `arena`, of the block
             /// holding page `pfn` of `arena` (the type's invariant).
             pub(crate) fn from_parts(arena: A, head: &Descriptor, pfn: u32, ticket: Ticket) -> Self {
-                debug_assert!(arena.pfn_of(head) <= pfn && (pfn as usize) < arena.pages());
+                debug_assert!(arena.exact().pfn_of(head) <= pfn && (pfn as usize) < arena.exact().pages());
                 $name { arena, head: HeadDesc(NonNull::from(head)), pfn, ticket }
             }
 
@@ -372,7 +376,7 @@ macro_rules! count_handle {
 
             /// The head page of the block the count is held on.
             pub fn head(&self) -> Pfn {
-                self.arena.pfn_of(self.head_desc()) as Pfn
+                self.arena.exact().pfn_of(self.head_desc()) as Pfn
             }
 
             /// The arena.
@@ -384,8 +388,8 @@ macro_rules! count_handle {
             /// device or FFI. Reading or writing through it is `unsafe`: the
             /// caller must not race the block's other users.
             pub fn as_ptr(&self) -> NonNull<u8> {
-                let (off, len) = self.arena.byte_range(self.pfn, 0);
-                self.arena.region.ptr(off, len).cast()
+                let (off, len) = self.arena.exact().byte_range(self.pfn, 0);
+                self.arena.exact().region.ptr(off, len).cast()
             }
 
             /// The page's bytes (one page), shared: what a reader of a page
@@ -423,14 +427,14 @@ macro_rules! count_handle {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn bytes(&self) -> &[u8] {
-                self.arena.touched(self.head_desc());
-                let (off, len) = self.arena.byte_range(self.pfn, 0);
+                self.arena.exact().touched(self.head_desc());
+                let (off, len) = self.arena.exact().byte_range(self.pfn, 0);
                 // Safe code writes bytes only through `BlockBytesMut`, which
                 // needs the block as sole holder (we are a holder); raw
                 // writers promise not to race readers.
                 // SAFETY: the page is held by us, so allocated: its range is
                 // part of the arena's region and stays mapped.
-                unsafe { self.arena.region.bytes(off, len) }
+                unsafe { self.arena.exact().region.bytes(off, len) }
             }
 
             /// The state of the page's block.
@@ -445,10 +449,9 @@ macro_rules! count_handle {
             /// The overflow error for this kind of count, at its limit.
             #[track_caller]
             pub fn try_clone(&self) -> Result<Self, AcquireError> {
-                let who = crate::owner_here();
                 // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
                 // of it (the handle's invariant).
-                let t = unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) }?;
+                let t = unsafe { self.arena.acquire_by_policy(self.head_desc(), self.pfn, $count) }?;
                 Ok($name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket: t })
             }
         }
@@ -463,32 +466,19 @@ macro_rules! count_handle {
             #[track_caller]
             #[inline]
             fn clone(&self) -> Self {
-                let who = crate::owner_here();
                 // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
                 // of it (the handle's invariant).
-                match unsafe { self.arena.acquire_held(self.head_desc(), self.pfn, $count, who) } {
+                match unsafe { self.arena.acquire_by_policy(self.head_desc(), self.pfn, $count) } {
                     Ok(t) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket: t },
                     Err(e) => panic!("{e}"),
                 }
             }
         }
 
-        impl<A: ArenaRef> $name<A> {
-            /// The release of a handle whose acquisition was recorded.
-            #[cold]
-            #[inline(never)]
-            fn release_hold(&self) {
-                self.arena.release_hold(self.head_desc(), self.pfn, $count, Some(self.ticket.gen()), self.ticket.hold());
-            }
-        }
-
         impl<A: ArenaRef> Drop for $name<A> {
             #[inline(always)]
             fn drop(&mut self) {
-                if self.ticket.hold() != 0 {
-                    return self.release_hold();
-                }
-                self.arena.release_held(self.head_desc(), self.pfn, $count, Some(self.ticket.gen()));
+                self.arena.release_by_policy(self.head_desc(), self.pfn, $count, self.ticket);
             }
         }
 
@@ -564,8 +554,8 @@ impl<A: ArenaRef> PageRef<A> {
     /// [`PageArena::put_raw`].
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
-        this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
-        this.arena.hold_into_raw(this.ticket.hold());
+        this.arena.exact().raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
+        this.arena.exact().hold_into_raw(this.ticket.hold());
         // SAFETY: `this` is never used or dropped again.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn
@@ -577,8 +567,8 @@ impl<A: ArenaRef> PagePin<A> {
     /// [`PageArena::unpin_raw`].
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
-        this.arena.raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.pins += 1);
-        this.arena.hold_into_raw(this.ticket.hold());
+        this.arena.exact().raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.pins += 1);
+        this.arena.exact().hold_into_raw(this.ticket.hold());
         // SAFETY: `this` is never used or dropped again.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn

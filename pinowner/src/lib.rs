@@ -19,6 +19,7 @@ mod json;
 pub mod migrate;
 pub mod page;
 pub mod poison;
+pub mod policy;
 mod region;
 pub mod reporting;
 pub mod reservation;
@@ -40,6 +41,7 @@ pub use migrate::{
     RangePin, RangePinError, Unmovable,
 };
 pub use page::{Acquirer, PageFlags, PageState};
+pub use policy::{Attribution, CountsOnly, Exact};
 pub use region::{Backing, BackingKind, ExternalRegion};
 pub use reservation::{AcquirerGroup, BusyBlock, ContigError, ContigFailure, ContigRun, Reason, WaitLog};
 pub use site::Site;

@@ -260,8 +260,14 @@ pub fn current() -> Option<&'static Site> {
 #[track_caller]
 #[inline(always)]
 pub(crate) fn owner_here() -> Who {
+    owner_at(core::panic::Location::caller())
+}
+
+/// The acquirer at location `at`: the thread's current site, or else `at`.
+#[inline(always)]
+pub(crate) fn owner_at(at: &'static core::panic::Location<'static>) -> Who {
     let site = FRAMES.with(|f| f.current.get());
-    let word = if site != 0 { site } else { slot::location_word(core::panic::Location::caller()) };
+    let word = if site != 0 { site } else { slot::location_word(at) };
     Who::from_tagged(word)
 }
 

@@ -13,6 +13,7 @@ mod map;
 mod migrate;
 mod model;
 mod poison;
+mod policy;
 mod region;
 mod reporting;
 mod reserve;

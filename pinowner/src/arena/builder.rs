@@ -63,7 +63,7 @@ enum Size {
 /// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct ArenaBuilder {
+pub struct ArenaBuilder<P = crate::Exact> {
     size: Size,
     page_size: usize,
     backing: Backing,
@@ -74,6 +74,7 @@ pub struct ArenaBuilder {
     leak_check: LeakCheck,
     reporting: crate::reporting::Reporting,
     poison: crate::poison::Poison,
+    policy: core::marker::PhantomData<fn() -> P>,
 }
 
 impl Default for ArenaBuilder {
@@ -89,11 +90,56 @@ impl Default for ArenaBuilder {
             leak_check: LeakCheck::default(),
             reporting: crate::reporting::Reporting::default(),
             poison: crate::poison::Poison::Off,
+            policy: core::marker::PhantomData,
         }
     }
 }
 
-impl ArenaBuilder {
+impl<P: crate::Attribution> ArenaBuilder<P> {
+    /// The [attribution policy](crate::policy) of the arena built:
+    /// [`Exact`](crate::Exact) by default (a failure names each block's
+    /// latest holder); [`CountsOnly`](crate::CountsOnly) makes handles'
+    /// clones and drops one atomic add or subtract each, and a failure
+    /// counts the holders without naming them.
+    ///
+    /// ```
+    /// use pinowner::{CountsOnly, PageArena};
+    ///
+    /// let arena = PageArena::builder().pages(16).attribution::<CountsOnly>().build()?;
+    /// let block = arena.alloc(0)?;
+    /// let r = block.page_ref(0); // a fetch_add
+    /// assert_eq!(r.state().refcount, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attribution<Q: crate::Attribution>(self) -> ArenaBuilder<Q> {
+        let ArenaBuilder {
+            size,
+            page_size,
+            backing,
+            movable,
+            max_order,
+            cache,
+            tracking,
+            leak_check,
+            reporting,
+            poison,
+            ..
+        } = self;
+        ArenaBuilder {
+            size,
+            page_size,
+            backing,
+            movable,
+            max_order,
+            cache,
+            tracking,
+            leak_check,
+            reporting,
+            poison,
+            policy: core::marker::PhantomData,
+        }
+    }
+
     /// The number of pages.
     pub fn pages(mut self, pages: usize) -> Self {
         self.size = Size::Pages(pages as u64);
@@ -190,15 +236,6 @@ impl ArenaBuilder {
         self
     }
 
-    fn to_pages(size: Size, page_size: usize) -> Result<Option<u64>, BuildError> {
-        match size {
-            Size::Unset => Ok(None),
-            Size::Pages(p) => Ok(Some(p)),
-            Size::Bytes(b) if b % page_size != 0 => Err(BuildError::SizeNotMultiple { bytes: b, page_size }),
-            Size::Bytes(b) => Ok(Some((b / page_size) as u64)),
-        }
-    }
-
     /// Builds the arena.
     ///
     /// # Errors
@@ -211,7 +248,25 @@ impl ArenaBuilder {
     /// ranges, or when the system refuses the memory. Every setting is
     /// checked, and the bookkeeping (descriptor table, caches) allocated,
     /// before the region is mapped; nothing aborts or panics on a size.
-    pub fn build(self) -> Result<PageArena, BuildError> {
+    pub fn build(self) -> Result<PageArena<P>, BuildError> {
+        // Built by one non-generic function (compiled once, in this
+        // crate), then given its policy.
+        self.attribution::<crate::Exact>().build_exact().map(PageArena::with_policy)
+    }
+}
+
+impl ArenaBuilder {
+    fn to_pages_of(size: Size, page_size: usize) -> Result<Option<u64>, BuildError> {
+        match size {
+            Size::Unset => Ok(None),
+            Size::Pages(p) => Ok(Some(p)),
+            Size::Bytes(b) if b % page_size != 0 => Err(BuildError::SizeNotMultiple { bytes: b, page_size }),
+            Size::Bytes(b) => Ok(Some((b / page_size) as u64)),
+        }
+    }
+
+    #[inline(never)]
+    fn build_exact(self) -> Result<PageArena, BuildError> {
         let page_size = self.page_size;
         if !page_size.is_power_of_two() || page_size < 4096 {
             return Err(BuildError::PageSize { page_size });
@@ -220,14 +275,14 @@ impl ArenaBuilder {
             (Size::Unset, Backing::External(ext)) => Size::Bytes(ext.len()),
             (s, _) => s,
         };
-        let pages = Self::to_pages(size, page_size)?.ok_or(BuildError::ZeroPages)?;
+        let pages = Self::to_pages_of(size, page_size)?.ok_or(BuildError::ZeroPages)?;
         if pages == 0 {
             return Err(BuildError::ZeroPages);
         }
         if pages > MAX_PAGES {
             return Err(BuildError::TooManyPages { pages, max: MAX_PAGES });
         }
-        let movable = Self::to_pages(self.movable, page_size)?.unwrap_or(0);
+        let movable = Self::to_pages_of(self.movable, page_size)?.unwrap_or(0);
         if movable > pages {
             return Err(BuildError::MovableTooLarge { movable, pages });
         }
@@ -282,6 +337,7 @@ impl ArenaBuilder {
             reporting: crate::reporting::ReportState::new(self.reporting),
             poison: self.poison,
             quarantine: crate::sync::Mutex::new(Vec::new()),
+            policy: core::marker::PhantomData,
         })
         .inspect(|arena| {
             if self.tracking.eager {

@@ -137,7 +137,7 @@ impl PageArena {
             d.owner.store(slot::encode(who, state::gen(new), count == Count::Pin), Relaxed);
             return Ok((d, Ticket::unrecorded(state::gen(new))));
         }
-        self.acquire_pfn_slow(p, count, who, raw)
+        self.acquire_pfn_general(p, count, who, raw, true)
     }
 
     /// A reference by number on a pinned, live, unarmed head (the common
@@ -145,9 +145,9 @@ impl PageArena {
     /// without the general slow path's block search. `None`: not that case,
     /// or the word moved; take the general path.
     #[inline]
-    fn acquire_pfn_pinned(&self, d: &Descriptor, count: Count) -> Option<u16> {
+    fn acquire_pfn_pinned(&self, d: &Descriptor, count: Count, exact: bool) -> Option<u16> {
         let old = d.state.load(Relaxed);
-        if !state::is_live_head(old) || old & state::ACQUIRE_SLOW != 0 || count.claims(old) {
+        if !state::is_live_head(old) || old & state::ACQUIRE_SLOW != 0 || (exact && count.claims(old)) {
             return None;
         }
         let new = old.wrapping_add(count.one());
@@ -155,17 +155,22 @@ impl PageArena {
         Some(state::gen(new) | slot::UNCLAIMED)
     }
 
+    /// The general acquisition by page number: finds the block, refuses a
+    /// free or exclusive one or a count at its limit, records on an armed
+    /// one. `exact`: the acquisition may claim the owner slot (the
+    /// [`Exact`](crate::Exact) policy); else it never does.
     #[cold]
     #[inline(never)]
-    fn acquire_pfn_slow(
+    pub(crate) fn acquire_pfn_general(
         &self,
         pfn: u32,
         count: Count,
         who: Who,
         raw: bool,
+        exact: bool,
     ) -> Result<(&Descriptor, Ticket), AcquireError> {
         let d = self.desc(pfn);
-        if let Some(gen) = self.acquire_pfn_pinned(d, count) {
+        if let Some(gen) = self.acquire_pfn_pinned(d, count, exact) {
             return Ok((d, Ticket::unrecorded(gen)));
         }
         let mut tries = 0u32;
@@ -206,7 +211,7 @@ impl PageArena {
                 }
                 // A reference on a pinned block adds the count alone: the
                 // pinner keeps the slot and the generation.
-                let claims = count.claims(old);
+                let claims = exact && count.claims(old);
                 let delta = if claims { count.acquire_delta() } else { count.one() };
                 let new = old.wrapping_add(delta) & !IDLE;
                 match d.state.compare_exchange_weak(old, new, Acquire, Relaxed) {

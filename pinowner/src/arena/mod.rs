@@ -1,7 +1,9 @@
 //! The arena: descriptors over a region, zones, and the count operations.
 
 mod builder;
+mod counted;
 mod counts;
+mod handles;
 mod raw;
 mod verify;
 
@@ -12,9 +14,8 @@ use core::ptr::NonNull;
 
 use crate::alloc::{FragStats, FreeArea, Lists, Pcp, Zone, ZoneFrag, ZoneKind};
 use crate::error::{AcquireError, AllocError, Largest};
-use crate::handle::Block;
 use crate::page::slot::{self, Acquirer, Who};
-use crate::page::state::{self, Count, COUNTS, FREE, HEAD, PCP};
+use crate::page::state::{self, COUNTS, FREE, HEAD, PCP};
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
@@ -50,15 +51,26 @@ pub(crate) use raw::RawCounts;
 /// assert_eq!(arena.free_pages(), 256);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// The type parameter is the [attribution policy](crate::policy): [`Exact`]
+/// by default; a `PageArena<CountsOnly>` ([`ArenaBuilder::attribution`])
+/// makes its handles' clones and drops one atomic add or subtract each and
+/// reaches every other operation through `Deref` to the exact arena.
+///
+/// [`Exact`]: crate::Exact
+// `repr(C)`: arenas of every policy have one layout (the policy is a
+// zero-sized marker, last), so an arena of any policy is also an exact one
+// (`exact`).
 #[derive(Debug)]
-pub struct PageArena {
+pub struct PageArena<P = crate::Exact> {
+    /// Normal, then movable (either may be empty). First: the zones are
+    /// cache-line aligned, and `repr(C)` keeps the declared order.
+    pub(crate) zones: [Zone; 2],
     pub(crate) region: Region,
     pub(crate) descs: Box<[Descriptor]>,
     pub(crate) pages: u32,
     pub(crate) page_shift: u32,
     pub(crate) max_order: u8,
-    /// Normal, then movable (either may be empty).
-    pub(crate) zones: [Zone; 2],
     /// Raw references and pins per page, so a raw release can only drop a
     /// count a raw acquire took.
     pub(crate) raw: ShardedMap<RawCounts>,
@@ -81,6 +93,47 @@ pub struct PageArena {
     pub(crate) poison: crate::poison::Poison,
     /// Poison mismatches found, their blocks quarantined.
     pub(crate) quarantine: crate::sync::Mutex<Vec<crate::poison::PoisonError>>,
+    /// The attribution policy, a marker (`fn() -> P`: `Send` and `Sync`
+    /// whatever `P` is).
+    pub(crate) policy: core::marker::PhantomData<fn() -> P>,
+}
+
+impl<P> PageArena<P> {
+    /// The arena as an exact one: every operation but the handles' count
+    /// changes is the same under both policies, and is written once, for
+    /// `PageArena<Exact>`.
+    #[inline(always)]
+    pub(crate) fn exact(&self) -> &PageArena {
+        // Both types are `repr(C)` with the same fields but for the
+        // zero-sized, align-1 marker at the end: one layout.
+        // SAFETY: so `self` is a valid `PageArena` for as long as it lives.
+        unsafe { &*(self as *const Self).cast::<PageArena>() }
+    }
+}
+
+impl PageArena {
+    /// This arena with policy `P`: the same value (one layout), moved.
+    #[inline(always)]
+    pub(crate) fn with_policy<P>(self) -> PageArena<P> {
+        let this = core::mem::ManuallyDrop::new(self);
+        // Both types are `repr(C)` with the same fields but for the
+        // zero-sized marker: one layout. `this` is never used or dropped
+        // again, so the value moves exactly once.
+        // SAFETY: so the read is of a valid `PageArena<P>`, owned once.
+        unsafe { core::ptr::read((&*this as *const PageArena).cast::<PageArena<P>>()) }
+    }
+}
+
+/// A counts-only arena is an exact arena whose handles count without
+/// attribution: everything else (reservations, reports, statistics, movable
+/// blocks, long-term and range pins, the raw API) is the exact arena's.
+impl core::ops::Deref for PageArena<crate::CountsOnly> {
+    type Target = PageArena;
+
+    #[inline(always)]
+    fn deref(&self) -> &PageArena {
+        self.exact()
+    }
 }
 
 /// What an acquisition hands its handle: the generation it produced (or
@@ -332,51 +385,6 @@ impl PageArena {
     }
 
     // ----- allocation -------------------------------------------------
-
-    /// Allocates a block of `2^order` pages from the normal zone.
-    ///
-    /// # Errors
-    ///
-    /// [`AllocError::OrderTooLarge`] above [`max_order`](Self::max_order);
-    /// [`AllocError::OutOfMemory`] when no block of that order is free.
-    ///
-    /// ```
-    /// let arena = pinowner::PageArena::builder().pages(64).build()?;
-    /// let block = arena.alloc(2)?;
-    /// assert_eq!(block.pages(), 4);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[track_caller]
-    pub fn alloc(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
-        let who = crate::owner_here();
-        self.alloc_in(order, false, who).map(|(pfn, gen)| Block::new(self, self.handed_out(pfn, order), order, gen))
-    }
-
-    /// Like [`alloc`](Self::alloc), with the block's bytes zeroed.
-    ///
-    /// # Errors
-    ///
-    /// As for [`alloc`](Self::alloc).
-    #[track_caller]
-    pub fn alloc_zeroed(&self, order: u8) -> Result<Block<&PageArena>, AllocError> {
-        let who = crate::owner_here();
-        let (pfn, gen) = self.alloc_in(order, false, who)?;
-        self.zero_block(pfn, order);
-        Ok(Block::new(self, pfn, order, gen))
-    }
-
-    /// [`alloc`](Self::alloc) for an arena shared through `Arc`: the block
-    /// keeps the arena alive and is `'static`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`alloc`](Self::alloc).
-    #[track_caller]
-    pub fn alloc_owned(self: &std::sync::Arc<Self>, order: u8) -> Result<Block<std::sync::Arc<PageArena>>, AllocError> {
-        let who = crate::owner_here();
-        self.alloc_in(order, false, who)
-            .map(|(pfn, gen)| Block::new(self.clone(), self.handed_out(pfn, order), order, gen))
-    }
 
     /// Zeroes a block just allocated, except the pages known to be zero
     /// already (discarded: see [`crate::page::ext`]), which stay untouched
@@ -743,67 +751,5 @@ impl PageArena {
     /// [`AcquireError::OutOfRange`] for a page beyond the arena.
     pub fn page_state(&self, pfn: Pfn) -> Result<PageState, AcquireError> {
         self.page_info(pfn).map(|i| i.state)
-    }
-
-    /// Takes a reference on page `pfn`; dropping the [`PageRef`] puts it.
-    ///
-    /// # Errors
-    ///
-    /// [`AcquireError`] if the page is out of range, free, lent out
-    /// exclusively, or at its reference limit. Nothing changes on error.
-    ///
-    /// [`PageRef`]: crate::PageRef
-    #[track_caller]
-    #[inline]
-    pub fn get(&self, pfn: Pfn) -> Result<crate::PageRef<&PageArena>, AcquireError> {
-        let who = crate::owner_here();
-        let (hd, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
-        Ok(crate::PageRef::from_parts(self, hd, pfn as u32, gen))
-    }
-
-    /// Pins page `pfn` (a long-lived count, kept apart from references);
-    /// dropping the [`PagePin`] unpins it.
-    ///
-    /// # Errors
-    ///
-    /// As for [`get`](Self::get), with the pin limit.
-    ///
-    /// [`PagePin`]: crate::PagePin
-    #[track_caller]
-    #[inline]
-    pub fn pin(&self, pfn: Pfn) -> Result<crate::PagePin<&PageArena>, AcquireError> {
-        let who = crate::owner_here();
-        let (hd, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
-        Ok(crate::PagePin::from_parts(self, hd, pfn as u32, gen))
-    }
-
-    /// [`get`](Self::get) for an arena shared through `Arc`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`get`](Self::get).
-    #[track_caller]
-    pub fn get_owned(
-        self: &std::sync::Arc<Self>,
-        pfn: Pfn,
-    ) -> Result<crate::PageRef<std::sync::Arc<PageArena>>, AcquireError> {
-        let who = crate::owner_here();
-        let (hd, gen) = self.acquire_pfn(pfn, Count::Ref, who, false)?;
-        Ok(crate::PageRef::from_parts(self.clone(), hd, pfn as u32, gen))
-    }
-
-    /// [`pin`](Self::pin) for an arena shared through `Arc`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`pin`](Self::pin).
-    #[track_caller]
-    pub fn pin_owned(
-        self: &std::sync::Arc<Self>,
-        pfn: Pfn,
-    ) -> Result<crate::PagePin<std::sync::Arc<PageArena>>, AcquireError> {
-        let who = crate::owner_here();
-        let (hd, gen) = self.acquire_pfn(pfn, Count::Pin, who, false)?;
-        Ok(crate::PagePin::from_parts(self.clone(), hd, pfn as u32, gen))
     }
 }

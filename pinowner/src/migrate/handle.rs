@@ -58,7 +58,7 @@ const _: () = {
     sync_send::<MovableBlock<&PageArena>>();
 };
 
-impl PageArena {
+impl<P: crate::Attribution> PageArena<P> {
     /// Allocates a movable block: from the movable zone, falling back to
     /// the normal zone when the movable zone has no block of that order (the
     /// kernel's rule: movable allocations may use either zone, unmovable
@@ -70,7 +70,7 @@ impl PageArena {
     ///
     /// As for [`alloc`](Self::alloc).
     #[track_caller]
-    pub fn alloc_movable(&self, order: u8) -> Result<MovableBlock<&PageArena>, AllocError> {
+    pub fn alloc_movable(&self, order: u8) -> Result<MovableBlock<&Self>, AllocError> {
         MovableBlock::alloc(self, order, None, false)
     }
 
@@ -80,7 +80,7 @@ impl PageArena {
     ///
     /// As for [`alloc`](Self::alloc).
     #[track_caller]
-    pub fn alloc_movable_zeroed(&self, order: u8) -> Result<MovableBlock<&PageArena>, AllocError> {
+    pub fn alloc_movable_zeroed(&self, order: u8) -> Result<MovableBlock<&Self>, AllocError> {
         MovableBlock::alloc(self, order, None, true)
     }
 
@@ -96,7 +96,7 @@ impl PageArena {
         &self,
         order: u8,
         mover: impl Mover + 'static,
-    ) -> Result<MovableBlock<&PageArena>, AllocError> {
+    ) -> Result<MovableBlock<&Self>, AllocError> {
         MovableBlock::alloc(self, order, Some(Arc::new(mover)), false)
     }
 
@@ -107,7 +107,7 @@ impl PageArena {
     ///
     /// As for [`alloc`](Self::alloc).
     #[track_caller]
-    pub fn alloc_movable_owned(self: &Arc<Self>, order: u8) -> Result<MovableBlock<Arc<PageArena>>, AllocError> {
+    pub fn alloc_movable_owned(self: &Arc<Self>, order: u8) -> Result<MovableBlock<Arc<Self>>, AllocError> {
         MovableBlock::alloc(self.clone(), order, None, false)
     }
 
@@ -122,7 +122,7 @@ impl PageArena {
         self: &Arc<Self>,
         order: u8,
         mover: impl Mover + 'static,
-    ) -> Result<MovableBlock<Arc<PageArena>>, AllocError> {
+    ) -> Result<MovableBlock<Arc<Self>>, AllocError> {
         MovableBlock::alloc(self.clone(), order, Some(Arc::new(mover)), false)
     }
 }
@@ -131,13 +131,18 @@ impl<A: ArenaRef> MovableBlock<A> {
     #[track_caller]
     fn alloc(arena: A, order: u8, mover: Option<Arc<dyn Mover>>, zeroed: bool) -> Result<Self, AllocError> {
         let who = crate::owner_here();
-        let (head, ticket) = arena.alloc_in(order, true, who)?;
+        // The owner slot names the allocation (here and wherever the block
+        // moves) only under the exact policy; the entry's holders name
+        // their handles under both (each leaves as its handle drops).
+        let slot = if <A::Policy as crate::Attribution>::EXACT { who } else { crate::page::slot::Who::NONE };
+        let a = arena.exact();
+        let (head, ticket) = a.alloc_in(order, true, slot)?;
         if zeroed {
-            arena.zero_block(head, order);
+            a.zero_block(head, order);
         } else {
-            arena.handed_out(head, order);
+            a.handed_out(head, order);
         }
-        let entry = arena.new_entry(head, order, who);
+        let entry = a.new_entry(head, order, slot);
         let key = entry.add_holder(mover, who.acquirer(), Some(ticket));
         Ok(MovableBlock { arena, entry, key })
     }
@@ -160,7 +165,7 @@ impl<A: ArenaRef> MovableBlock<A> {
 
     /// Bytes in the block.
     pub fn len(&self) -> usize {
-        self.pages() << self.arena.page_shift
+        self.pages() << self.arena.exact().page_shift
     }
 
     /// Never true: a block has at least one page.
@@ -176,14 +181,14 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// The block's state now (its head page's).
     pub fn state(&self) -> PageState {
         let head = self.entry.enter();
-        let s = PageState::from_word(self.arena.desc(head).state.load(Relaxed));
+        let s = PageState::from_word(self.arena.exact().desc(head).state.load(Relaxed));
         self.entry.leave();
         s
     }
 
     /// How often the block moved, and why last.
     pub fn migrated(&self) -> Option<Migrated> {
-        self.arena.migrated(self.entry.head())
+        self.arena.exact().migrated(self.entry.head())
     }
 
     /// Borrows the bytes, keeping the block in place until the borrow
@@ -191,13 +196,13 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// block: microseconds, plus what its movers take).
     pub fn borrow(&self) -> MoveBorrow<'_> {
         let head = self.entry.enter();
-        MoveBorrow { arena: &self.arena, entry: &self.entry, head }
+        MoveBorrow { arena: self.arena.exact(), entry: &self.entry, head }
     }
 
     /// Borrows the bytes unless the block is being moved right now.
     pub fn try_borrow(&self) -> Option<MoveBorrow<'_>> {
         let head = self.entry.try_enter()?;
-        Some(MoveBorrow { arena: &self.arena, entry: &self.entry, head })
+        Some(MoveBorrow { arena: self.arena.exact(), entry: &self.entry, head })
     }
 
     /// Borrows the bytes mutably: only while this handle is the block's
@@ -210,16 +215,16 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// (through [`pin`](Self::pin)'s block) keeps it lent out.
     pub fn borrow_mut(&mut self) -> Result<MoveBorrowMut<'_>, BorrowError> {
         let head = self.entry.enter();
-        if let Err(e) = self.arena.lend_exclusive(head) {
+        if let Err(e) = self.arena.exact().lend_exclusive(head) {
             self.entry.leave();
             return Err(e);
         }
-        let (off, len) = self.arena.byte_range(head, self.entry.order);
+        let (off, len) = self.arena.exact().byte_range(head, self.entry.order);
         // `EXCLUSIVE` stops any new holder and the borrow stops any move
         // until the guard drops; the guard borrows `self` mutably.
         // SAFETY: so we are and stay the block's only holder (one ref, ours).
-        let bytes = unsafe { self.arena.region.bytes_mut(off, len) };
-        Ok(MoveBorrowMut { bytes, arena: &self.arena, entry: &self.entry, head })
+        let bytes = unsafe { self.arena.exact().region.bytes_mut(off, len) };
+        Ok(MoveBorrowMut { bytes, arena: self.arena.exact(), entry: &self.entry, head })
     }
 
     /// Another holder of the block with its own mover, asked (after the
@@ -229,10 +234,10 @@ impl<A: ArenaRef> MovableBlock<A> {
     pub fn share(&self, mover: impl Mover + 'static) -> MovableBlock<A> {
         let who = crate::owner_here();
         let head = self.entry.enter();
-        let hd = self.arena.desc(head);
+        let hd = self.arena.exact().desc(head);
         // SAFETY: `hd` is the head descriptor of the block we borrow, `head`
         // its page.
-        let ticket = match unsafe { self.arena.acquire_held(hd, head, Count::Ref, who) } {
+        let ticket = match unsafe { self.arena.acquire_by_policy(hd, head, Count::Ref) } {
             Ok(t) => t,
             Err(e) => {
                 self.entry.leave();
@@ -257,11 +262,11 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// If `index` is not below [`pages`](Self::pages).
     #[track_caller]
     pub fn pin(&self, index: usize) -> Result<PagePin<A>, AcquireError> {
-        let who = crate::owner_here();
+        let at = core::panic::Location::caller();
         self.with_page(index, |hd, pfn| {
             // SAFETY: `hd` is the borrowed block's head descriptor and `pfn`
             // a page of it.
-            let t = unsafe { self.arena.acquire_held(hd, pfn, Count::Pin, who) }?;
+            let t = unsafe { self.arena.acquire_by_policy_at(hd, pfn, Count::Pin, at) }?;
             Ok(PagePin::from_parts(self.arena.clone(), hd, pfn, t))
         })
     }
@@ -274,10 +279,10 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// As for [`Block::page_ref`](crate::Block::page_ref).
     #[track_caller]
     pub fn page_ref(&self, index: usize) -> PageRef<A> {
-        let who = crate::owner_here();
+        let at = core::panic::Location::caller();
         let r = self.with_page(index, |hd, pfn| {
             // SAFETY: as in `pin`.
-            let t = unsafe { self.arena.acquire_held(hd, pfn, Count::Ref, who) }?;
+            let t = unsafe { self.arena.acquire_by_policy_at(hd, pfn, Count::Ref, at) }?;
             Ok(PageRef::from_parts(self.arena.clone(), hd, pfn, t))
         });
         r.unwrap_or_else(|e: AcquireError| panic!("{e}"))
@@ -294,7 +299,10 @@ impl<A: ArenaRef> MovableBlock<A> {
     /// [`Borrowed`](super::Unmovable::Borrowed).
     pub fn relocate(&self) -> Result<Pfn, super::Unmovable> {
         let head = self.entry.head();
-        self.arena.migrate_entry(&self.entry, head, crate::Reason::Compaction, super::Dest::Any).map(|p| p as Pfn)
+        self.arena
+            .exact()
+            .migrate_entry(&self.entry, head, crate::Reason::Compaction, super::Dest::Any)
+            .map(|p| p as Pfn)
     }
 
     /// A long-term pin on page `index` of the block: moved to the normal
@@ -307,8 +315,7 @@ impl<A: ArenaRef> MovableBlock<A> {
     #[track_caller]
     pub fn pin_longterm(&self, index: usize) -> Result<PagePin<&PageArena>, super::LongtermPinError> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
-        let arena: &PageArena = &self.arena;
-        arena.pin_longterm(self.entry.head() as Pfn + index)
+        self.arena.exact().pin_longterm(self.entry.head() as Pfn + index)
     }
 
     /// Turns this handle into an ordinary [`Block`](crate::Block), which
@@ -321,12 +328,12 @@ impl<A: ArenaRef> MovableBlock<A> {
         let head = this.entry.enter();
         let (ticket, last) = this.unregister();
         if last {
-            this.arena.drop_entry(head);
+            this.arena.exact().drop_entry(head);
         }
         this.entry.leave();
         // An ordinary allocation from now on (we hold a count: the flag is
         // ours to clear).
-        let word = this.arena.desc(head).state.fetch_and(!crate::page::state::MOVABLE, Relaxed);
+        let word = this.arena.exact().desc(head).state.fetch_and(!crate::page::state::MOVABLE, Relaxed);
         let gen = crate::page::state::gen(word);
         let ticket = ticket.unwrap_or(Ticket::unrecorded(gen));
         // SAFETY: `this` is never used or dropped again: its arena and entry
@@ -349,7 +356,7 @@ impl<A: ArenaRef> MovableBlock<A> {
     ) -> Result<T, AcquireError> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
         let head = self.entry.enter();
-        let r = f(self.arena.desc(head), head + index as u32);
+        let r = f(self.arena.exact().desc(head), head + index as u32);
         self.entry.leave();
         r
     }
@@ -362,9 +369,16 @@ impl<A: ArenaRef> Drop for MovableBlock<A> {
         let head = self.entry.enter();
         let (ticket, last) = self.unregister();
         if last {
-            self.arena.drop_entry(head);
+            self.arena.exact().drop_entry(head);
         }
-        self.arena.release_ticket(head, Count::Ref, ticket);
+        match (<A::Policy as crate::Attribution>::EXACT, ticket) {
+            (true, _) => self.arena.exact().release_ticket(head, Count::Ref, ticket),
+            // A moved handle's ticket is gone (`None`): no hold to close.
+            (false, t) => {
+                let a = self.arena.exact();
+                a.release_counted(a.desc(head), head, Count::Ref, t.map_or(0, |t| t.hold()));
+            }
+        }
         self.entry.leave();
     }
 }
@@ -409,19 +423,19 @@ impl MoveBorrow<'_> {
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        self.arena.touched(self.arena.desc(self.head));
-        let (off, len) = self.arena.byte_range(self.head, self.entry.order);
+        self.arena.exact().touched(self.arena.exact().desc(self.head));
+        let (off, len) = self.arena.exact().byte_range(self.head, self.entry.order);
         // Safe code writes the bytes only through `MoveBorrowMut`, which
         // needs the handle mutably and sole; raw-pointer writers promise
         // not to race readers.
         // SAFETY: the block is held by the handle and kept in place by us.
-        unsafe { self.arena.region.bytes(off, len) }
+        unsafe { self.arena.exact().region.bytes(off, len) }
     }
 
     /// A raw pointer to the first byte, valid while the borrow lives.
     pub fn as_ptr(&self) -> NonNull<u8> {
-        let (off, len) = self.arena.byte_range(self.head, self.entry.order);
-        self.arena.region.ptr(off, len).cast()
+        let (off, len) = self.arena.exact().byte_range(self.head, self.entry.order);
+        self.arena.exact().region.ptr(off, len).cast()
     }
 }
 
@@ -476,7 +490,7 @@ impl core::ops::DerefMut for MoveBorrowMut<'_> {
 
 impl Drop for MoveBorrowMut<'_> {
     fn drop(&mut self) {
-        self.arena.desc(self.head).state.fetch_and(!EXCLUSIVE, Release);
+        self.arena.exact().desc(self.head).state.fetch_and(!EXCLUSIVE, Release);
         self.entry.leave();
     }
 }

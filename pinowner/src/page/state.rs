@@ -86,6 +86,8 @@ const _: () = assert!(CONTIG < GEN_ONE);
 // `Count::pfn_fast`'s range test needs every flag it rejects above `HEAD`.
 const _: () = assert!(FREE > HEAD && EXCLUSIVE > HEAD && TRACKED > HEAD && IDLE > HEAD && PIN_MASK < HEAD);
 const _: () = assert!(GEN_SHIFT + GEN_BITS == 64);
+// `Count::release_fast_counted`'s range test needs `TRACKED` above the counts.
+const _: () = assert!(TRACKED > COUNTS);
 
 /// Bits whose presence sends an acquire (get or pin on a held page) to the
 /// slow path. The overflow guards are checked separately by field.
@@ -152,6 +154,30 @@ impl Count {
             Count::Pin => (PIN_LIMIT << PIN_SHIFT) - 1,
         };
         (old & FIELDS).wrapping_sub(HEAD + 1) < bound
+    }
+
+    /// [`pfn_fast`](Self::pfn_fast) for the counts-only policy, where a
+    /// reference on a pinned block takes the fast path too (nothing
+    /// claims): for a reference, the same range test over the flags and
+    /// the references alone (a live head whose holders all pin wraps
+    /// around, to the general path); a pin's test is the exact one.
+    #[inline(always)]
+    pub(crate) const fn pfn_fast_counted(self, old: u64) -> bool {
+        const FIELDS: u64 = HEAD | FREE | EXCLUSIVE | TRACKED | IDLE | REF_MASK;
+        match self {
+            Count::Ref => (old & FIELDS).wrapping_sub(HEAD + 1) < REF_LIMIT - 1,
+            Count::Pin => self.pfn_fast(old),
+        }
+    }
+
+    /// True if a counts-only release whose `fetch_sub` returned `old` is
+    /// done: the block is not armed and the count was not its last. One
+    /// range test: the word's counts and `TRACKED`, less one more than this
+    /// count's one, lie below `TRACKED` less that only when the counts are
+    /// above this one and `TRACKED` is clear (a last count wraps around).
+    #[inline(always)]
+    pub(crate) const fn release_fast_counted(self, old: u64) -> bool {
+        (old & (COUNTS | TRACKED)).wrapping_sub(self.one() + 1) < TRACKED - (self.one() + 1)
     }
 
     /// True if an add of this count on a block whose word is `old` claims
@@ -393,6 +419,52 @@ mod tests {
                         }
                         let want = is_live_head(w) && w & slow == 0;
                         assert_eq!(c.pfn_fast(w), want, "{c:?} on {w:#x}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The counts-only by-number test: a reference needs a live head with
+    /// a reference already (the rest take the general path), no slow flag
+    /// and room; pins on the block never send it to the slow path. A pin's
+    /// test is the exact one.
+    #[test]
+    fn the_counts_only_by_number_fast_test_admits_exactly_referenced_heads_without_slow_flags() {
+        let flags = [HEAD, FREE, PCP, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
+        let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
+        let pins = [0, 1, PIN_LIMIT - 1, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
+        for set in 0u32..1 << flags.len() {
+            let f: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
+            for &r in &refs {
+                for &p in &pins {
+                    let w = f | r | (p << PIN_SHIFT) | (5 << ORDER_SHIFT) | (77 * GEN_ONE);
+                    let want = is_live_head(w) && w & (TRACKED | IDLE | EXCLUSIVE | REF_LIMIT) == 0 && r >= 1;
+                    assert_eq!(Count::Ref.pfn_fast_counted(w), want, "ref on {w:#x}");
+                    assert_eq!(Count::Pin.pfn_fast_counted(w), Count::Pin.pfn_fast(w), "pin on {w:#x}");
+                }
+            }
+        }
+    }
+
+    /// The counts-only release's one test: done unless the block is armed
+    /// or the count dropped was the block's last, for every held word.
+    #[test]
+    fn the_counts_only_release_test_sends_exactly_last_counts_and_armed_blocks_to_the_slow_path() {
+        let flags = [HEAD, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
+        let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
+        let pins = [0, 1, 2, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
+        for set in 0u32..1 << flags.len() {
+            let f: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
+            for &r in &refs {
+                for &p in &pins {
+                    let w = f | r | (p << PIN_SHIFT) | (3 << ORDER_SHIFT) | (9 * GEN_ONE);
+                    for (c, held) in [(Count::Ref, r), (Count::Pin, p)] {
+                        if held == 0 {
+                            continue; // the releaser holds one
+                        }
+                        let want = w & TRACKED == 0 && w & COUNTS != c.one();
+                        assert_eq!(c.release_fast_counted(w), want, "{c:?} on {w:#x}");
                     }
                 }
             }

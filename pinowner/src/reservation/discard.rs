@@ -7,7 +7,7 @@ use crate::handle::ArenaRef;
 use crate::page::state;
 use crate::sync::Ordering::Relaxed;
 
-impl<A: ArenaRef> ContigRun<A> {
+impl<A: ArenaRef<Policy = crate::Exact>> ContigRun<A> {
     /// Gives the run's memory back to the operating system and frees the
     /// run, as [`Block::discard`](crate::Block::discard) does for a block:
     /// a buffer pool that shrank returns the frames it reserved.

@@ -24,7 +24,7 @@ use crate::Pfn;
 /// ```
 #[must_use = "dropping a run frees it"]
 #[derive(Debug)]
-pub struct ContigRun<A: ArenaRef> {
+pub struct ContigRun<A: ArenaRef<Policy = crate::Exact>> {
     pub(super) arena: A,
     pub(super) start: u32,
     pub(super) pages: u32,
@@ -32,7 +32,7 @@ pub struct ContigRun<A: ArenaRef> {
     pub(super) blocks: Vec<(u32, u16)>,
 }
 
-impl<A: ArenaRef> ContigRun<A> {
+impl<A: ArenaRef<Policy = crate::Exact>> ContigRun<A> {
     /// The arena.
     pub fn arena(&self) -> &A {
         &self.arena
@@ -70,7 +70,7 @@ impl<A: ArenaRef> ContigRun<A> {
     }
 }
 
-impl<A: ArenaRef> Drop for ContigRun<A> {
+impl<A: ArenaRef<Policy = crate::Exact>> Drop for ContigRun<A> {
     fn drop(&mut self) {
         for &(head, gen) in &self.blocks {
             // The run ends here: a block someone else still holds (a page

@@ -1,0 +1,179 @@
+//! The count operations of the [`CountsOnly`](crate::CountsOnly) policy:
+//! a handle's clone is one `fetch_add` and its drop one `fetch_sub`, each
+//! with one branch on the word it returns (see [`crate::policy`]).
+//!
+//! Nothing here claims the owner slot or moves the generation, so the slot
+//! keeps its meaning for the exact acquisitions sharing the arena: a slot
+//! that carries the word's generation was written by the latest claiming
+//! acquisition, which has not been released (exact releases of it still
+//! move the generation; these never do, and never write the slot).
+//!
+//! The last release drops the count first and frees second: between the
+//! two, the block is a head with no counts and no `FREE`, which every other
+//! writer already meets (an exact release bound for the buddy lists leaves
+//! that word until it takes the zone lock): acquisitions by page number
+//! refuse it, a reservation waits for it as a block in flight, and the
+//! cache decision is made inside the compare-and-swap that marks it cached,
+//! so `ISOLATED` is still checked atomically with it.
+
+use core::panic::Location;
+
+use super::{PageArena, Ticket};
+use crate::error::AcquireError;
+use crate::page::slot;
+use crate::page::state::{self, Count, ACQUIRE_SLOW, COUNTS, EXCLUSIVE, IDLE, PCP, TRACKED};
+use crate::page::{Descriptor, PageState};
+use crate::sync::Ordering::{Relaxed, Release};
+use crate::tracker::Change;
+use crate::Pfn;
+
+impl PageArena {
+    /// Adds a count on a page whose block the caller already holds: one
+    /// `fetch_add` and a branch. `at` is the caller's location, turned into
+    /// an acquirer only if the block is armed.
+    ///
+    /// # Safety
+    ///
+    /// `hd` is a descriptor of this arena and `pfn` is below
+    /// [`pages`](Self::pages) (a handle's pages).
+    #[inline(always)]
+    pub(crate) unsafe fn acquire_counted(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+        at: &'static Location<'static>,
+    ) -> Result<Ticket, AcquireError> {
+        let old = hd.state.fetch_add(count.one(), Relaxed);
+        if old & ACQUIRE_SLOW != 0 {
+            return self.acquire_counted_slow(hd, pfn, count, old, at);
+        }
+        Ok(Ticket::unrecorded(slot::UNCLAIMED))
+    }
+
+    /// A counted add that found the block lent out exclusively, at its
+    /// limit, idle or armed (`old`: the word before the add).
+    #[cold]
+    #[inline(never)]
+    fn acquire_counted_slow(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+        old: u64,
+        at: &'static Location<'static>,
+    ) -> Result<Ticket, AcquireError> {
+        let over = old & count.mask() >= count.limit();
+        if old & EXCLUSIVE != 0 || over {
+            // Taken back: the caller holds the block, so this is never the
+            // last count.
+            let now = hd.state.fetch_sub(count.one(), Release).wrapping_sub(count.one());
+            let (pfn, state) = (pfn as Pfn, PageState::from_word(now));
+            return Err(match count {
+                _ if old & EXCLUSIVE != 0 => AcquireError::Exclusive { pfn, state },
+                Count::Ref => AcquireError::RefOverflow { pfn, state },
+                Count::Pin => AcquireError::PinOverflow { pfn, state },
+            });
+        }
+        if old & IDLE != 0 {
+            hd.state.fetch_and(!IDLE, Relaxed);
+        }
+        let mut hold = 0;
+        if old & TRACKED != 0 {
+            let (head, new) = (self.pfn_of(hd), old.wrapping_add(count.one()));
+            let gen = state::gen(old) | slot::UNCLAIMED;
+            let who = crate::site::owner_at(at);
+            hold = self.record_armed(Change::acquire(count.acquire_kind(), pfn, head, old, new, who, gen, false));
+        }
+        Ok(Ticket::new(slot::UNCLAIMED, hold))
+    }
+
+    /// Adds a count on a page named by its number, if it belongs to a live
+    /// block: one compare-and-swap when the page is a live head without
+    /// flags (as the kernel's `get_page_unless_zero`), the general search
+    /// otherwise, never claiming the slot.
+    #[inline(always)]
+    pub(crate) fn acquire_pfn_counted(
+        &self,
+        pfn: Pfn,
+        count: Count,
+        at: &'static Location<'static>,
+    ) -> Result<(&Descriptor, Ticket), AcquireError> {
+        let Some(d) = self.descs.get(pfn) else { return Err(self.out_of_range(pfn)) };
+        let old = d.state.load(Relaxed);
+        if count.pfn_fast_counted(old)
+            && d.state
+                .compare_exchange(old, old.wrapping_add(count.one()), crate::sync::Ordering::Acquire, Relaxed)
+                .is_ok()
+        {
+            return Ok((d, Ticket::unrecorded(slot::UNCLAIMED)));
+        }
+        self.acquire_pfn_general(pfn as u32, count, crate::site::owner_at(at), false, false)
+    }
+
+    /// Drops a count the caller holds on the block whose head descriptor is
+    /// `hd`, taken through page `pfn`: one `fetch_sub` and one branch,
+    /// taken for the last count and for an armed block. `hold`: the hold
+    /// the handle's acquisition opened (0: none).
+    #[inline(always)]
+    pub(crate) fn release_counted(&self, hd: &Descriptor, pfn: u32, count: Count, hold: u16) {
+        let old = hd.state.fetch_sub(count.one(), Release);
+        if !count.release_fast_counted(old) || hold != 0 {
+            self.release_counted_slow(hd, pfn, count, old, hold);
+        }
+    }
+
+    /// A counted release that dropped the last count, or on an armed block,
+    /// or of a handle keeping a hold. The subtract is made: `old` is the
+    /// word before it.
+    #[cold]
+    #[inline(never)]
+    fn release_counted_slow(&self, hd: &Descriptor, pfn: u32, count: Count, old: u64, hold: u16) {
+        let head = self.pfn_of(hd);
+        let new = old.wrapping_sub(count.one());
+        if old & TRACKED != 0 {
+            let site = crate::site::current().map(slot::Acquirer::Site);
+            let kind = count.release_kind();
+            let gen = Some(state::gen(old) | slot::UNCLAIMED);
+            self.record_armed(Change {
+                kind,
+                pfn,
+                head,
+                old,
+                new,
+                who: site,
+                gen,
+                raw: false,
+                hold,
+                from_arming: false,
+            });
+            if new & COUNTS == 0 {
+                self.record_freed(head, old, new);
+            }
+        } else if hold != 0 {
+            self.close_hold(hold);
+        }
+        if new & COUNTS == 0 {
+            self.free_counted(head, new);
+        }
+    }
+
+    /// Frees a block whose last count a counted release just dropped
+    /// (`word`: the word it left). Nobody can add a count any more, but a
+    /// reservation may still set `ISOLATED` and arming `TRACKED`: the cache
+    /// decision is made inside the compare-and-swap that marks the block
+    /// cached, as an exact last release makes it.
+    fn free_counted(&self, head: u32, mut word: u64) {
+        let zone = self.zone_for(head);
+        let d = self.desc(head);
+        let cache = loop {
+            let Some(pcp) = Self::cache_bound(zone, word) else { break None };
+            let cached = crate::alloc::free_head_word(word, state::order(word), PCP);
+            match d.state.compare_exchange_weak(word, cached, Relaxed, Relaxed) {
+                Ok(_) => break Some(pcp),
+                Err(cur) => word = cur,
+            }
+        };
+        self.free_released(zone, cache, head, state::order(word));
+    }
+}

@@ -1,0 +1,195 @@
+//! The operations that hand out counted handles, for arenas of either
+//! [attribution policy](crate::policy): allocation and acquisition by page
+//! number. The handles carry the policy in their arena reference
+//! ([`ArenaRef::Policy`](crate::ArenaRef::Policy)), so their clones and
+//! drops take the policy's count operations with no test at run time.
+
+use core::panic::Location;
+use std::sync::Arc;
+
+use super::{PageArena, Ticket};
+use crate::error::{AcquireError, AllocError};
+use crate::handle::Block;
+use crate::page::slot::Who;
+use crate::page::state::Count;
+use crate::page::Descriptor;
+use crate::policy::Attribution;
+use crate::{PagePin, PageRef, Pfn};
+
+impl<P: Attribution> PageArena<P> {
+    /// Allocates a block of `2^order` pages from the normal zone.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::OrderTooLarge`] above [`max_order`](Self::max_order);
+    /// [`AllocError::OutOfMemory`] when no block of that order is free.
+    ///
+    /// ```
+    /// let arena = pinowner::PageArena::builder().pages(64).build()?;
+    /// let block = arena.alloc(2)?;
+    /// assert_eq!(block.pages(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[track_caller]
+    pub fn alloc(&self, order: u8) -> Result<Block<&Self>, AllocError> {
+        let (pfn, ticket) = self.alloc_ticket(order)?;
+        Ok(Block::new(self, self.exact().handed_out(pfn, order), order, ticket))
+    }
+
+    /// Like [`alloc`](Self::alloc), with the block's bytes zeroed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_zeroed(&self, order: u8) -> Result<Block<&Self>, AllocError> {
+        let (pfn, ticket) = self.alloc_ticket(order)?;
+        self.exact().zero_block(pfn, order);
+        Ok(Block::new(self, pfn, order, ticket))
+    }
+
+    /// [`alloc`](Self::alloc) for an arena shared through `Arc`: the block
+    /// keeps the arena alive and is `'static`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc`](Self::alloc).
+    #[track_caller]
+    pub fn alloc_owned(self: &Arc<Self>, order: u8) -> Result<Block<Arc<Self>>, AllocError> {
+        let (pfn, ticket) = self.alloc_ticket(order)?;
+        Ok(Block::new(self.clone(), self.exact().handed_out(pfn, order), order, ticket))
+    }
+
+    /// An allocation's head and ticket. Under the exact policy the block's
+    /// first reference claims the owner slot for the caller; a counts-only
+    /// one leaves it naming nobody (its release will not move the
+    /// generation).
+    #[track_caller]
+    #[inline(always)]
+    fn alloc_ticket(&self, order: u8) -> Result<(u32, Ticket), AllocError> {
+        let who = if P::EXACT { crate::owner_here() } else { Who::NONE };
+        self.exact().alloc_normal(order, who)
+    }
+
+    /// Takes a reference on page `pfn`; dropping the [`PageRef`] puts it.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError`] if the page is out of range, free, lent out
+    /// exclusively, or at its reference limit. Nothing changes on error.
+    #[track_caller]
+    #[inline]
+    pub fn get(&self, pfn: Pfn) -> Result<PageRef<&Self>, AcquireError> {
+        let (hd, ticket) = self.acquire_number(pfn, Count::Ref)?;
+        Ok(PageRef::from_parts(self, hd, pfn as u32, ticket))
+    }
+
+    /// Pins page `pfn` (a long-lived count, kept apart from references);
+    /// dropping the [`PagePin`] unpins it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get), with the pin limit.
+    #[track_caller]
+    #[inline]
+    pub fn pin(&self, pfn: Pfn) -> Result<PagePin<&Self>, AcquireError> {
+        let (hd, ticket) = self.acquire_number(pfn, Count::Pin)?;
+        Ok(PagePin::from_parts(self, hd, pfn as u32, ticket))
+    }
+
+    /// [`get`](Self::get) for an arena shared through `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    #[track_caller]
+    pub fn get_owned(self: &Arc<Self>, pfn: Pfn) -> Result<PageRef<Arc<Self>>, AcquireError> {
+        let (hd, ticket) = self.acquire_number(pfn, Count::Ref)?;
+        Ok(PageRef::from_parts(self.clone(), hd, pfn as u32, ticket))
+    }
+
+    /// [`pin`](Self::pin) for an arena shared through `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`pin`](Self::pin).
+    #[track_caller]
+    pub fn pin_owned(self: &Arc<Self>, pfn: Pfn) -> Result<PagePin<Arc<Self>>, AcquireError> {
+        let (hd, ticket) = self.acquire_number(pfn, Count::Pin)?;
+        Ok(PagePin::from_parts(self.clone(), hd, pfn as u32, ticket))
+    }
+
+    /// An acquisition by page number under this arena's policy.
+    #[track_caller]
+    #[inline(always)]
+    fn acquire_number(&self, pfn: Pfn, count: Count) -> Result<(&Descriptor, Ticket), AcquireError> {
+        if P::EXACT {
+            self.exact().acquire_pfn(pfn, count, crate::owner_here(), false)
+        } else {
+            self.exact().acquire_pfn_counted(pfn, count, Location::caller())
+        }
+    }
+
+    /// Adds a count on page `pfn` of a block the caller holds, whose head
+    /// descriptor is `hd`, under this arena's policy (a handle's clone).
+    ///
+    /// # Safety
+    ///
+    /// As for [`PageArena::acquire_held`]: `hd` is a descriptor of this
+    /// arena and `pfn` is below [`pages`](PageArena::pages).
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) unsafe fn acquire_by_policy(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+    ) -> Result<Ticket, AcquireError> {
+        // SAFETY: the caller's contract is the same.
+        unsafe { self.acquire_by_policy_at(hd, pfn, count, Location::caller()) }
+    }
+
+    /// [`acquire_by_policy`](Self::acquire_by_policy) for a caller at `at`
+    /// (inside a closure, where `#[track_caller]` does not reach).
+    ///
+    /// # Safety
+    ///
+    /// As for [`acquire_by_policy`](Self::acquire_by_policy).
+    #[inline(always)]
+    pub(crate) unsafe fn acquire_by_policy_at(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+        at: &'static Location<'static>,
+    ) -> Result<Ticket, AcquireError> {
+        if P::EXACT {
+            // SAFETY: the caller's contract is `acquire_held`'s.
+            unsafe { self.exact().acquire_held(hd, pfn, count, crate::site::owner_at(at)) }
+        } else {
+            // SAFETY: the caller's contract is `acquire_counted`'s.
+            unsafe { self.exact().acquire_counted(hd, pfn, count, at) }
+        }
+    }
+
+    /// Drops a handle's count under this arena's policy: `hd` is the
+    /// block's head descriptor (a descriptor of this arena), `pfn` the page
+    /// the count went through, `ticket` what its acquisition returned.
+    #[inline(always)]
+    pub(crate) fn release_by_policy(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
+        let a = self.exact();
+        match (P::EXACT, ticket.hold()) {
+            (true, 0) => a.release_held(hd, pfn, count, Some(ticket.gen())),
+            (true, hold) => a.release_hold(hd, pfn, count, Some(ticket.gen()), hold),
+            (false, hold) => a.release_counted(hd, pfn, count, hold),
+        }
+    }
+}
+impl PageArena {
+    /// An allocation from the normal zone for `who`: compiled once, here,
+    /// whatever the policy of the arena asking (the allocator's paths are
+    /// inlined into it, not into every caller).
+    fn alloc_normal(&self, order: u8, who: Who) -> Result<(u32, Ticket), AllocError> {
+        self.alloc_in(order, false, who)
+    }
+}
