@@ -1,5 +1,6 @@
 //! The hot path: a get+put (or pin+unpin) pair on a page, against a bare
-//! atomic increment/decrement pair and an `Arc` clone/drop in the same run.
+//! atomic increment/decrement pair and an `Arc` clone/drop in the same run,
+//! under both attribution policies (`PageArena` and `PageArena<CountsOnly>`).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pinowner::PageArena;
+use pinowner::{CountsOnly, PageArena};
 
 fn config() -> Criterion {
     Criterion::default()
@@ -26,6 +27,10 @@ fn get_put(c: &mut Criterion) {
     let block = arena.alloc(0).unwrap();
     let pfn = block.pfn();
     let r = block.page_ref(0);
+    let counted: PageArena<CountsOnly> = PageArena::builder().pages(64).attribution().build().unwrap();
+    let cblock = counted.alloc(0).unwrap();
+    let cpfn = cblock.pfn();
+    let cr = cblock.page_ref(0);
     let counter = AtomicU32::new(1);
     let arc = Arc::new(0u64);
 
@@ -33,7 +38,11 @@ fn get_put(c: &mut Criterion) {
     g.bench_function("baseline: AtomicU32 add+sub", |b| b.iter(|| bare_pair(black_box(&counter))));
     g.bench_function("baseline: Arc clone+drop", |b| b.iter(|| drop(black_box(Arc::clone(black_box(&arc))))));
     g.bench_function("PageRef clone+drop", |b| b.iter(|| drop(black_box(black_box(&r).clone()))));
+    g.bench_function("counts only: PageRef clone+drop", |b| b.iter(|| drop(black_box(black_box(&cr).clone()))));
     g.bench_function("arena.get(pfn)+drop", |b| b.iter(|| drop(black_box(arena.get(black_box(pfn)).unwrap()))));
+    g.bench_function("counts only: arena.get(pfn)+drop", |b| {
+        b.iter(|| drop(black_box(counted.get(black_box(cpfn)).unwrap())))
+    });
     g.bench_function("get_raw+put_raw", |b| {
         b.iter(|| {
             arena.get_raw(black_box(pfn)).unwrap();
@@ -48,6 +57,9 @@ fn pin_unpin(c: &mut Criterion) {
     let block = arena.alloc(0).unwrap();
     let pfn = block.pfn();
     let p = block.pin(0).unwrap();
+    let counted: PageArena<CountsOnly> = PageArena::builder().pages(64).attribution().build().unwrap();
+    let cblock = counted.alloc(0).unwrap();
+    let cp = cblock.pin(0).unwrap();
     let counter = AtomicU32::new(1);
     let arc = Arc::new(0u64);
 
@@ -55,6 +67,7 @@ fn pin_unpin(c: &mut Criterion) {
     g.bench_function("baseline: AtomicU32 add+sub", |b| b.iter(|| bare_pair(black_box(&counter))));
     g.bench_function("baseline: Arc clone+drop", |b| b.iter(|| drop(black_box(Arc::clone(black_box(&arc))))));
     g.bench_function("PagePin clone+drop", |b| b.iter(|| drop(black_box(black_box(&p).clone()))));
+    g.bench_function("counts only: PagePin clone+drop", |b| b.iter(|| drop(black_box(black_box(&cp).clone()))));
     g.bench_function("arena.pin(pfn)+drop", |b| b.iter(|| drop(black_box(arena.pin(black_box(pfn)).unwrap()))));
     g.finish();
 }

@@ -23,7 +23,9 @@
 //! cases on a pinned block (`ref_clone_pinned`, `get_pinned`: the pinner
 //! keeps the attribution, which costs a slow path), the counts-only
 //! policy's (`counted_ref_clone`, `counted_pin_clone`, `counted_get`, on a
-//! `PageArena<CountsOnly>`), and floors on a
+//! `PageArena<CountsOnly>`) with their baselines (`bare_handle`: the bare
+//! pair behind a 24-byte handle; `arc_clone`: `Arc<()>`; `cas_handle`: the
+//! exact policy's load+CAS floor behind the same handle), and floors on a
 //! bare `AtomicU64`: `floor_cas` (add, then load and compare-and-swap: the
 //! release the design requires), `floor_cas_store` (the same with the
 //! owner-slot store), `floor_pfn` (load and compare-and-swap twice: a
@@ -76,6 +78,79 @@ fn pin(arena: &PageArena, pfn: Pfn) {
 }
 
 // The counts-only policy: the same operations on a `PageArena<CountsOnly>`.
+//
+// Its baselines: the bare pair as a handle the size of a `PageRef` (24
+// bytes: a clone is one add, a drop one subtract, and the benchmark's
+// `black_box` makes the clone live in memory as a `PageRef`'s does), and
+// `Arc<()>`'s clone and drop (an add, and a subtract with its last-count
+// test).
+
+/// The bare pair behind a handle: what a count handle costs with no
+/// policy at all.
+struct BareHandle<'a> {
+    count: &'a AtomicU64,
+    _pfn: u32,
+    _ticket: u32,
+    _arena: &'a (),
+}
+
+impl Clone for BareHandle<'_> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        BareHandle { count: self.count, _pfn: self._pfn, _ticket: self._ticket, _arena: self._arena }
+    }
+}
+
+impl Drop for BareHandle<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Release);
+    }
+}
+
+#[inline(never)]
+fn bare_handle(h: &BareHandle<'_>) {
+    drop(black_box(black_box(h).clone()));
+}
+
+/// The exact policy's floor behind the same handle: a clone is one add, a
+/// drop a load and a compare-and-swap (the release the exact policy
+/// requires, with nothing else).
+struct CasHandle<'a> {
+    count: &'a AtomicU64,
+    _pfn: u32,
+    _ticket: u32,
+    _arena: &'a (),
+}
+
+impl Clone for CasHandle<'_> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        CasHandle { count: self.count, _pfn: self._pfn, _ticket: self._ticket, _arena: self._arena }
+    }
+}
+
+impl Drop for CasHandle<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let mut old = self.count.load(Ordering::Relaxed);
+        while let Err(cur) = self.count.compare_exchange_weak(old, old - 1, Ordering::Release, Ordering::Relaxed) {
+            old = cur;
+        }
+    }
+}
+
+#[inline(never)]
+fn cas_handle(h: &CasHandle<'_>) {
+    drop(black_box(black_box(h).clone()));
+}
+
+#[inline(never)]
+fn arc_clone(a: &std::sync::Arc<()>) {
+    drop(black_box(black_box(a).clone()));
+}
 
 #[inline(never)]
 fn counted_ref_clone(r: &PageRef<&Counted>) {
@@ -216,6 +291,11 @@ fn main() {
     let p = pinned.pin(0).unwrap();
     let rp = pinned.page_ref(0);
     let counter = AtomicU32::new(1);
+    let (unit, bare_word) = ((), AtomicU64::new(1));
+    let bare_h = BareHandle { count: &bare_word, _pfn: 7, _ticket: 0, _arena: &unit };
+    let cas_word = AtomicU64::new(1);
+    let cas_h = CasHandle { count: &cas_word, _pfn: 7, _ticket: 0, _arena: &unit };
+    let arc = std::sync::Arc::new(());
     let counted: Counted = PageArena::builder().pages(64).attribution().build().unwrap();
     let cblock = counted.alloc(0).unwrap();
     let cpfn = cblock.pfn();
@@ -244,6 +324,9 @@ fn main() {
         "get" => run!(|| get(black_box(&arena), black_box(pfn))),
         "pin" => run!(|| pin(black_box(&arena), black_box(ppfn))),
         "ref_clone_pinned" => run!(|| ref_clone(black_box(&rp))),
+        "bare_handle" => run!(|| bare_handle(black_box(&bare_h))),
+        "arc_clone" => run!(|| arc_clone(black_box(&arc))),
+        "cas_handle" => run!(|| cas_handle(black_box(&cas_h))),
         "counted_ref_clone" => run!(|| counted_ref_clone(black_box(&cr))),
         "counted_pin_clone" => run!(|| counted_pin_clone(black_box(&cp))),
         "counted_get" => run!(|| counted_get(black_box(&counted), black_box(cpfn))),

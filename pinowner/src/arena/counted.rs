@@ -177,3 +177,39 @@ impl PageArena {
         self.free_released(zone, cache, head, state::order(word));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{ContigError, CountsOnly, PageArena, Reason};
+
+    /// Every counts-only path once, single-threaded (so Miri checks the
+    /// arena's policy casts, the handles' count operations and the second
+    /// step of the last release): a failure counts both holders and names
+    /// neither, and everything is freed once.
+    #[test]
+    fn counts_only_handles_count_free_once_and_name_nobody() {
+        let arena: Arc<PageArena<CountsOnly>> =
+            Arc::new(PageArena::builder().pages(16).movable_pages(8).attribution().build().unwrap());
+        let block = arena.alloc_movable_owned(0).unwrap().into_block();
+        let pfn = block.pfn();
+        let pin = block.pin(0).unwrap();
+        let by_number = arena.get(pfn).unwrap();
+        let again = by_number.clone();
+        assert_eq!(block.state().refcount, 3);
+        let ContigError::Busy(f) = arena.reserve_contig(8, 8, Reason::Contig).unwrap_err() else { panic!() };
+        assert_eq!((f.holders(), f.pins(), f.attributed()), (4, 1, 0), "{f}");
+        drop((again, by_number, block));
+        assert_eq!(arena.page_state(pfn).unwrap().pincount, 1, "the pin keeps the block");
+        drop(pin);
+        assert_eq!(arena.free_pages(), 16);
+        arena.verify().unwrap();
+        let run = arena.reserve_contig(8, 8, Reason::Contig).unwrap();
+        drop(run);
+        let zeroed = arena.alloc_zeroed(1).unwrap();
+        assert!(zeroed.bytes().iter().all(|&b| b == 0));
+        drop(zeroed);
+        assert_eq!(arena.free_pages(), 16);
+    }
+}

@@ -244,7 +244,7 @@ impl PageArena {
     ///
     /// The pointer is for devices and FFI: reading or writing a page
     /// through it is `unsafe` and allowed only for pages you hold (a
-    /// [`Block`], [`PageRef`](crate::PageRef), [`PagePin`](crate::PagePin)
+    /// [`Block`](crate::Block), [`PageRef`](crate::PageRef), [`PagePin`](crate::PagePin)
     /// or run), without racing the page's other holders (see
     /// [`PagePin::bytes`](crate::PagePin::bytes) for the content-lock
     /// pattern).
