@@ -25,8 +25,11 @@
 //! releases never move the generation, so the slot keeps meaning "this
 //! holder, still holding" for the exact acquisitions that share the arena
 //! (a `PageArena<CountsOnly>` reaches the exact arena's other operations
-//! through `Deref`, and movable blocks, long-term and range pins and
-//! reservations keep exact attribution there). An acquisition by page
+//! through `Deref`, or [`exact`](crate::PageArena::exact) and
+//! [`exact_arc`](crate::PageArena::exact_arc) in code generic over the
+//! policy; long-term and range pins, reservations and the raw API keep
+//! exact attribution there, while allocation, `get`/`pin`, their `_owned`
+//! forms and movable blocks follow the arena's policy). An acquisition by page
 //! number ([`PageArena::get`](crate::PageArena::get)) is a compare-and-swap
 //! under either policy: it must refuse a free page.
 //!

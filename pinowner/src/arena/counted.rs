@@ -211,5 +211,12 @@ mod tests {
         assert!(zeroed.bytes().iter().all(|&b| b == 0));
         drop(zeroed);
         assert_eq!(arena.free_pages(), 16);
+        // The same allocation shared as an exact arena, outliving the
+        // counts-only `Arc`.
+        let exact = arena.exact_arc();
+        drop(arena);
+        let run = exact.reserve_contig_owned(8, 8, Reason::Contig).unwrap();
+        assert_eq!(exact.free_pages(), 8);
+        drop(run);
     }
 }

@@ -99,15 +99,53 @@ pub struct PageArena<P = crate::Exact> {
 }
 
 impl<P> PageArena<P> {
-    /// The arena as an exact one: every operation but the handles' count
-    /// changes is the same under both policies, and is written once, for
-    /// `PageArena<Exact>`.
+    /// The same arena, as an exact one: what it offers besides handles
+    /// (reservations, reports, statistics, long-term and range pins, the
+    /// raw API) is the same under both policies and written once, for
+    /// `PageArena<Exact>`. A `PageArena<CountsOnly>` also reaches it by
+    /// `Deref`; this is for code generic over the policy.
+    ///
+    /// ```
+    /// use pinowner::{Attribution, PageArena};
+    ///
+    /// fn free_share<P: Attribution>(arena: &PageArena<P>) -> f64 {
+    ///     arena.exact().free_pages() as f64 / arena.exact().pages() as f64
+    /// }
+    /// let arena = PageArena::builder().pages(16).build()?;
+    /// assert_eq!(free_share(&arena), 1.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline(always)]
-    pub(crate) fn exact(&self) -> &PageArena {
+    pub fn exact(&self) -> &PageArena {
         // Both types are `repr(C)` with the same fields but for the
         // zero-sized, align-1 marker at the end: one layout.
         // SAFETY: so `self` is a valid `PageArena` for as long as it lives.
         unsafe { &*(self as *const Self).cast::<PageArena>() }
+    }
+
+    /// The same shared arena, as an exact one (one more strong count on
+    /// the same allocation): for the operations that take `self:
+    /// &Arc<PageArena>` (the `_owned` reservations, the background
+    /// reporter) on an arena of another policy.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pinowner::{CountsOnly, PageArena, Reason};
+    ///
+    /// let arena: Arc<PageArena<CountsOnly>> =
+    ///     Arc::new(PageArena::builder().pages(16).movable_pages(8).attribution().build()?);
+    /// let run = arena.exact_arc().reserve_contig_owned(8, 8, Reason::Contig)?; // 'static
+    /// assert_eq!(run.pages(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exact_arc(self: &std::sync::Arc<Self>) -> std::sync::Arc<PageArena> {
+        let raw = std::sync::Arc::into_raw(self.clone());
+        // `Arc::from_raw` takes a pointer from `Arc<U>::into_raw` for a `U`
+        // of the same size and alignment: the two types share one layout
+        // (see `exact`), and dropping either drops the same fields through
+        // the same `Drop`.
+        // SAFETY: so the new `Arc` owns the count `into_raw` gave up.
+        unsafe { std::sync::Arc::from_raw(raw.cast::<PageArena>()) }
     }
 }
 
