@@ -64,6 +64,14 @@ enum Size {
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ArenaBuilder<P = crate::Exact> {
+    s: Settings,
+    policy: core::marker::PhantomData<fn() -> P>,
+}
+
+/// Everything a builder sets but the policy (kept apart so a change of
+/// policy moves them whole).
+#[derive(Debug)]
+struct Settings {
     size: Size,
     page_size: usize,
     backing: Backing,
@@ -74,12 +82,17 @@ pub struct ArenaBuilder<P = crate::Exact> {
     leak_check: LeakCheck,
     reporting: crate::reporting::Reporting,
     poison: crate::poison::Poison,
-    policy: core::marker::PhantomData<fn() -> P>,
 }
 
 impl Default for ArenaBuilder {
     fn default() -> Self {
-        ArenaBuilder {
+        ArenaBuilder { s: Settings::default(), policy: core::marker::PhantomData }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
             size: Size::Unset,
             page_size: 4096,
             backing: Backing::Heap,
@@ -90,7 +103,6 @@ impl Default for ArenaBuilder {
             leak_check: LeakCheck::default(),
             reporting: crate::reporting::Reporting::default(),
             poison: crate::poison::Poison::Off,
-            policy: core::marker::PhantomData,
         }
     }
 }
@@ -112,74 +124,49 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn attribution<Q: crate::Attribution>(self) -> ArenaBuilder<Q> {
-        let ArenaBuilder {
-            size,
-            page_size,
-            backing,
-            movable,
-            max_order,
-            cache,
-            tracking,
-            leak_check,
-            reporting,
-            poison,
-            ..
-        } = self;
-        ArenaBuilder {
-            size,
-            page_size,
-            backing,
-            movable,
-            max_order,
-            cache,
-            tracking,
-            leak_check,
-            reporting,
-            poison,
-            policy: core::marker::PhantomData,
-        }
+        ArenaBuilder { s: self.s, policy: core::marker::PhantomData }
     }
 
     /// The number of pages.
     pub fn pages(mut self, pages: usize) -> Self {
-        self.size = Size::Pages(pages as u64);
+        self.s.size = Size::Pages(pages as u64);
         self
     }
 
     /// The size in bytes (a whole number of pages).
     pub fn capacity(mut self, bytes: usize) -> Self {
-        self.size = Size::Bytes(bytes);
+        self.s.size = Size::Bytes(bytes);
         self
     }
 
     /// The page size: a power of two of at least 4096 bytes (default 4096).
     pub fn page_size(mut self, page_size: usize) -> Self {
-        self.page_size = page_size;
+        self.s.page_size = page_size;
         self
     }
 
     /// Where the memory comes from (default [`Backing::Heap`]). With
     /// [`Backing::External`] the size may be left unset: it is the region's.
     pub fn backing(mut self, backing: Backing) -> Self {
-        self.backing = backing;
+        self.s.backing = backing;
         self
     }
 
     /// Pages of the movable zone, at the top of the arena (default 0).
     pub fn movable_pages(mut self, pages: usize) -> Self {
-        self.movable = Size::Pages(pages as u64);
+        self.s.movable = Size::Pages(pages as u64);
         self
     }
 
     /// Bytes of the movable zone (a whole number of pages).
     pub fn movable_capacity(mut self, bytes: usize) -> Self {
-        self.movable = Size::Bytes(bytes);
+        self.s.movable = Size::Bytes(bytes);
         self
     }
 
     /// The largest buddy order (default [`DEFAULT_MAX_ORDER`]).
     pub fn max_order(mut self, max_order: u8) -> Self {
-        self.max_order = max_order;
+        self.s.max_order = max_order;
         self
     }
 
@@ -187,7 +174,7 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     /// on, with [`ThreadCache::default`], as the kernel's per-CPU page
     /// lists are; see [`ThreadCache`]).
     pub fn thread_cache(mut self, cache: ThreadCache) -> Self {
-        self.cache = Some(cache);
+        self.s.cache = Some(cache);
         self
     }
 
@@ -196,7 +183,7 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     /// buddy lists' exact shape, or a single-threaded arena that never
     /// wants a cache drain, may prefer).
     pub fn without_thread_cache(mut self) -> Self {
-        self.cache = None;
+        self.s.cache = None;
         self
     }
 
@@ -204,14 +191,14 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     /// bound, eager mode (default [`Tracking::default`]: lazy, 4096 events,
     /// 16 frames, 1 MiB of stacks).
     pub fn tracking(mut self, tracking: Tracking) -> Self {
-        self.tracking = tracking;
+        self.s.tracking = tracking;
         self
     }
 
     /// What dropping the arena does when pages are still held (default
     /// [`LeakCheck::Warn`]); see [`PageArena::audit`].
     pub fn leak_check(mut self, check: LeakCheck) -> Self {
-        self.leak_check = check;
+        self.s.leak_check = check;
         self
     }
 
@@ -222,7 +209,7 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     ///
     /// [`Reporting::default`]: crate::reporting::Reporting
     pub fn reporting(mut self, reporting: crate::reporting::Reporting) -> Self {
-        self.reporting = reporting;
+        self.s.reporting = reporting;
         self
     }
 
@@ -232,7 +219,7 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     ///
     /// [`Poison::Off`]: crate::poison::Poison::Off
     pub fn poison(mut self, poison: crate::poison::Poison) -> Self {
-        self.poison = poison;
+        self.s.poison = poison;
         self
     }
 
@@ -267,11 +254,11 @@ impl ArenaBuilder {
 
     #[inline(never)]
     fn build_exact(self) -> Result<PageArena, BuildError> {
-        let page_size = self.page_size;
+        let page_size = self.s.page_size;
         if !page_size.is_power_of_two() || page_size < 4096 {
             return Err(BuildError::PageSize { page_size });
         }
-        let size = match (self.size, &self.backing) {
+        let size = match (self.s.size, &self.s.backing) {
             (Size::Unset, Backing::External(ext)) => Size::Bytes(ext.len()),
             (s, _) => s,
         };
@@ -282,17 +269,17 @@ impl ArenaBuilder {
         if pages > MAX_PAGES {
             return Err(BuildError::TooManyPages { pages, max: MAX_PAGES });
         }
-        let movable = Self::to_pages_of(self.movable, page_size)?.unwrap_or(0);
+        let movable = Self::to_pages_of(self.s.movable, page_size)?.unwrap_or(0);
         if movable > pages {
             return Err(BuildError::MovableTooLarge { movable, pages });
         }
-        if self.max_order > MAX_ORDER_LIMIT {
-            return Err(BuildError::MaxOrder { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
+        if self.s.max_order > MAX_ORDER_LIMIT {
+            return Err(BuildError::MaxOrder { max_order: self.s.max_order, limit: MAX_ORDER_LIMIT });
         }
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &self.s.cache {
             cache.validate()?;
         }
-        self.reporting.validate()?;
+        self.s.reporting.validate()?;
         let len = (pages as usize).checked_mul(page_size).ok_or(BuildError::TooLarge { bytes: usize::MAX })?;
         // The bookkeeping first: the table is lazily zeroed memory, cheap to
         // get and to give back, while the region may be terabytes of
@@ -306,12 +293,12 @@ impl ArenaBuilder {
         let pages = pages as u32;
         let split = pages - movable as u32;
         let zones = [
-            Zone::new(ZoneKind::Normal, 0, split, self.max_order, self.cache, ext.clone())?,
-            Zone::new(ZoneKind::Movable, split, pages, self.max_order, self.cache, ext.clone())?,
+            Zone::new(ZoneKind::Normal, 0, split, self.s.max_order, self.s.cache, ext.clone())?,
+            Zone::new(ZoneKind::Movable, split, pages, self.s.max_order, self.s.cache, ext.clone())?,
         ];
-        let region = Region::new(self.backing, len, page_size)?;
-        self.poison.validate(region.kind())?;
-        if self.poison == crate::poison::Poison::Protect {
+        let region = Region::new(self.s.backing, len, page_size)?;
+        self.s.poison.validate(region.kind())?;
+        if self.s.poison == crate::poison::Poison::Protect {
             // No page was ever handed out: all of them fault until one is.
             // SAFETY: the region is new; nothing else refers to it.
             unsafe { region.protect(0, len, false) }
@@ -326,21 +313,21 @@ impl ArenaBuilder {
             descs,
             pages,
             page_shift: page_size.trailing_zeros(),
-            max_order: self.max_order,
+            max_order: self.s.max_order,
             zones,
             raw: ShardedMap::new(),
-            tracker: TrackerCell::new(self.tracking),
-            leak_check: self.leak_check,
+            tracker: TrackerCell::new(self.s.tracking),
+            leak_check: self.s.leak_check,
             moves: std::sync::OnceLock::new(),
             reserve_counters: crate::stats::ReserveCounters::new(),
             ext,
-            reporting: crate::reporting::ReportState::new(self.reporting),
-            poison: self.poison,
+            reporting: crate::reporting::ReportState::new(self.s.reporting),
+            poison: self.s.poison,
             quarantine: crate::sync::Mutex::new(Vec::new()),
             policy: core::marker::PhantomData,
         })
         .inspect(|arena| {
-            if self.tracking.eager {
+            if self.s.tracking.eager {
                 arena.tracker();
             }
         })

@@ -131,28 +131,8 @@ impl PageArena {
     fn release_counted_slow(&self, hd: &Descriptor, pfn: u32, count: Count, old: u64, hold: u16) {
         let head = self.pfn_of(hd);
         let new = old.wrapping_sub(count.one());
-        if old & TRACKED != 0 {
-            let site = crate::site::current().map(slot::Acquirer::Site);
-            let kind = count.release_kind();
-            let gen = Some(state::gen(old) | slot::UNCLAIMED);
-            self.record_armed(Change {
-                kind,
-                pfn,
-                head,
-                old,
-                new,
-                who: site,
-                gen,
-                raw: false,
-                hold,
-                from_arming: false,
-            });
-            if new & COUNTS == 0 {
-                self.record_freed(head, old, new);
-            }
-        } else if hold != 0 {
-            self.close_hold(hold);
-        }
+        let gen = Some(state::gen(old) | slot::UNCLAIMED);
+        self.record_release(head, pfn, count, (old, new), gen, hold);
         if new & COUNTS == 0 {
             self.free_counted(head, new);
         }

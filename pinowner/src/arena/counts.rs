@@ -463,33 +463,39 @@ impl PageArena {
                 Err(cur) => old = cur,
             }
         };
+        // The word as a release of the count alone leaves it (not the
+        // cached free word the last release may have written).
+        let new = if cache.is_some() { old.wrapping_add(Self::release_delta(count, mine, old, hd)) } else { new };
+        self.record_release(head, pfn, count, (old, new), mine, hold);
+        if last {
+            self.free_released(zone, cache, head, state::order(old));
+        }
+    }
+
+    /// After a release changed the block headed by `head` from `old` to
+    /// `new` (the count alone): records it if the block was armed (and its
+    /// freeing, if it was the last count), or else closes the releasing
+    /// handle's `hold`. `gen`: the releasing handle's generation (`None`:
+    /// a raw release, by page number).
+    pub(crate) fn record_release(
+        &self,
+        head: u32,
+        pfn: u32,
+        count: Count,
+        (old, new): (u64, u64),
+        gen: Option<u16>,
+        hold: u16,
+    ) {
+        let raw = gen.is_none();
         if old & TRACKED != 0 {
-            // The word as a release of the count alone leaves it (not the
-            // cached free word the last release may have written).
-            let new = if cache.is_some() { old.wrapping_add(Self::release_delta(count, mine, old, hd)) } else { new };
-            let site = crate::site::current().map(Acquirer::Site);
+            let who = crate::site::current().map(Acquirer::Site);
             let kind = count.release_kind();
-            let raw = mine.is_none();
-            self.record_armed(Change {
-                kind,
-                pfn,
-                head,
-                old,
-                new,
-                who: site,
-                gen: mine,
-                raw,
-                hold,
-                from_arming: false,
-            });
+            self.record_armed(Change { kind, pfn, head, old, new, who, gen, raw, hold, from_arming: false });
             if old & COUNTS == count.one() {
                 self.record_freed(head, old, new);
             }
         } else if hold != 0 {
             self.close_hold(hold);
-        }
-        if last {
-            self.free_released(zone, cache, head, state::order(old));
         }
     }
 }
