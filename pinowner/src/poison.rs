@@ -166,9 +166,10 @@ impl PageArena {
         order: u8,
         movable: bool,
         who: Who,
+        claim: bool,
     ) -> Result<(u32, crate::arena::Ticket), AllocError> {
         loop {
-            let (pfn, ticket) = self.alloc_unchecked(order, movable, who)?;
+            let (pfn, ticket) = self.alloc_unchecked(order, movable, who, claim)?;
             match self.unpoison(pfn, 1 << order) {
                 None => return Ok((pfn, ticket)),
                 Some(e) => {

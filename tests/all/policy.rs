@@ -87,6 +87,31 @@ fn a_counts_only_arena_arms_and_records_later_events_with_stacks() {
     assert_eq!(arena.free_pages(), 64);
 }
 
+/// Eager tracking on a counts-only arena records each allocation with its
+/// caller and stack, and each later count, while the owner slot names
+/// nobody: the record is the answer, the slot never is.
+#[test]
+fn eager_tracking_on_a_counts_only_arena_records_the_allocator_the_slot_does_not_name() {
+    let tracking = Tracking { eager: true, ..Tracking::default() };
+    let arena: Counted = PageArena::builder().pages(64).tracking(tracking).attribution().build().unwrap();
+    let line = line!() + 1;
+    let b = arena.alloc(1).unwrap();
+    let r = arena.get(b.pfn() + 1).unwrap();
+    let events = arena.tracked_events();
+    assert_eq!(events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Alloc, EventKind::Get]);
+    match events[0].who {
+        Some(pinowner::Acquirer::Location(l)) => assert_eq!(l.line(), line),
+        other => panic!("{other:?}"),
+    }
+    assert!(events[0].stack.is_some() && events[1].stack.is_some());
+    assert_eq!(arena.page_info(b.pfn()).unwrap().acquirer, None, "the slot names nobody");
+    let report = arena.owner_report();
+    assert_eq!(report.pages[0].outstanding.len(), 2, "alloc and get are both outstanding");
+    drop((r, b));
+    assert_eq!(arena.tracker_stats().armed_blocks, 0);
+    assert_eq!(arena.free_pages(), 64);
+}
+
 /// Exact acquisitions reached through `Deref` (the raw API, a long-term
 /// pin) keep their attribution on a counts-only arena, and counts-only
 /// handles on the same block never keep a departed exact holder named:

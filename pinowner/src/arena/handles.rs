@@ -63,12 +63,11 @@ impl<P: Attribution> PageArena<P> {
     /// An allocation's head and ticket. Under the exact policy the block's
     /// first reference claims the owner slot for the caller; a counts-only
     /// one leaves it naming nobody (its release will not move the
-    /// generation).
+    /// generation), though eager tracking records the caller.
     #[track_caller]
     #[inline(always)]
     fn alloc_ticket(&self, order: u8) -> Result<(u32, Ticket), AllocError> {
-        let who = if P::EXACT { crate::owner_here() } else { Who::NONE };
-        self.exact().alloc_normal(order, who)
+        self.exact().alloc_normal(order, crate::owner_here(), P::EXACT)
     }
 
     /// Takes a reference on page `pfn`; dropping the [`PageRef`] puts it.
@@ -189,7 +188,7 @@ impl PageArena {
     /// An allocation from the normal zone for `who`: compiled once, here,
     /// whatever the policy of the arena asking (the allocator's paths are
     /// inlined into it, not into every caller).
-    fn alloc_normal(&self, order: u8, who: Who) -> Result<(u32, Ticket), AllocError> {
-        self.alloc_in(order, false, who)
+    fn alloc_normal(&self, order: u8, who: Who, claim: bool) -> Result<(u32, Ticket), AllocError> {
+        self.alloc_in(order, false, who, claim)
     }
 }

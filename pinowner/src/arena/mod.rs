@@ -451,18 +451,32 @@ impl PageArena {
     }
 
     /// Allocates and returns the block's head and the ticket of its first
-    /// reference.
+    /// reference, taken by `who`. `claim`: that reference claims the owner
+    /// slot (the exact policy); else the slot names nobody (eager mode still
+    /// records `who` as the allocator).
     #[inline(always)]
-    pub(crate) fn alloc_in(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
+    pub(crate) fn alloc_in(
+        &self,
+        order: u8,
+        movable: bool,
+        who: Who,
+        claim: bool,
+    ) -> Result<(u32, Ticket), AllocError> {
         if self.poison != crate::poison::Poison::Off {
-            return self.alloc_poisoned(order, movable, who);
+            return self.alloc_poisoned(order, movable, who, claim);
         }
-        self.alloc_unchecked(order, movable, who)
+        self.alloc_unchecked(order, movable, who, claim)
     }
 
     /// [`alloc_in`](Self::alloc_in) without page poisoning's check.
     #[inline(always)]
-    pub(crate) fn alloc_unchecked(&self, order: u8, movable: bool, who: Who) -> Result<(u32, Ticket), AllocError> {
+    pub(crate) fn alloc_unchecked(
+        &self,
+        order: u8,
+        movable: bool,
+        who: Who,
+        claim: bool,
+    ) -> Result<(u32, Ticket), AllocError> {
         if order > self.max_order {
             return Err(AllocError::OrderTooLarge { order, max_order: self.max_order });
         }
@@ -477,7 +491,8 @@ impl PageArena {
             Some(got) => got,
             None => self.alloc_fallback(order, movable, flags)?,
         };
-        self.desc(pfn).owner.store(slot::encode(who, state::gen(word), false), Relaxed);
+        let named = if claim { who } else { Who::NONE };
+        self.desc(pfn).owner.store(slot::encode(named, state::gen(word), false), Relaxed);
         let mut ticket = Ticket::unrecorded(state::gen(word));
         if self.tracker.config.eager {
             ticket = Ticket::new(ticket.gen(), self.eager_arm(pfn, word, who));

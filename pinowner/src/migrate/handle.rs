@@ -134,9 +134,10 @@ impl<A: ArenaRef> MovableBlock<A> {
         // The owner slot names the allocation (here and wherever the block
         // moves) only under the exact policy; the entry's holders name
         // their handles under both (each leaves as its handle drops).
-        let slot = if <A::Policy as crate::Attribution>::EXACT { who } else { crate::page::slot::Who::NONE };
+        let exact = <A::Policy as crate::Attribution>::EXACT;
+        let slot = if exact { who } else { crate::page::slot::Who::NONE };
         let a = arena.exact();
-        let (head, ticket) = a.alloc_in(order, true, slot)?;
+        let (head, ticket) = a.alloc_in(order, true, who, exact)?;
         if zeroed {
             a.zero_block(head, order);
         } else {

@@ -553,7 +553,7 @@ impl PageArena {
         // 3. The destination: outside every isolated window (isolated free
         // blocks are on no list), with the allocation's owner.
         let order = entry.order;
-        let Ok((new, ticket)) = self.alloc_in(order, dest == Dest::Any, entry.owner) else {
+        let Ok((new, ticket)) = self.alloc_in(order, dest == Dest::Any, entry.owner, true) else {
             unfreeze();
             return Err(Unmovable::NoDestination);
         };
