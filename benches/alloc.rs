@@ -50,6 +50,15 @@ fn order0(c: &mut Criterion) {
     });
     drop(held);
     fast_peers(&mut g, 0, 1000);
+    let mut fl = peers::Floor::new(PAGES);
+    let held: Vec<_> = (0..1000).map(|_| fl.alloc(0)).collect();
+    g.bench_function("floor: list pop, word store, owner store; load, CAS, push", |b| {
+        b.iter(|| {
+            let p = fl.alloc(black_box(1));
+            fl.free(black_box(p));
+        })
+    });
+    drop(held);
     let a = arena(false);
     let keep: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
     g.bench_function("pinowner", |b| b.iter(|| drop(black_box(a.alloc(black_box(0)).unwrap()))));

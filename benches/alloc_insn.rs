@@ -18,7 +18,17 @@
 //! `alloc_insn::peer_order0`, `alloc_insn::peer_order9`, and the fast peers'
 //! (`benches/peers.rs`) `alloc_insn::talc_order0`, `talc_order9`,
 //! `buddy_alloc_order0`, `buddy_alloc_order9`, `linked_list_order0` and
-//! `linked_list_order9` (order-0 cases with 1,000 blocks held, as above).
+//! `linked_list_order9` (order-0 cases with 1,000 blocks held, as above),
+//! and `alloc_insn::floor_order0`, the floor (`peers::Floor`: what a cached
+//! alloc+free with an exact state word cannot drop), and
+//! `alloc_insn::floor_locked_order0`, the floor with a lock taken on each
+//! side (as the zone path takes the zone lock).
+//!
+//! `alloc_insn --bench --time <rounds>` times the same functions instead:
+//! in each round every case in turn, the least time per call over 5
+//! batches of `ALLOC_INSN_ITERS` calls; printed per round, then the least
+//! per case over all rounds and its ratio to the fastest peer of its order
+//! (interleaved, so a noisy stretch of a shared machine hits every case).
 
 use std::hint::black_box;
 
@@ -110,6 +120,22 @@ fn fast_peers(iters: usize) {
 }
 
 #[inline(never)]
+fn floor_order0(f: &mut peers::Floor) {
+    let p = f.alloc(black_box(1));
+    f.free(black_box(p));
+}
+
+/// The floor with the zone path's locks: the same operations, each side
+/// under a lock of its own (std's mutex: a compare-and-swap to lock, a swap
+/// to unlock), as the zone path takes the zone lock to allocate and again
+/// to free.
+#[inline(never)]
+fn floor_locked_order0(f: &std::sync::Mutex<peers::Floor>) {
+    let p = f.lock().unwrap().alloc(black_box(1));
+    f.lock().unwrap().free(black_box(p));
+}
+
+#[inline(never)]
 fn order0(a: &PageArena) {
     drop(black_box(a.alloc(black_box(0)).unwrap()));
 }
@@ -135,6 +161,11 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--time") {
+        let rounds = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--time <rounds>");
+        return time(rounds);
+    }
     let iters = iters();
     // The peer, set up as in `benches/alloc.rs`.
     let mut f = FrameAllocator::<32>::new();
@@ -150,6 +181,12 @@ fn main() {
         peer_order9(&mut f);
     }
     fast_peers(iters);
+    let mut fl = peers::Floor::new(PAGES);
+    let held: Vec<_> = (0..1000).map(|_| fl.alloc(0)).collect();
+    (0..iters).for_each(|_| floor_order0(&mut fl));
+    let fl = std::sync::Mutex::new(fl);
+    (0..iters).for_each(|_| floor_locked_order0(&fl));
+    drop(held);
     let a = arena(false);
     let keep: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
     for _ in 0..iters {
@@ -171,4 +208,77 @@ fn main() {
         order9_cache(&a);
     }
     println!("alloc_insn: {iters} iterations per case");
+}
+
+/// The least time per call, in ns, over 5 batches of `iters` calls of `f`.
+fn least(iters: usize, mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            (0..iters).for_each(|_| f());
+            t.elapsed().as_secs_f64() * 1e9 / iters as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// `--time <rounds>`: see the module docs.
+fn time(rounds: usize) {
+    let iters = iters();
+    let bytes = PAGES * 4096;
+    let l0 = peers::layout(0);
+    let mut t0 = peers::Talc::new(bytes);
+    let _t0_held: Vec<_> = (0..1000).map(|_| t0.alloc(l0)).collect();
+    let mut t9 = peers::Talc::new(bytes);
+    let mut b0 = peers::BuddyAlloc::new(bytes);
+    let _b0_held: Vec<_> = (0..1000).map(|_| b0.alloc(4096)).collect();
+    let mut b9 = peers::BuddyAlloc::new(bytes);
+    let mut l0h = peers::LinkedList::new(bytes);
+    let _l0_held: Vec<_> = (0..1000).map(|_| l0h.alloc(l0)).collect();
+    let mut l9 = peers::LinkedList::new(bytes);
+    let mut fl = peers::Floor::new(PAGES);
+    let _fl_held: Vec<_> = (0..1000).map(|_| fl.alloc(0)).collect();
+    let mut flz = peers::Floor::new(PAGES);
+    let _flz_held: Vec<_> = (0..1000).map(|_| flz.alloc(0)).collect();
+    let flz = std::sync::Mutex::new(flz);
+    let (z0, c0, z9, c9) = (arena(false), arena(true), arena(false), arena(true));
+    let _z0_held: Vec<_> = (0..1000).map(|_| z0.alloc(0).unwrap()).collect();
+    let _c0_held: Vec<_> = (0..1000).map(|_| c0.alloc(0).unwrap()).collect();
+    type Case<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+    let mut cases: Vec<Case<'_>> = vec![
+        ("talc_order0", Box::new(|| talc_order0(&mut t0))),
+        ("buddy_alloc_order0", Box::new(|| buddy_alloc_order0(&mut b0))),
+        ("linked_list_order0", Box::new(|| linked_list_order0(&mut l0h))),
+        ("floor_order0", Box::new(|| floor_order0(&mut fl))),
+        ("floor_locked_order0", Box::new(|| floor_locked_order0(&flz))),
+        ("order0_cache", Box::new(|| order0_cache(&c0))),
+        ("order0", Box::new(|| order0(&z0))),
+        ("talc_order9", Box::new(|| talc_order9(&mut t9))),
+        ("buddy_alloc_order9", Box::new(|| buddy_alloc_order9(&mut b9))),
+        ("linked_list_order9", Box::new(|| linked_list_order9(&mut l9))),
+        ("order9_cache", Box::new(|| order9_cache(&c9))),
+        ("order9", Box::new(|| order9(&z9))),
+    ];
+    let mut best = vec![f64::INFINITY; cases.len()];
+    for round in 0..rounds {
+        let line: Vec<String> = cases
+            .iter_mut()
+            .zip(&mut best)
+            .map(|((name, f), b)| {
+                let ns = least(iters, f);
+                *b = b.min(ns);
+                format!("{name} {ns:.2}")
+            })
+            .collect();
+        println!("round {round}: {}", line.join(", "));
+    }
+    for order in ["order0", "order9"] {
+        let peer = |n: &str| n.contains(order) && !n.starts_with("order") && !n.starts_with("floor");
+        let fastest =
+            cases.iter().zip(&best).filter(|((n, _), _)| peer(n)).map(|(_, &b)| b).fold(f64::INFINITY, f64::min);
+        let talc = cases.iter().zip(&best).find(|((n, _), _)| *n == format!("talc_{order}")).map(|(_, &b)| b);
+        for ((name, _), &b) in cases.iter().zip(&best).filter(|((n, _), _)| n.contains(order)) {
+            let vs_talc = talc.map_or(f64::NAN, |t| b / t);
+            println!("least {name}: {b:.2} ns, {:.2}x the fastest peer, {vs_talc:.2}x talc", b / fastest);
+        }
+    }
 }

@@ -131,3 +131,51 @@ impl LinkedList {
         unsafe { self.heap.deallocate(ptr, layout) }
     }
 }
+
+/// The floor of a cached alloc+free that keeps an exact state word per
+/// page, not a peer: the operations pinowner's thread cache cannot drop,
+/// alone, `&mut` like the peers. Alloc pops a page number off a list,
+/// makes the page's word allocated (a load and a plain store, as a cache
+/// owner does) and writes the owner slot; free loads the word and drops
+/// the last count with a compare-and-swap (a last release races
+/// acquisitions by page number, so it must be one), then pushes the page
+/// back. No lock, thread-local, counter, attribution site, isolation or
+/// poisoning check.
+pub struct Floor {
+    words: Vec<std::sync::atomic::AtomicU64>,
+    owners: Vec<std::sync::atomic::AtomicU64>,
+    list: Vec<u32>,
+}
+
+impl Floor {
+    /// `pages` pages, all free.
+    pub fn new(pages: usize) -> Floor {
+        Floor {
+            words: (0..pages).map(|_| Default::default()).collect(),
+            owners: (0..pages).map(|_| Default::default()).collect(),
+            list: (0..pages as u32).rev().collect(),
+        }
+    }
+
+    /// Allocates a page for `who`; returns its number.
+    #[inline]
+    pub fn alloc(&mut self, who: u64) -> u32 {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        let p = self.list.pop().expect("floor out of pages");
+        let w = &self.words[p as usize];
+        w.store(w.load(Relaxed) + 1, Release);
+        self.owners[p as usize].store(who, Relaxed);
+        p
+    }
+
+    /// Drops the one count on page `p`, freeing it.
+    #[inline]
+    pub fn free(&mut self, p: u32) {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        let w = &self.words[p as usize];
+        let old = w.load(Relaxed);
+        if w.compare_exchange(old, old - 1, Release, Relaxed).is_ok() {
+            self.list.push(p);
+        }
+    }
+}

@@ -281,3 +281,30 @@ fn two_overlapping_reservations_with_a_block_in_flight_keep_the_free_lists_exact
         assert_eq!(arena.free_pages(), 2);
     });
 }
+
+/// The owner allocates and frees through its cache (a pop, a push, the
+/// shard's page count and the allocation counter, all written inside its
+/// side of the biased lock with plain stores) while another thread drains
+/// every cache (the remote side: revoke, barrier, wait for the owner to
+/// leave). The two never hold the cache at once, and an owner that finds
+/// the cache revoked queues behind the remote: so afterwards the lists,
+/// the published page count and the counters agree (`verify`), every page
+/// is free and every allocation has its free.
+#[test]
+fn cache_owner_against_a_remote_drain_keeps_lists_and_counts_exact() {
+    model("cache_owner_against_a_remote_drain_keeps_lists_and_counts_exact", || {
+        let arena = cached_arena(2);
+        let a2 = arena.clone();
+        let t = thread::spawn(move || {
+            drop(a2.alloc_owned(0).unwrap());
+            drop(a2.alloc_owned(0).unwrap());
+        });
+        arena.drain_thread_caches();
+        t.join().unwrap();
+        arena.verify().unwrap();
+        assert_eq!(arena.free_pages(), 2);
+        let zone = &arena.stats().zones[0];
+        assert_eq!((zone.allocs[0], zone.frees[0]), (2, 2));
+        assert_all_free_and_coalesced(&arena);
+    });
+}

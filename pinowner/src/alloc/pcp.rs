@@ -42,7 +42,7 @@
 
 use crate::error::BuildError;
 use crate::page::state::{FREE, GEN_ONE, PCP, REF_ONE};
-use crate::sync::{cache_slot, Barrier, BiasedLock, Gauge, RemoteGuard};
+use crate::sync::{cache_slot, cache_slot_hint, Barrier, BiasedLock, Gauge, RemoteGuard};
 
 /// Settings for per-thread caches of free blocks.
 ///
@@ -145,28 +145,39 @@ pub(crate) const LISTS: usize = crate::page::state::MAX_ORDER_LIMIT as usize + 1
 const _: () = assert!(LISTS.is_power_of_two());
 
 /// The blocks one cache holds: a list of head page numbers per order
-/// (empty lists allocate nothing), each beside its cumulative counters, and
-/// the pages they hold in all.
+/// (empty lists allocate nothing), each beside its cumulative counters. The
+/// pages they hold in all are counted in the shard's [`Shard::pages`]
+/// gauge, which whoever changes a list keeps (inside the lock).
 #[derive(Debug)]
 pub(crate) struct Lists {
     orders: [OrderList; LISTS],
-    /// Pages in the lists, all orders: kept by whoever changes a list (an
-    /// allocation or free counted here, a refill, a flush, a drain), and
-    /// published to the shard's [`Shard::pages`] when its owner leaves.
-    pages: usize,
+    /// Per order, the most blocks a list keeps after a free: more, and a
+    /// batch goes back to the buddy lists. (Here, not in [`Pcp`]: the
+    /// arena, which holds the `Pcp`s, is moved on the stack while it is
+    /// built, and loom's model threads have small stacks.)
+    highs: [u32; LISTS],
 }
 
-/// One order of a cache: its blocks, and how many blocks of the order its
-/// owner allocated and freed through it. The counters sit beside the list
-/// the same operation indexes, so counting is one add to an address already
-/// computed (plain adds inside the cache: only its owner, or a remote
-/// holding the cache, touches them), summed by
+/// One order of a cache: its blocks, and counters from
+/// which the blocks of the order its owner allocated and freed through it
+/// follow. The counters sit beside the list the same operation indexes
+/// (plain adds inside the cache: only its owner, or a remote holding the
+/// cache, touches them), summed by
 /// [`PageArena::stats`](crate::PageArena::stats).
+///
+/// A free into the cache counts nothing: the list's length does. Every
+/// block that entered the list came from a free or a refill, and every
+/// block that left it went to an allocation (`allocs`) or back to the buddy
+/// lists (a flush or a drain); `moved` is the refilled blocks minus the
+/// flushed and drained ones (wrapping), so the frees are
+/// `len + allocs - moved` ([`Lists::counts`]).
 #[derive(Debug, Default)]
 struct OrderList {
+    /// Capacity allocated up front (at least `high + 1`, see [`Pcp::new`]),
+    /// so a push never reallocates.
     blocks: Vec<u32>,
     allocs: u64,
-    frees: u64,
+    moved: u64,
 }
 
 impl Lists {
@@ -182,46 +193,61 @@ impl Lists {
         &mut self.orders[order as usize & (LISTS - 1)]
     }
 
-    /// Counts a block of `order` allocated from this cache (popped from its
-    /// list).
+    /// Pops a block of `order` for an allocation, counting it; `None` if
+    /// the list is empty (nothing counted).
     #[inline(always)]
-    pub(crate) fn count_alloc(&mut self, order: u8) {
-        self.order(order).allocs += 1;
-        self.pages -= 1 << order;
+    pub(crate) fn pop(&mut self, order: u8) -> Option<u32> {
+        let l = self.order(order);
+        let p = l.blocks.pop()?;
+        l.allocs += 1;
+        Some(p)
     }
 
-    /// Counts a block of `order` freed into this cache (pushed on its list).
+    /// Pushes a freed block of `order` (counted by the list's length);
+    /// returns true if the list is now over its high mark.
     #[inline(always)]
-    pub(crate) fn count_free(&mut self, order: u8) {
-        self.order(order).frees += 1;
-        self.pages += 1 << order;
+    pub(crate) fn push(&mut self, order: u8, head: u32) -> bool {
+        // Masked, so no bounds check: every order is below `LISTS`.
+        let high = self.highs[order as usize & (LISTS - 1)] as usize;
+        let l = self.order(order);
+        let len = l.blocks.len();
+        // A list never holds more than `high + 1` blocks (pushed, then
+        // flushed at once) nor more than its zone has blocks of the order,
+        // and `Pcp::new` reserved room for that many: asserted, so a broken
+        // invariant panics instead of writing out of bounds.
+        assert!(len < l.blocks.capacity(), "a thread cache list at its capacity");
+        // SAFETY: `len < capacity` (just checked): the slot is allocated,
+        // and the new length covers initialised elements only.
+        unsafe {
+            l.blocks.as_mut_ptr().add(len).write(head);
+            l.blocks.set_len(len + 1);
+        }
+        len + 1 > high
     }
 
     /// Counts `blocks` blocks of `order` moved into the list from the buddy
     /// lists (a refill).
     #[inline]
     pub(crate) fn count_refill(&mut self, order: u8, blocks: usize) {
-        self.pages += blocks << order;
+        let l = self.order(order);
+        l.moved = l.moved.wrapping_add(blocks as u64);
     }
 
     /// Counts `blocks` blocks of `order` moved out of the list to the buddy
     /// lists (a flush).
     #[inline]
     pub(crate) fn count_flush(&mut self, order: u8, blocks: usize) {
-        self.pages -= blocks << order;
+        let l = self.order(order);
+        l.moved = l.moved.wrapping_sub(blocks as u64);
     }
 
     /// The blocks allocated and freed through this cache, per order.
     pub(crate) fn counts(&self) -> ([u64; LISTS], [u64; LISTS]) {
-        (core::array::from_fn(|o| self.orders[o].allocs), core::array::from_fn(|o| self.orders[o].frees))
+        let frees = |l: &OrderList| (l.blocks.len() as u64 + l.allocs).wrapping_sub(l.moved);
+        (core::array::from_fn(|o| self.orders[o].allocs), core::array::from_fn(|o| frees(&self.orders[o])))
     }
 
-    /// Pages held, all orders, as counted.
-    pub(crate) fn pages(&self) -> usize {
-        self.pages
-    }
-
-    /// Pages held, all orders, as the lists say (what [`pages`](Self::pages)
+    /// Pages held, all orders, as the lists say (what the shard's gauge
     /// must equal; for [`PageArena::verify`](crate::PageArena::verify)).
     pub(crate) fn listed_pages(&self) -> usize {
         self.orders.iter().enumerate().map(|(o, l)| l.blocks.len() << o).sum()
@@ -230,11 +256,11 @@ impl Lists {
     /// Empties every list: `f(head, order)` for each block.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(u32, u8)) {
         for (o, l) in self.orders.iter_mut().enumerate() {
+            l.moved = l.moved.wrapping_sub(l.blocks.len() as u64);
             for p in l.blocks.drain(..) {
                 f(p, o as u8);
             }
         }
-        self.pages = 0;
     }
 }
 
@@ -244,8 +270,10 @@ impl Lists {
 #[derive(Debug)]
 pub(crate) struct Shard {
     pub(crate) lists: BiasedLock<Lists>,
-    /// [`Lists::pages`] as of the last time a thread left the lists (the
-    /// owner after each allocation or free, a remote after a drain).
+    /// Pages in the lists, all orders: the count itself, kept inside the
+    /// lock by whoever changes a list (the owner on each allocation, free,
+    /// refill and flush; a remote on a drain), so it has one writer at a
+    /// time, and read without the lock by [`Pcp::pages`].
     pub(crate) pages: Gauge,
 }
 
@@ -287,7 +315,8 @@ impl Pcp {
             for (l, &c) in lists.iter_mut().zip(&caps) {
                 l.blocks.try_reserve_exact(c).map_err(|_| oom())?;
             }
-            shards.push(Shard { lists: BiasedLock::new(Lists { orders: lists, pages: 0 }), pages: Gauge::default() });
+            let highs = core::array::from_fn(|o| (high >> o).max(1) as u32);
+            shards.push(Shard { lists: BiasedLock::new(Lists { orders: lists, highs }), pages: Gauge::default() });
         }
         Ok(Pcp {
             shards: shards.into_boxed_slice(),
@@ -308,33 +337,35 @@ impl Pcp {
         (self.config.batch >> order).max(1)
     }
 
-    /// Blocks of `order` a cache may hold.
+    /// The shard the calling thread owns, if its slot has one: one
+    /// thread-local load and a bounds check while the thread has a slot
+    /// (a thread without one yet, or exiting, has a slot value beyond any
+    /// shard count and takes the cold path).
     #[inline(always)]
-    pub(crate) fn high(&self, order: u8) -> usize {
-        (self.config.high >> order).max(1)
+    pub(crate) fn mine(&self) -> Option<&Shard> {
+        match self.shards.get(cache_slot_hint()) {
+            Some(shard) => Some(shard),
+            None => self.mine_slow(),
+        }
     }
 
-    /// The shard the calling thread owns, if its slot has one.
-    #[inline]
-    pub(crate) fn mine(&self) -> Option<&Shard> {
+    /// [`mine`](Self::mine) for a thread whose slot is not assigned yet (or
+    /// is beyond the shards, or handed back).
+    #[cold]
+    #[inline(never)]
+    fn mine_slow(&self) -> Option<&Shard> {
         self.shards.get(cache_slot())
     }
 
-    /// Runs `f` on the calling thread's own cache, or `otherwise` if the
-    /// thread has none. `f` must not enter a cache.
+    /// Runs `f` on the calling thread's own cache and its page count (which
+    /// `f` keeps: see [`Shard::pages`]), or `otherwise` if the thread has
+    /// none. `f` must not enter a cache.
     #[inline(always)]
-    pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Lists) -> R, otherwise: impl FnOnce() -> R) -> R {
+    pub(crate) fn with_mine<R>(&self, f: impl FnOnce(&mut Lists, &Gauge) -> R, otherwise: impl FnOnce() -> R) -> R {
         let Some(shard) = self.mine() else { return otherwise() };
-        let publish = |lists: &mut Lists| {
-            let r = f(lists);
-            // Inside: owner and remotes take turns, so the gauge has one
-            // writer at a time.
-            shard.pages.set(lists.pages);
-            r
-        };
         // SAFETY: this thread's cache slot is unique among live threads, so
         // we are the shard's only owner; callers never nest cache entries.
-        unsafe { shard.lists.with_owner(self.barrier, publish) }
+        unsafe { shard.lists.with_owner(self.barrier, |lists| f(lists, &shard.pages)) }
     }
 
     /// Takes every shard's remote side (the owners stay out until the
@@ -351,10 +382,9 @@ impl Pcp {
         debug_assert_eq!(caches.len(), self.shards.len(), "not every shard's guard");
         let mut drained = 0;
         for (cache, shard) in caches.iter_mut().zip(self.shards.iter()) {
-            cache.with(|lists| {
-                drained += lists.pages();
-                lists.drain(&mut f);
-            });
+            // Inside the shard: the gauge is exact (its writers hold it).
+            drained += shard.pages.get();
+            cache.with(|lists| lists.drain(&mut f));
             shard.pages.set(0);
         }
         drained

@@ -19,7 +19,7 @@ use crate::page::state::{self, COUNTS, FREE, HEAD, PCP};
 use crate::page::{Descriptor, PageState};
 use crate::region::{BackingKind, Region};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use crate::sync::{fence, RemoteGuard, ShardedMap};
+use crate::sync::{fence, Gauge, RemoteGuard, ShardedMap};
 use crate::Pfn;
 
 pub(crate) use raw::RawCounts;
@@ -492,7 +492,10 @@ impl PageArena {
             None => self.alloc_fallback(order, movable, flags)?,
         };
         let named = if claim { who } else { Who::NONE };
-        self.desc(pfn).owner.store(slot::encode(named, state::gen(word), false), Relaxed);
+        // SAFETY: the allocator hands out page numbers of its zones, below
+        // `pages`.
+        let d = unsafe { self.desc_unchecked(pfn) };
+        d.owner.store(slot::encode(named, state::gen(word), false), Relaxed);
         let mut ticket = Ticket::unrecorded(state::gen(word));
         if self.tracker.config.eager {
             ticket = Ticket::new(ticket.gen(), self.eager_arm(pfn, word, who));
@@ -551,14 +554,19 @@ impl PageArena {
     /// thread without a cache. Returns the head and its new state word.
     #[inline(always)]
     fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, order: u8, flags: u64) -> Option<(u32, u64)> {
-        let take = |cache: &mut Lists| {
-            let pfn = match cache.of(order).pop() {
+        let take = |cache: &mut Lists, pages: &Gauge| {
+            let pfn = match cache.pop(order) {
                 Some(p) => p,
-                None => self.refill(zone, pcp, order, cache)?,
+                None => self.refill(zone, pcp, order, cache, pages)?,
             };
+            // Inside the cache: its count has one writer at a time.
+            pages.set(pages.get().wrapping_sub(1 << order));
             // A plain store inside the cache: see `alloc::pcp` for why
             // nothing else writes the word meanwhile.
-            let d = self.desc(pfn);
+            // SAFETY: the caches hold page numbers of their zone, below
+            // `pages` (pushed by a release of a handle's head or a refill
+            // from the zone's lists).
+            let d = unsafe { self.desc_unchecked(pfn) };
             let old = d.state.load(Relaxed);
             debug_assert_eq!(
                 old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
@@ -568,17 +576,17 @@ impl PageArena {
             debug_assert_eq!(old & flags, 0);
             let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
             d.state.store(word, Release);
-            cache.count_alloc(order);
             Some((pfn, word))
         };
         pcp.with_mine(take, || self.alloc_buddy(zone, order, flags))
     }
 
     /// Moves a batch of blocks of `order` from the buddy lists into an
-    /// empty cache list (its owner inside the cache) and takes one of them.
+    /// empty cache list (its owner inside the cache) and takes one of them,
+    /// counted as allocated; the caller takes its pages off `pages`.
     #[cold]
     #[inline(never)]
-    fn refill(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists) -> Option<u32> {
+    fn refill(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists, pages: &Gauge) -> Option<u32> {
         let mut area = zone.area.lock();
         let list = cache.of(order);
         for _ in 0..pcp.batch(order) {
@@ -588,28 +596,27 @@ impl PageArena {
             area.mark_free_head(self.desc(p), order, PCP);
             list.push(p);
         }
-        let (got, moved) = (list.pop(), list.len() + 1);
-        if got.is_some() {
-            // The block taken is counted by the allocation's `count_alloc`.
-            cache.count_refill(order, moved);
+        let moved = list.len();
+        if moved == 0 {
+            return None;
         }
-        got
+        cache.count_refill(order, moved);
+        pages.set(pages.get() + (moved << order));
+        cache.pop(order)
     }
 
     /// Returns a block of a cached order, already marked as a cached free
     /// block by the release that freed it, to the calling thread's cache (a
     /// list over its high mark returns a batch to the buddy lists), or to
     /// the buddy lists if the thread has no cache.
-    #[inline]
+    #[inline(always)]
     fn free_to_cache(&self, zone: &Zone, pcp: &Pcp, head: u32, order: u8) {
         pcp.with_mine(
-            |cache| {
-                cache.count_free(order);
-                let list = cache.of(order);
-                list.push(head);
-                if list.len() > pcp.high(order) {
-                    let n = self.flush(zone, pcp, order, list);
-                    cache.count_flush(order, n);
+            |cache, pages| {
+                // Inside the cache: its count has one writer at a time.
+                pages.set(pages.get() + (1 << order));
+                if cache.push(order, head) {
+                    self.flush(zone, pcp, order, cache, pages);
                 }
             },
             || self.free_uncached(zone, head, order),
@@ -625,16 +632,20 @@ impl PageArena {
         area.give(&self.descs, zone, head, order);
     }
 
-    /// Returns a batch of `list` to the buddy lists; returns its length.
+    /// Returns a batch of the list of `order` (over its high mark) to the
+    /// buddy lists, counting it out of the cache and `pages`.
     #[cold]
     #[inline(never)]
-    fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, list: &mut Vec<u32>) -> usize {
+    fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists, pages: &Gauge) {
+        let list = cache.of(order);
         let n = pcp.batch(order).min(list.len());
         let mut area = zone.area.lock();
         for p in list.drain(..n) {
             area.give(&self.descs, zone, p, order);
         }
-        n
+        drop(area);
+        cache.count_flush(order, n);
+        pages.set(pages.get() - (n << order));
     }
 
     /// Returns a block whose last count was just dropped to the buddy lists.
@@ -705,7 +716,8 @@ impl PageArena {
             if zone.pages() == 0 {
                 continue;
             }
-            let cached = zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.pages())).sum());
+            let cached =
+                zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.listed_pages())).sum());
             let area = zone.area.lock();
             let mut runs: Vec<(u32, u32)> =
                 (0..=area.max_order).flat_map(|o| area.heads(o).iter().map(move |&p| (p, 1u32 << o))).collect();

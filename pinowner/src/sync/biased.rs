@@ -186,30 +186,35 @@ impl<T> BiasedLock<T> {
     pub(crate) unsafe fn with_owner<R>(&self, barrier: Barrier, f: impl FnOnce(&mut T) -> R) -> R {
         self.busy.store(true, Relaxed);
         barrier.light();
-        if self.revoked.load(Acquire) {
-            return self.with_owner_revoked(f);
-        }
-        // The one store that ends the stay, on return and on unwind alike.
+        // A remote holds the lock or is taking it: step out of its way and
+        // queue on its spin lock (held until after `_leave`). `f` appears
+        // once, below, for both cases: inlined into two branches, its
+        // captures would become a structure in memory built on the fast
+        // path too.
+        let _queued = if self.revoked.load(Acquire) { Some(self.owner_queue()) } else { None };
+        // The one store that ends the stay, on return and on unwind alike
+        // (after queueing, `busy` is already clear: storing it again
+        // changes nothing a remote can see).
         let _leave = Leave(&self.busy);
-        // SAFETY: `busy` is set and was visible before any remote that could
-        // still enter read it (the barrier pair), so remotes wait for us;
-        // the caller guarantees no second owner. The Acquire load above
-        // (`revoked` false, last written by a leaving remote's Release)
-        // makes every remote's earlier accesses happen before ours.
+        // SAFETY: either `busy` is set and was visible before any remote
+        // that could still enter read it (the barrier pair), so remotes wait
+        // for us; the Acquire load above (`revoked` false, last written by a
+        // leaving remote's Release) makes every remote's earlier accesses
+        // happen before ours. Or we hold `remote`, which every remote holds
+        // for its whole stay, and are not on the fast side. The caller
+        // guarantees no second owner.
         self.value.with_mut(|v| f(unsafe { &mut *v }))
     }
 
     /// The owner's side when a remote holds the lock or is taking it: step
-    /// out of its way and queue on the spin lock like a remote (without
-    /// revoking: no owner is inside).
+    /// out of its way (clearing `busy`, so the remote's wait ends) and queue
+    /// on the spin lock like a remote (without revoking: no owner is
+    /// inside). Returns the spin lock's guard.
     #[cold]
     #[inline(never)]
-    fn with_owner_revoked<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+    fn owner_queue(&self) -> SpinGuard<'_, ()> {
         self.busy.store(false, Release);
-        let _g = self.remote.lock();
-        // SAFETY: we hold `remote`, which every remote holds for its whole
-        // stay, and the owner (us) is not on its fast side.
-        self.value.with_mut(|v| f(unsafe { &mut *v }))
+        self.remote.lock()
     }
 
     /// Takes every lock of `locks` as a remote, in order, with one heavy

@@ -440,6 +440,22 @@ pub(crate) fn cache_slot() -> usize {
     thread_index()
 }
 
+/// The calling thread's cache slot if it has one, without assigning one:
+/// one thread-local load. A thread that has no slot yet reads `usize::MAX`,
+/// an exiting one [`NO_SLOT`]: both beyond any shard count (at most
+/// [`ThreadCache::MAX_SHARDS`](crate::ThreadCache::MAX_SHARDS)), so a
+/// caller that indexes its shards with the hint and falls back to
+/// [`cache_slot`] when the index is out of range gets `cache_slot`'s answer.
+#[inline(always)]
+pub(crate) fn cache_slot_hint() -> usize {
+    #[cfg(not(loom))]
+    {
+        SLOT.with(|s| s.get())
+    }
+    #[cfg(loom)]
+    thread_index()
+}
+
 /// The slot of a thread that has none (it is exiting): above any shard.
 #[cfg(not(loom))]
 pub(crate) const NO_SLOT: usize = usize::MAX - 1;
