@@ -466,10 +466,24 @@ macro_rules! count_handle {
             #[track_caller]
             #[inline]
             fn clone(&self) -> Self {
-                // SAFETY: `head` is a descriptor of `arena` and `pfn` a page
-                // of it (the handle's invariant).
-                match unsafe { self.arena.acquire_by_policy(self.head_desc(), self.pfn, $count) } {
-                    Ok(t) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket: t },
+                // The slow path makes the whole handle, so nothing stays
+                // live across its call.
+                match self.arena.acquire_fast_by_policy(self.head_desc(), $count) {
+                    Ok(ticket) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket },
+                    Err(old) => self.clone_slow(old),
+                }
+            }
+        }
+
+        impl<A: ArenaRef> $name<A> {
+            /// A clone whose add (already made) returned `old` with a
+            /// slow-path flag.
+            #[cold]
+            #[inline(never)]
+            #[track_caller]
+            fn clone_slow(&self, old: u64) -> Self {
+                match self.arena.acquire_slow_by_policy(self.head_desc(), self.pfn, $count, old) {
+                    Ok(ticket) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket },
                     Err(e) => panic!("{e}"),
                 }
             }

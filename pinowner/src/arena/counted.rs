@@ -44,9 +44,20 @@ impl PageArena {
         count: Count,
         at: &'static Location<'static>,
     ) -> Result<Ticket, AcquireError> {
+        match Self::acquire_counted_fast(hd, count) {
+            Ok(ticket) => Ok(ticket),
+            Err(old) => self.acquire_counted_slow(hd, pfn, count, old, at),
+        }
+    }
+
+    /// [`acquire_counted`](Self::acquire_counted)'s add and its test.
+    /// `Err(old)`: the add is made and returned `old`, with a slow-path
+    /// flag; finish with [`acquire_counted_slow`](Self::acquire_counted_slow).
+    #[inline(always)]
+    pub(crate) fn acquire_counted_fast(hd: &Descriptor, count: Count) -> Result<Ticket, u64> {
         let old = hd.state.fetch_add(count.one(), Relaxed);
         if old & ACQUIRE_SLOW != 0 {
-            return self.acquire_counted_slow(hd, pfn, count, old, at);
+            return Err(old);
         }
         Ok(Ticket::unrecorded(slot::UNCLAIMED))
     }
@@ -55,7 +66,7 @@ impl PageArena {
     /// limit, idle or armed (`old`: the word before the add).
     #[cold]
     #[inline(never)]
-    fn acquire_counted_slow(
+    pub(crate) fn acquire_counted_slow(
         &self,
         hd: &Descriptor,
         pfn: u32,

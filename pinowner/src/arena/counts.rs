@@ -33,13 +33,42 @@ impl PageArena {
         count: Count,
         who: Who,
     ) -> Result<Ticket, AcquireError> {
-        let old = hd.state.fetch_add(count.acquire_delta(), Relaxed);
-        let gen = state::gen(old.wrapping_add(GEN_ONE));
-        if old & count.acquire_slow() != 0 {
-            return self.acquire_slow(self.pfn_of(hd), pfn, count, old, gen, who);
+        match Self::acquire_held_fast(hd, count, who) {
+            Ok(ticket) => Ok(ticket),
+            Err(old) => self.acquire_held_slow(hd, pfn, count, old, who),
         }
+    }
+
+    /// [`acquire_held`](Self::acquire_held)'s add and, when the word it
+    /// returned has no slow-path flag, its owner-slot store. `Err(old)`:
+    /// the add is made and returned `old`; finish with
+    /// [`acquire_held_slow`](Self::acquire_held_slow) (split so a handle's
+    /// clone calls the slow path with nothing live across the call).
+    #[inline(always)]
+    pub(crate) fn acquire_held_fast(hd: &Descriptor, count: Count, who: Who) -> Result<Ticket, u64> {
+        let old = hd.state.fetch_add(count.acquire_delta(), Relaxed);
+        if old & count.acquire_slow() != 0 {
+            return Err(old);
+        }
+        let gen = state::gen(old.wrapping_add(GEN_ONE));
         hd.owner.store(slot::encode(who, gen, count == Count::Pin), Relaxed);
         Ok(Ticket::unrecorded(gen))
+    }
+
+    /// The rest of an acquisition whose add (through page `pfn` of the
+    /// block headed by `hd`, a descriptor of this arena) returned `old`
+    /// with a slow-path flag.
+    #[inline]
+    pub(crate) fn acquire_held_slow(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+        old: u64,
+        who: Who,
+    ) -> Result<Ticket, AcquireError> {
+        let gen = state::gen(old.wrapping_add(GEN_ONE));
+        self.acquire_slow(self.pfn_of(hd), pfn, count, old, gen, who)
     }
 
     /// Leaked exclusive borrows, overflow, idle and tracked pages after an

@@ -171,6 +171,36 @@ impl<P: Attribution> PageArena<P> {
         }
     }
 
+    /// A handle's clone under this arena's policy, split: the add and, when
+    /// the word it returned allows, the rest; `Err(old)`: the add is made,
+    /// finish with [`acquire_slow_by_policy`](Self::acquire_slow_by_policy).
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn acquire_fast_by_policy(&self, hd: &Descriptor, count: Count) -> Result<Ticket, u64> {
+        if P::EXACT {
+            PageArena::acquire_held_fast(hd, count, crate::owner_here())
+        } else {
+            PageArena::acquire_counted_fast(hd, count)
+        }
+    }
+
+    /// The rest of an acquisition whose add returned `old` with a
+    /// slow-path flag (`hd`: a descriptor of this arena, `pfn` the page).
+    #[track_caller]
+    pub(crate) fn acquire_slow_by_policy(
+        &self,
+        hd: &Descriptor,
+        pfn: u32,
+        count: Count,
+        old: u64,
+    ) -> Result<Ticket, AcquireError> {
+        if P::EXACT {
+            self.exact().acquire_held_slow(hd, pfn, count, old, crate::owner_here())
+        } else {
+            self.exact().acquire_counted_slow(hd, pfn, count, old, Location::caller())
+        }
+    }
+
     /// Drops a handle's count under this arena's policy: `hd` is the
     /// block's head descriptor (a descriptor of this arena), `pfn` the page
     /// the count went through, `ticket` what its acquisition returned.
