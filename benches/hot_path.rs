@@ -17,6 +17,14 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
+/// Keeps a handle in memory until the end of the iteration, then drops it:
+/// by reference, so `black_box` does not copy it (see
+/// `benches/hot_path_insn.rs`: a copy's reloads stall store forwarding).
+#[inline(always)]
+fn hold<T>(handle: T) {
+    black_box(&handle);
+}
+
 fn bare_pair(c: &AtomicU32) {
     c.fetch_add(1, Ordering::Relaxed);
     c.fetch_sub(1, Ordering::Release);
@@ -36,13 +44,11 @@ fn get_put(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("get_put");
     g.bench_function("baseline: AtomicU32 add+sub", |b| b.iter(|| bare_pair(black_box(&counter))));
-    g.bench_function("baseline: Arc clone+drop", |b| b.iter(|| drop(black_box(Arc::clone(black_box(&arc))))));
-    g.bench_function("PageRef clone+drop", |b| b.iter(|| drop(black_box(black_box(&r).clone()))));
-    g.bench_function("counts only: PageRef clone+drop", |b| b.iter(|| drop(black_box(black_box(&cr).clone()))));
-    g.bench_function("arena.get(pfn)+drop", |b| b.iter(|| drop(black_box(arena.get(black_box(pfn)).unwrap()))));
-    g.bench_function("counts only: arena.get(pfn)+drop", |b| {
-        b.iter(|| drop(black_box(counted.get(black_box(cpfn)).unwrap())))
-    });
+    g.bench_function("baseline: Arc clone+drop", |b| b.iter(|| hold(Arc::clone(black_box(&arc)))));
+    g.bench_function("PageRef clone+drop", |b| b.iter(|| hold(black_box(&r).clone())));
+    g.bench_function("counts only: PageRef clone+drop", |b| b.iter(|| hold(black_box(&cr).clone())));
+    g.bench_function("arena.get(pfn)+drop", |b| b.iter(|| hold(arena.get(black_box(pfn)).unwrap())));
+    g.bench_function("counts only: arena.get(pfn)+drop", |b| b.iter(|| hold(counted.get(black_box(cpfn)).unwrap())));
     g.bench_function("get_raw+put_raw", |b| {
         b.iter(|| {
             arena.get_raw(black_box(pfn)).unwrap();
@@ -65,10 +71,10 @@ fn pin_unpin(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("pin_unpin");
     g.bench_function("baseline: AtomicU32 add+sub", |b| b.iter(|| bare_pair(black_box(&counter))));
-    g.bench_function("baseline: Arc clone+drop", |b| b.iter(|| drop(black_box(Arc::clone(black_box(&arc))))));
-    g.bench_function("PagePin clone+drop", |b| b.iter(|| drop(black_box(black_box(&p).clone()))));
-    g.bench_function("counts only: PagePin clone+drop", |b| b.iter(|| drop(black_box(black_box(&cp).clone()))));
-    g.bench_function("arena.pin(pfn)+drop", |b| b.iter(|| drop(black_box(arena.pin(black_box(pfn)).unwrap()))));
+    g.bench_function("baseline: Arc clone+drop", |b| b.iter(|| hold(Arc::clone(black_box(&arc)))));
+    g.bench_function("PagePin clone+drop", |b| b.iter(|| hold(black_box(&p).clone())));
+    g.bench_function("counts only: PagePin clone+drop", |b| b.iter(|| hold(black_box(&cp).clone())));
+    g.bench_function("arena.pin(pfn)+drop", |b| b.iter(|| hold(arena.pin(black_box(pfn)).unwrap())));
     g.finish();
 }
 
