@@ -129,7 +129,7 @@ impl PageArena {
     #[inline(always)]
     pub(crate) fn release_counted(&self, hd: &Descriptor, pfn: u32, count: Count, hold: u16) {
         let old = hd.state.fetch_sub(count.one(), Release);
-        if !count.release_fast_counted(old) || hold != 0 {
+        if !count.release_fast(old) || hold != 0 {
             self.release_counted_slow(hd, pfn, count, old, hold);
         }
     }

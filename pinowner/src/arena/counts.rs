@@ -370,6 +370,44 @@ impl PageArena {
         }
     }
 
+    /// A handle's release under the exact policy: one load and one
+    /// compare-and-swap when the block is not armed, the count is not its
+    /// last and the handle keeps no hold (one test for the first two, see
+    /// [`Count::release_fast`]); anything else, a lost race included, is
+    /// [`release_exact_slow`](Self::release_exact_slow)'s, so the fast path
+    /// has one call and stays small enough to inline into a handle's drop.
+    #[inline(always)]
+    pub(crate) fn release_exact(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
+        let old = hd.state.load(Relaxed);
+        if ticket.hold() == 0 && count.release_fast(old) {
+            // A branch, not a conditional move: the new word then depends
+            // on the load alone (the compare resolves off the chain between
+            // the two locked instructions). The handle is most often the
+            // latest acquirer; an older one takes the other arm, inline.
+            let delta = if ticket.gen() == state::gen(old) {
+                count.release_delta()
+            } else {
+                core::hint::cold_path();
+                count.one().wrapping_neg()
+            };
+            if hd.state.compare_exchange(old, old.wrapping_add(delta), Release, Relaxed).is_ok() {
+                return;
+            }
+        }
+        self.release_exact_slow(hd, pfn, count, ticket);
+    }
+
+    /// [`release_exact`](Self::release_exact)'s other cases: a hold to
+    /// close, the last count, an armed block, a lost race.
+    #[cold]
+    #[inline(never)]
+    fn release_exact_slow(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
+        match ticket.hold() {
+            0 => self.release_held(hd, pfn, count, Some(ticket.gen())),
+            hold => self.release_hold(hd, pfn, count, Some(ticket.gen()), hold),
+        }
+    }
+
     /// The release of a handle that keeps a hold (its acquisition was
     /// recorded on an armed block): closes the hold, and records the
     /// release if the block is still armed.

@@ -206,11 +206,10 @@ impl<P: Attribution> PageArena<P> {
     /// the count went through, `ticket` what its acquisition returned.
     #[inline(always)]
     pub(crate) fn release_by_policy(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
-        let a = self.exact();
-        match (P::EXACT, ticket.hold()) {
-            (true, 0) => a.release_held(hd, pfn, count, Some(ticket.gen())),
-            (true, hold) => a.release_hold(hd, pfn, count, Some(ticket.gen()), hold),
-            (false, hold) => a.release_counted(hd, pfn, count, hold),
+        if P::EXACT {
+            self.exact().release_exact(hd, pfn, count, ticket)
+        } else {
+            self.exact().release_counted(hd, pfn, count, ticket.hold())
         }
     }
 }

@@ -86,7 +86,7 @@ const _: () = assert!(CONTIG < GEN_ONE);
 // `Count::pfn_fast`'s range test needs every flag it rejects above `HEAD`.
 const _: () = assert!(FREE > HEAD && EXCLUSIVE > HEAD && TRACKED > HEAD && IDLE > HEAD && PIN_MASK < HEAD);
 const _: () = assert!(GEN_SHIFT + GEN_BITS == 64);
-// `Count::release_fast_counted`'s range test needs `TRACKED` above the counts.
+// `Count::release_fast`'s range test needs `TRACKED` above the counts.
 const _: () = assert!(TRACKED > COUNTS);
 
 /// Bits whose presence sends an acquire (get or pin on a held page) to the
@@ -170,13 +170,15 @@ impl Count {
         }
     }
 
-    /// True if a counts-only release whose `fetch_sub` returned `old` is
-    /// done: the block is not armed and the count was not its last. One
+    /// True if a release of this count from word `old` (the word a
+    /// counts-only `fetch_sub` returned, or the one an exact release read)
+    /// takes the fast path: the block is not armed and the count is not
+    /// its last. One
     /// range test: the word's counts and `TRACKED`, less one more than this
     /// count's one, lie below `TRACKED` less that only when the counts are
     /// above this one and `TRACKED` is clear (a last count wraps around).
     #[inline(always)]
-    pub(crate) const fn release_fast_counted(self, old: u64) -> bool {
+    pub(crate) const fn release_fast(self, old: u64) -> bool {
         (old & (COUNTS | TRACKED)).wrapping_sub(self.one() + 1) < TRACKED - (self.one() + 1)
     }
 
@@ -447,10 +449,10 @@ mod tests {
         }
     }
 
-    /// The counts-only release's one test: done unless the block is armed
-    /// or the count dropped was the block's last, for every held word.
+    /// The release's one test (both policies): fast unless the block is
+    /// armed or the count dropped is the block's last, for every held word.
     #[test]
-    fn the_counts_only_release_test_sends_exactly_last_counts_and_armed_blocks_to_the_slow_path() {
+    fn the_release_test_sends_exactly_last_counts_and_armed_blocks_to_the_slow_path() {
         let flags = [HEAD, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
         let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
         let pins = [0, 1, 2, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
@@ -464,7 +466,7 @@ mod tests {
                             continue; // the releaser holds one
                         }
                         let want = w & TRACKED == 0 && w & COUNTS != c.one();
-                        assert_eq!(c.release_fast_counted(w), want, "{c:?} on {w:#x}");
+                        assert_eq!(c.release_fast(w), want, "{c:?} on {w:#x}");
                     }
                 }
             }
