@@ -373,9 +373,10 @@ impl PageArena {
     /// A handle's release under the exact policy: one load and one
     /// compare-and-swap when the block is not armed, the count is not its
     /// last and the handle keeps no hold (one test for the first two, see
-    /// [`Count::release_fast`]); anything else, a lost race included, is
-    /// [`release_exact_slow`](Self::release_exact_slow)'s, so the fast path
-    /// has one call and stays small enough to inline into a handle's drop.
+    /// [`Count::release_fast`]); the last count of an unarmed block goes
+    /// straight to [`release_last`](Self::release_last); anything else, a
+    /// lost race included, is [`release_exact_slow`](Self::release_exact_slow)'s,
+    /// so the fast path stays small enough to inline into a handle's drop.
     #[inline(always)]
     pub(crate) fn release_exact(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
         let old = hd.state.load(Relaxed);
@@ -393,6 +394,9 @@ impl PageArena {
             if hd.state.compare_exchange(old, old.wrapping_add(delta), Release, Relaxed).is_ok() {
                 return;
             }
+        } else if ticket.hold() == 0 && old & (COUNTS | TRACKED) == count.one() {
+            // The last count of an unarmed block: the end of a `Block`.
+            return self.release_last(self.pfn_of(hd), pfn, count, Some(ticket.gen()), old);
         }
         self.release_exact_slow(hd, pfn, count, ticket);
     }
