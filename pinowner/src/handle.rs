@@ -468,7 +468,7 @@ macro_rules! count_handle {
             fn clone(&self) -> Self {
                 // The slow path makes the whole handle, so nothing stays
                 // live across its call.
-                match self.arena.acquire_fast_by_policy(self.head_desc(), $count) {
+                match self.arena.acquire_fast_by_policy(self.head_desc(), $count, core::panic::Location::caller()) {
                     Ok(ticket) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket },
                     Err(old) => self.clone_slow(old),
                 }
@@ -482,7 +482,8 @@ macro_rules! count_handle {
             #[inline(never)]
             #[track_caller]
             fn clone_slow(&self, old: u64) -> Self {
-                match self.arena.acquire_slow_by_policy(self.head_desc(), self.pfn, $count, old) {
+                let at = core::panic::Location::caller();
+                match self.arena.acquire_slow_by_policy(self.head_desc(), self.pfn, $count, old, at) {
                     Ok(ticket) => $name { arena: self.arena.clone(), head: self.head, pfn: self.pfn, ticket },
                     Err(e) => panic!("{e}"),
                 }

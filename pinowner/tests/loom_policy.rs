@@ -14,6 +14,11 @@ use pinowner::{AcquireError, CountsOnly, PageArena, PageFlags, ThreadCache};
 
 type Counted = PageArena<CountsOnly>;
 
+/// A counts-only arena of 2 pages (one order-1 block), without caches.
+fn counted() -> Arc<Counted> {
+    Arc::new(PageArena::builder().pages(2).max_order(1).without_thread_cache().attribution().build().unwrap())
+}
+
 /// The last counted release of a block (its count dropped by a
 /// `fetch_sub`, then the block made a cached free block in a second
 /// compare-and-swap that decides against `ISOLATED`) racing a reservation
@@ -62,8 +67,7 @@ fn a_counted_last_release_against_a_reservation_frees_once_and_keeps_isolation_e
 #[test]
 fn counted_holders_never_leave_a_departed_holder_named() {
     model("counted_holders_never_leave_a_departed_holder_named", || {
-        let arena: Arc<Counted> =
-            Arc::new(PageArena::builder().pages(2).max_order(1).without_thread_cache().attribution().build().unwrap());
+        let arena = counted();
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
         arena.pin_raw(pfn).unwrap();
@@ -90,8 +94,7 @@ fn counted_holders_never_leave_a_departed_holder_named() {
 #[test]
 fn a_counted_get_by_number_against_the_last_put_never_resurrects_a_page() {
     model("a_counted_get_by_number_against_the_last_put_never_resurrects_a_page", || {
-        let arena: Arc<Counted> =
-            Arc::new(PageArena::builder().pages(2).max_order(1).without_thread_cache().attribution().build().unwrap());
+        let arena = counted();
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
         let a2 = arena.clone();
@@ -117,8 +120,7 @@ fn a_counted_get_by_number_against_the_last_put_never_resurrects_a_page() {
 #[test]
 fn two_counted_releases_at_once_free_the_block_exactly_once() {
     model("two_counted_releases_at_once_free_the_block_exactly_once", || {
-        let arena: Arc<Counted> =
-            Arc::new(PageArena::builder().pages(2).max_order(1).without_thread_cache().attribution().build().unwrap());
+        let arena = counted();
         let block = arena.alloc_owned(1).unwrap();
         let pin = block.pin(1).unwrap();
         let t = thread::spawn(move || drop(pin));

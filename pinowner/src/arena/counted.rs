@@ -28,31 +28,10 @@ use crate::tracker::Change;
 use crate::Pfn;
 
 impl PageArena {
-    /// Adds a count on a page whose block the caller already holds: one
-    /// `fetch_add` and a branch. `at` is the caller's location, turned into
-    /// an acquirer only if the block is armed.
-    ///
-    /// # Safety
-    ///
-    /// `hd` is a descriptor of this arena and `pfn` is below
-    /// [`pages`](Self::pages) (a handle's pages).
-    #[inline(always)]
-    pub(crate) unsafe fn acquire_counted(
-        &self,
-        hd: &Descriptor,
-        pfn: u32,
-        count: Count,
-        at: &'static Location<'static>,
-    ) -> Result<Ticket, AcquireError> {
-        match Self::acquire_counted_fast(hd, count) {
-            Ok(ticket) => Ok(ticket),
-            Err(old) => self.acquire_counted_slow(hd, pfn, count, old, at),
-        }
-    }
-
-    /// [`acquire_counted`](Self::acquire_counted)'s add and its test.
-    /// `Err(old)`: the add is made and returned `old`, with a slow-path
-    /// flag; finish with [`acquire_counted_slow`](Self::acquire_counted_slow).
+    /// A counted add on a page whose block the caller already holds: one
+    /// `fetch_add` and a test of the word it returned. `Err(old)`: the add
+    /// is made and returned `old`, with a slow-path flag; finish with
+    /// [`acquire_counted_slow`](Self::acquire_counted_slow).
     #[inline(always)]
     pub(crate) fn acquire_counted_fast(hd: &Descriptor, count: Count) -> Result<Ticket, u64> {
         let old = hd.state.fetch_add(count.one(), Relaxed);
@@ -97,29 +76,6 @@ impl PageArena {
             hold = self.record_armed(Change::acquire(count.acquire_kind(), pfn, head, old, new, who, gen, false));
         }
         Ok(Ticket::new(slot::UNCLAIMED, hold))
-    }
-
-    /// Adds a count on a page named by its number, if it belongs to a live
-    /// block: one compare-and-swap when the page is a live head without
-    /// flags (as the kernel's `get_page_unless_zero`), the general search
-    /// otherwise, never claiming the slot.
-    #[inline(always)]
-    pub(crate) fn acquire_pfn_counted(
-        &self,
-        pfn: Pfn,
-        count: Count,
-        at: &'static Location<'static>,
-    ) -> Result<(&Descriptor, Ticket), AcquireError> {
-        let Some(d) = self.descs.get(pfn) else { return Err(self.out_of_range(pfn)) };
-        let old = d.state.load(Relaxed);
-        if count.pfn_fast_counted(old)
-            && d.state
-                .compare_exchange(old, old.wrapping_add(count.one()), crate::sync::Ordering::Acquire, Relaxed)
-                .is_ok()
-        {
-            return Ok((d, Ticket::unrecorded(slot::UNCLAIMED)));
-        }
-        self.acquire_pfn_general(pfn as u32, count, crate::site::owner_at(at), false, false)
     }
 
     /// Drops a count the caller holds on the block whose head descriptor is

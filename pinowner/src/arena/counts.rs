@@ -2,6 +2,8 @@
 //! releases, with the owner slot, the pinner's priority, armed pages'
 //! recording and the last release's free.
 
+use core::panic::Location;
+
 use super::{PageArena, Ticket};
 use crate::alloc::{Pcp, Zone};
 use crate::error::AcquireError;
@@ -148,25 +150,36 @@ impl PageArena {
 
     /// Adds a count on a page named only by its number: succeeds only if the
     /// page belongs to a live allocated block. Returns the block's head
-    /// descriptor and the acquisition's ticket.
-    #[inline]
+    /// descriptor and the acquisition's ticket. One compare-and-swap when
+    /// the page is a live head without flags (the kernel's
+    /// `get_page_unless_zero`); `exact`: the acquisition claims the owner
+    /// slot for the caller at `at` (the exact policy), else it adds the
+    /// count alone and names the caller only to an armed block's record.
+    #[inline(always)]
     pub(crate) fn acquire_pfn(
         &self,
         pfn: Pfn,
         count: Count,
-        who: Who,
+        at: &'static Location<'static>,
         raw: bool,
+        exact: bool,
     ) -> Result<(&Descriptor, Ticket), AcquireError> {
         // One bounds check: the table has one descriptor per page.
         let Some(d) = self.descs.get(pfn) else { return Err(self.out_of_range(pfn)) };
-        let p = pfn as u32;
         let old = d.state.load(Relaxed);
-        let new = old.wrapping_add(count.acquire_delta());
-        if count.pfn_fast(old) && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok() {
+        let (fast, new) = match exact {
+            true => (count.pfn_fast(old), old.wrapping_add(count.acquire_delta())),
+            false => (count.pfn_fast_counted(old), old.wrapping_add(count.one())),
+        };
+        if fast && d.state.compare_exchange(old, new, Acquire, Relaxed).is_ok() {
+            if !exact {
+                return Ok((d, Ticket::unrecorded(slot::UNCLAIMED)));
+            }
+            let who = crate::site::owner_at(at);
             d.owner.store(slot::encode(who, state::gen(new), count == Count::Pin), Relaxed);
             return Ok((d, Ticket::unrecorded(state::gen(new))));
         }
-        self.acquire_pfn_general(p, count, who, raw, true)
+        self.acquire_pfn_general(pfn as u32, count, crate::site::owner_at(at), raw, exact)
     }
 
     /// A reference by number on a pinned, live, unarmed head (the common
@@ -379,24 +392,27 @@ impl PageArena {
     /// so the fast path stays small enough to inline into a handle's drop.
     #[inline(always)]
     pub(crate) fn release_exact(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
-        let old = hd.state.load(Relaxed);
-        if ticket.hold() == 0 && count.release_fast(old) {
-            // A branch, not a conditional move: the new word then depends
-            // on the load alone (the compare resolves off the chain between
-            // the two locked instructions). The handle is most often the
-            // latest acquirer; an older one takes the other arm, inline.
-            let delta = if ticket.gen() == state::gen(old) {
-                count.release_delta()
-            } else {
-                core::hint::cold_path();
-                count.one().wrapping_neg()
-            };
-            if hd.state.compare_exchange(old, old.wrapping_add(delta), Release, Relaxed).is_ok() {
-                return;
+        if ticket.hold() == 0 {
+            let old = hd.state.load(Relaxed);
+            if count.release_fast(old) {
+                // A branch, not a conditional move: the new word then
+                // depends on the load alone (the compare resolves off the
+                // chain between the two locked instructions). The handle is
+                // most often the latest acquirer; an older one takes the
+                // other arm, inline.
+                let delta = if ticket.gen() == state::gen(old) {
+                    count.release_delta()
+                } else {
+                    core::hint::cold_path();
+                    count.one().wrapping_neg()
+                };
+                if hd.state.compare_exchange(old, old.wrapping_add(delta), Release, Relaxed).is_ok() {
+                    return;
+                }
+            } else if old & (COUNTS | TRACKED) == count.one() {
+                // The last count of an unarmed block: the end of a `Block`.
+                return self.release_last(self.pfn_of(hd), pfn, count, Some(ticket.gen()), old);
             }
-        } else if ticket.hold() == 0 && old & (COUNTS | TRACKED) == count.one() {
-            // The last count of an unarmed block: the end of a `Block`.
-            return self.release_last(self.pfn_of(hd), pfn, count, Some(ticket.gen()), old);
         }
         self.release_exact_slow(hd, pfn, count, ticket);
     }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use super::{PageArena, Ticket};
 use crate::error::{AcquireError, AllocError};
 use crate::handle::Block;
-use crate::page::slot::Who;
 use crate::page::state::Count;
 use crate::page::Descriptor;
 use crate::policy::Attribution;
@@ -67,7 +66,10 @@ impl<P: Attribution> PageArena<P> {
     #[track_caller]
     #[inline(always)]
     fn alloc_ticket(&self, order: u8) -> Result<(u32, Ticket), AllocError> {
-        self.exact().alloc_normal(order, crate::owner_here(), P::EXACT)
+        // Inlined with the allocator's fast paths (`alloc_in`): out of line,
+        // the result came back through memory (+20 instructions per
+        // order-0 alloc+free through the thread cache).
+        self.exact().alloc_in(order, false, crate::owner_here(), P::EXACT)
     }
 
     /// Takes a reference on page `pfn`; dropping the [`PageRef`] puts it.
@@ -122,11 +124,7 @@ impl<P: Attribution> PageArena<P> {
     #[track_caller]
     #[inline(always)]
     fn acquire_number(&self, pfn: Pfn, count: Count) -> Result<(&Descriptor, Ticket), AcquireError> {
-        if P::EXACT {
-            self.exact().acquire_pfn(pfn, count, crate::owner_here(), false)
-        } else {
-            self.exact().acquire_pfn_counted(pfn, count, Location::caller())
-        }
+        self.exact().acquire_pfn(pfn, count, Location::caller(), false, P::EXACT)
     }
 
     /// Adds a count on page `pfn` of a block the caller holds, whose head
@@ -149,7 +147,8 @@ impl<P: Attribution> PageArena<P> {
     }
 
     /// [`acquire_by_policy`](Self::acquire_by_policy) for a caller at `at`
-    /// (inside a closure, where `#[track_caller]` does not reach).
+    /// (inside a closure, where `#[track_caller]` does not reach): the
+    /// fast path, then the slow one if the add's word asks for it.
     ///
     /// # Safety
     ///
@@ -162,23 +161,26 @@ impl<P: Attribution> PageArena<P> {
         count: Count,
         at: &'static Location<'static>,
     ) -> Result<Ticket, AcquireError> {
-        if P::EXACT {
-            // SAFETY: the caller's contract is `acquire_held`'s.
-            unsafe { self.exact().acquire_held(hd, pfn, count, crate::site::owner_at(at)) }
-        } else {
-            // SAFETY: the caller's contract is `acquire_counted`'s.
-            unsafe { self.exact().acquire_counted(hd, pfn, count, at) }
+        match self.acquire_fast_by_policy(hd, count, at) {
+            Ok(ticket) => Ok(ticket),
+            Err(old) => self.acquire_slow_by_policy(hd, pfn, count, old, at),
         }
     }
 
-    /// A handle's clone under this arena's policy, split: the add and, when
-    /// the word it returned allows, the rest; `Err(old)`: the add is made,
-    /// finish with [`acquire_slow_by_policy`](Self::acquire_slow_by_policy).
-    #[track_caller]
+    /// A count's add under this arena's policy, split from its slow path:
+    /// the add and, when the word it returned allows, the rest; `Err(old)`:
+    /// the add is made, finish with
+    /// [`acquire_slow_by_policy`](Self::acquire_slow_by_policy). `at`: the
+    /// caller, named only by the exact policy (or an armed block).
     #[inline(always)]
-    pub(crate) fn acquire_fast_by_policy(&self, hd: &Descriptor, count: Count) -> Result<Ticket, u64> {
+    pub(crate) fn acquire_fast_by_policy(
+        &self,
+        hd: &Descriptor,
+        count: Count,
+        at: &'static Location<'static>,
+    ) -> Result<Ticket, u64> {
         if P::EXACT {
-            PageArena::acquire_held_fast(hd, count, crate::owner_here())
+            PageArena::acquire_held_fast(hd, count, crate::site::owner_at(at))
         } else {
             PageArena::acquire_counted_fast(hd, count)
         }
@@ -186,18 +188,18 @@ impl<P: Attribution> PageArena<P> {
 
     /// The rest of an acquisition whose add returned `old` with a
     /// slow-path flag (`hd`: a descriptor of this arena, `pfn` the page).
-    #[track_caller]
     pub(crate) fn acquire_slow_by_policy(
         &self,
         hd: &Descriptor,
         pfn: u32,
         count: Count,
         old: u64,
+        at: &'static Location<'static>,
     ) -> Result<Ticket, AcquireError> {
         if P::EXACT {
-            self.exact().acquire_held_slow(hd, pfn, count, old, crate::owner_here())
+            self.exact().acquire_held_slow(hd, pfn, count, old, crate::site::owner_at(at))
         } else {
-            self.exact().acquire_counted_slow(hd, pfn, count, old, Location::caller())
+            self.exact().acquire_counted_slow(hd, pfn, count, old, at)
         }
     }
 
@@ -211,15 +213,5 @@ impl<P: Attribution> PageArena<P> {
         } else {
             self.exact().release_counted(hd, pfn, count, ticket.hold())
         }
-    }
-}
-impl PageArena {
-    /// An allocation from the normal zone for `who`, inlined into the
-    /// caller with the allocator's fast paths (271 instructions per order-0
-    /// alloc+free through the thread cache, against 291 out of line: the
-    /// result then comes back through memory).
-    #[inline]
-    fn alloc_normal(&self, order: u8, who: Who, claim: bool) -> Result<(u32, Ticket), AllocError> {
-        self.alloc_in(order, false, who, claim)
     }
 }

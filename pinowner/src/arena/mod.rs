@@ -562,10 +562,9 @@ impl PageArena {
             // Inside the cache: its count has one writer at a time.
             pages.set(pages.get().wrapping_sub(1 << order));
             // A plain store inside the cache: see `alloc::pcp` for why
-            // nothing else writes the word meanwhile.
-            // SAFETY: the caches hold page numbers of their zone, below
-            // `pages` (pushed by a release of a handle's head or a refill
-            // from the zone's lists).
+            // nothing else writes the word meanwhile. The caches hold page
+            // numbers of their zone (a handle's head, or a refill).
+            // SAFETY: so `pfn` is below `pages`.
             let d = unsafe { self.desc_unchecked(pfn) };
             let old = d.state.load(Relaxed);
             debug_assert_eq!(

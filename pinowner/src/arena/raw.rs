@@ -36,8 +36,7 @@ impl PageArena {
     /// or at the limit. Nothing changes on error.
     #[track_caller]
     pub fn get_raw(&self, pfn: Pfn) -> Result<(), AcquireError> {
-        let who = crate::owner_here();
-        self.acquire_pfn(pfn, Count::Ref, who, true)?;
+        self.acquire_pfn(pfn, Count::Ref, core::panic::Location::caller(), true, true)?;
         self.raw.update(pfn as u32, RawCounts::is_zero, |c| c.refs += 1);
         Ok(())
     }
@@ -49,8 +48,7 @@ impl PageArena {
     /// As for [`pin`](Self::pin). Nothing changes on error.
     #[track_caller]
     pub fn pin_raw(&self, pfn: Pfn) -> Result<(), AcquireError> {
-        let who = crate::owner_here();
-        self.acquire_pfn(pfn, Count::Pin, who, true)?;
+        self.acquire_pfn(pfn, Count::Pin, core::panic::Location::caller(), true, true)?;
         self.raw.update(pfn as u32, RawCounts::is_zero, |c| c.pins += 1);
         Ok(())
     }

@@ -401,30 +401,41 @@ impl core::fmt::Display for PageState {
 mod tests {
     use super::*;
 
+    /// The boundary counts the range tests are checked on.
+    const REFS: [u64; 6] = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
+
+    /// Calls `f(word, refs, pins)` for every subset of `flags` with every
+    /// reference count of [`REFS`] and every pin count of `pins` (a head of
+    /// order 5, generation 77).
+    fn each_word(flags: &[u64], pins: &[u64], mut f: impl FnMut(u64, u64, u64)) {
+        for set in 0u32..1 << flags.len() {
+            let fl: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
+            for &r in &REFS {
+                for &p in pins {
+                    f(fl | r | (p << PIN_SHIFT) | (5 << ORDER_SHIFT) | (77 * GEN_ONE), r, p);
+                }
+            }
+        }
+    }
+
+    const ALL_FLAGS: [u64; 9] = [HEAD, FREE, PCP, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
+    const PINS: [u64; 5] = [0, 1, PIN_LIMIT - 1, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
+
     /// The range test is the predicate it replaced (a live head without
     /// the slow flags, and for a reference no pins), on every combination
     /// of flags and boundary counts.
     #[test]
     fn the_by_number_fast_test_admits_exactly_live_heads_without_slow_flags() {
-        let flags = [HEAD, FREE, PCP, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
-        let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
-        let pins = [0, 1, PIN_LIMIT - 1, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
-        for set in 0u32..1 << flags.len() {
-            let f: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
-            for &r in &refs {
-                for &p in &pins {
-                    let w = f | r | (p << PIN_SHIFT) | (5 << ORDER_SHIFT) | (77 * GEN_ONE);
-                    for c in [Count::Ref, Count::Pin] {
-                        let mut slow = ACQUIRE_SLOW & !REF_LIMIT;
-                        if c == Count::Ref {
-                            slow = ACQUIRE_SLOW | PIN_MASK;
-                        }
-                        let want = is_live_head(w) && w & slow == 0;
-                        assert_eq!(c.pfn_fast(w), want, "{c:?} on {w:#x}");
-                    }
+        each_word(&ALL_FLAGS, &PINS, |w, _, _| {
+            for c in [Count::Ref, Count::Pin] {
+                let mut slow = ACQUIRE_SLOW & !REF_LIMIT;
+                if c == Count::Ref {
+                    slow = ACQUIRE_SLOW | PIN_MASK;
                 }
+                let want = is_live_head(w) && w & slow == 0;
+                assert_eq!(c.pfn_fast(w), want, "{c:?} on {w:#x}");
             }
-        }
+        });
     }
 
     /// The counts-only by-number test: a reference needs a live head with
@@ -433,20 +444,11 @@ mod tests {
     /// test is the exact one.
     #[test]
     fn the_counts_only_by_number_fast_test_admits_exactly_referenced_heads_without_slow_flags() {
-        let flags = [HEAD, FREE, PCP, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
-        let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
-        let pins = [0, 1, PIN_LIMIT - 1, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
-        for set in 0u32..1 << flags.len() {
-            let f: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
-            for &r in &refs {
-                for &p in &pins {
-                    let w = f | r | (p << PIN_SHIFT) | (5 << ORDER_SHIFT) | (77 * GEN_ONE);
-                    let want = is_live_head(w) && w & (TRACKED | IDLE | EXCLUSIVE | REF_LIMIT) == 0 && r >= 1;
-                    assert_eq!(Count::Ref.pfn_fast_counted(w), want, "ref on {w:#x}");
-                    assert_eq!(Count::Pin.pfn_fast_counted(w), Count::Pin.pfn_fast(w), "pin on {w:#x}");
-                }
-            }
-        }
+        each_word(&ALL_FLAGS, &PINS, |w, r, _| {
+            let want = is_live_head(w) && w & (TRACKED | IDLE | EXCLUSIVE | REF_LIMIT) == 0 && r >= 1;
+            assert_eq!(Count::Ref.pfn_fast_counted(w), want, "ref on {w:#x}");
+            assert_eq!(Count::Pin.pfn_fast_counted(w), Count::Pin.pfn_fast(w), "pin on {w:#x}");
+        });
     }
 
     /// The release's one test (both policies): fast unless the block is
@@ -454,23 +456,15 @@ mod tests {
     #[test]
     fn the_release_test_sends_exactly_last_counts_and_armed_blocks_to_the_slow_path() {
         let flags = [HEAD, ISOLATED, TRACKED, MOVABLE, EXCLUSIVE, IDLE, CONTIG];
-        let refs = [0, 1, 2, REF_LIMIT - 1, REF_LIMIT, REF_MASK];
-        let pins = [0, 1, 2, PIN_LIMIT, PIN_MASK >> PIN_SHIFT];
-        for set in 0u32..1 << flags.len() {
-            let f: u64 = (0..flags.len()).filter(|i| set & 1 << i != 0).map(|i| flags[i]).sum();
-            for &r in &refs {
-                for &p in &pins {
-                    let w = f | r | (p << PIN_SHIFT) | (3 << ORDER_SHIFT) | (9 * GEN_ONE);
-                    for (c, held) in [(Count::Ref, r), (Count::Pin, p)] {
-                        if held == 0 {
-                            continue; // the releaser holds one
-                        }
-                        let want = w & TRACKED == 0 && w & COUNTS != c.one();
-                        assert_eq!(c.release_fast(w), want, "{c:?} on {w:#x}");
-                    }
+        each_word(&flags, &[0, 1, 2, PIN_LIMIT, PIN_MASK >> PIN_SHIFT], |w, r, p| {
+            for (c, held) in [(Count::Ref, r), (Count::Pin, p)] {
+                if held == 0 {
+                    continue; // the releaser holds one
                 }
+                let want = w & TRACKED == 0 && w & COUNTS != c.one();
+                assert_eq!(c.release_fast(w), want, "{c:?} on {w:#x}");
             }
-        }
+        });
     }
 
     #[test]
