@@ -225,6 +225,12 @@ impl Lists {
         len + 1 > high
     }
 
+    /// True if the list of `order` holds more blocks than its high mark.
+    pub(crate) fn over_high(&mut self, order: u8) -> bool {
+        let high = self.highs[order as usize & (LISTS - 1)] as usize;
+        self.of(order).len() > high
+    }
+
     /// Counts `blocks` blocks of `order` moved into the list from the buddy
     /// lists (a refill).
     #[inline]
@@ -328,7 +334,10 @@ impl Pcp {
     /// True if blocks of `order` are cached.
     #[inline(always)]
     pub(crate) fn caches(&self, order: u8) -> bool {
-        (self.config.orders >> order) & 1 != 0
+        // `orders` has no bit above the arena's largest order, so this also
+        // says `order <= max_order`; an order past the word's width caches
+        // nothing (no overflowing shift).
+        self.config.orders.checked_shr(order as u32).unwrap_or(0) & 1 != 0
     }
 
     /// Blocks of `order` moved to or from the buddy lists at a time.
@@ -349,6 +358,14 @@ impl Pcp {
         }
     }
 
+    /// The shard the calling thread owns, if its slot is assigned and has
+    /// one: [`mine`](Self::mine) without its cold path (for fast paths,
+    /// whose general path calls `mine`).
+    #[inline(always)]
+    pub(crate) fn mine_fast(&self) -> Option<&Shard> {
+        self.shards.get(cache_slot_hint())
+    }
+
     /// [`mine`](Self::mine) for a thread whose slot is not assigned yet (or
     /// is beyond the shards, or handed back).
     #[cold]
@@ -366,6 +383,18 @@ impl Pcp {
         // SAFETY: this thread's cache slot is unique among live threads, so
         // we are the shard's only owner; callers never nest cache entries.
         unsafe { shard.lists.with_owner(self.barrier, |lists| f(lists, &shard.pages)) }
+    }
+
+    /// [`with_mine`](Self::with_mine)'s fast path: runs `f` on the calling
+    /// thread's own cache if its slot is assigned and has one and no remote
+    /// holds it; `None` otherwise, without running `f` (the caller's
+    /// general path, which queues, takes over). `f` must not enter a cache.
+    #[inline(always)]
+    pub(crate) fn try_mine<R>(&self, f: impl FnOnce(&mut Lists, &Gauge) -> R) -> Option<R> {
+        let shard = self.mine_fast()?;
+        // SAFETY: this thread's cache slot is unique among live threads, so
+        // we are the shard's only owner; callers never nest cache entries.
+        unsafe { shard.lists.try_owner(self.barrier, |lists| f(lists, &shard.pages)) }
     }
 
     /// Takes every shard's remote side (the owners stay out until the

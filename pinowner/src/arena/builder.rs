@@ -308,6 +308,9 @@ impl ArenaBuilder {
             let mut area = z.area.lock();
             area.seed(&descs, z.start, z.end).map_err(|bytes| BuildError::Alloc { what: "free lists", bytes })?;
         }
+        // Poisoning and eager tracking take the general allocation path.
+        let plain = self.s.poison == crate::poison::Poison::Off && !self.s.tracking.eager;
+        let fast_orders = zones.each_ref().map(|z| z.pcp.as_ref().filter(|_| plain).map_or(0, |p| p.config.orders));
         Ok(PageArena {
             region,
             descs,
@@ -323,6 +326,7 @@ impl ArenaBuilder {
             ext,
             reporting: crate::reporting::ReportState::new(self.s.reporting),
             poison: self.s.poison,
+            fast_orders,
             quarantine: crate::sync::Mutex::new(Vec::new()),
             policy: core::marker::PhantomData,
         })

@@ -366,7 +366,7 @@ impl PageArena {
         let mut old = word.load(Relaxed);
         loop {
             if old & (COUNTS | TRACKED) == count.one() {
-                return self.release_last(self.pfn_of(hd), pfn, count, mine, old);
+                return self.release_last(hd, pfn, count, mine, old);
             }
             if old & TRACKED != 0 {
                 return self.release_slow(self.pfn_of(hd), pfn, count, mine, old, 0);
@@ -411,7 +411,10 @@ impl PageArena {
                 }
             } else if old & (COUNTS | TRACKED) == count.one() {
                 // The last count of an unarmed block: the end of a `Block`.
-                return self.release_last(self.pfn_of(hd), pfn, count, Some(ticket.gen()), old);
+                return match count {
+                    Count::Ref => self.release_last_ref(hd, pfn, ticket.gen(), old),
+                    Count::Pin => self.release_last(hd, pfn, count, Some(ticket.gen()), old),
+                };
             }
         }
         self.release_exact_slow(hd, pfn, count, ticket);
@@ -466,12 +469,29 @@ impl PageArena {
     /// compare-and-swap (so `ISOLATED` is checked atomically with it) and
     /// goes to the thread's cache; any other block goes to the buddy lists
     /// under the zone lock.
+    ///
+    /// `hd` is the head's descriptor.
     #[inline(never)]
-    fn release_last(&self, head: u32, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
+    fn release_last(&self, hd: &Descriptor, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
+        self.release_last_in(hd, pfn, count, mine, old);
+    }
+
+    /// [`release_last`](Self::release_last) of a reference by a handle
+    /// whose acquisition has generation `gen`: the end of a `Block`, most
+    /// often. Its own copy, with the count and the handle's generation
+    /// known, so the word it writes is computed with fewer selects.
+    #[inline(never)]
+    fn release_last_ref(&self, hd: &Descriptor, pfn: u32, gen: u16, old: u64) {
+        self.release_last_in(hd, pfn, Count::Ref, Some(gen), old);
+    }
+
+    #[inline(always)]
+    fn release_last_in(&self, hd: &Descriptor, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
+        let head = self.pfn_of(hd);
         let zone = self.zone_for(head);
         let cache = Self::cache_bound(zone, old);
-        let new = Self::last_release_word(old, count, mine, cache.is_some(), self.desc(head));
-        if let Err(cur) = self.desc(head).state.compare_exchange(old, new, Release, Relaxed) {
+        let new = Self::last_release_word(old, count, mine, cache.is_some(), hd);
+        if let Err(cur) = hd.state.compare_exchange(old, new, Release, Relaxed) {
             return self.release_slow(head, pfn, count, mine, cur, 0);
         }
         self.free_released(zone, cache, head, state::order(old));
@@ -500,11 +520,58 @@ impl PageArena {
 
     /// Frees a block whose last count the caller's compare-and-swap just
     /// dropped: into `cache`, or to the buddy lists.
+    ///
+    /// Inline: the push into the calling thread's own cache (no poisoning,
+    /// no remote in the cache); everything else is
+    /// [`free_released_general`](Self::free_released_general), out of line.
     #[inline(always)]
     pub(crate) fn free_released(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8) {
         // Like `Arc`: every holder's release was `Release`; this acquire
         // makes all their accesses happen before the block is reused.
         fence(Acquire);
+        if let Some(pcp) = cache.filter(|_| self.poison == crate::poison::Poison::Off) {
+            let pushed = pcp.try_mine(|cache, pages| {
+                // Inside the cache: its count has one writer at a time.
+                pages.set(pages.get() + (1 << order));
+                cache.push(order, head)
+            });
+            if let Some(over) = pushed {
+                // Calls only in the cold function: the fast path then
+                // saves no registers.
+                if over | (zone.waiters.load(crate::sync::Ordering::SeqCst) != 0) {
+                    self.after_cached_free(zone, pcp, order, over);
+                }
+                return;
+            }
+        }
+        self.free_released_general(zone, cache, head, order);
+    }
+
+    /// After the fast path's push: a list left over its high mark returns a
+    /// batch to the buddy lists (the owner enters its cache again: a remote
+    /// may have drained it meanwhile), then waiting reservations are woken.
+    #[cold]
+    #[inline(never)]
+    fn after_cached_free(&self, zone: &Zone, pcp: &Pcp, order: u8, over: bool) {
+        if over {
+            pcp.with_mine(
+                |cache, pages| {
+                    if cache.over_high(order) {
+                        self.flush(zone, pcp, order, cache, pages);
+                    }
+                },
+                || (),
+            );
+        }
+        if zone.waiters.load(crate::sync::Ordering::SeqCst) != 0 {
+            self.wake_waiters();
+        }
+    }
+
+    /// [`free_released`](Self::free_released) past its fast path (the
+    /// caller's `Acquire` fence already made).
+    #[inline(never)]
+    fn free_released_general(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8) {
         if self.poison != crate::poison::Poison::Off {
             self.poison_free(head, order);
         }

@@ -30,6 +30,7 @@ impl<P: Attribution> PageArena<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[track_caller]
+    #[inline]
     pub fn alloc(&self, order: u8) -> Result<Block<&Self>, AllocError> {
         let (pfn, ticket) = self.alloc_ticket(order)?;
         Ok(Block::new(self, self.exact().handed_out(pfn, order), order, ticket))

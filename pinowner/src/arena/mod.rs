@@ -91,6 +91,11 @@ pub struct PageArena<P = crate::Exact> {
     pub(crate) reporting: crate::reporting::ReportState,
     /// Page poisoning's mode; see [`crate::poison`].
     pub(crate) poison: crate::poison::Poison,
+    /// Per zone, the orders an allocation takes from the calling thread's
+    /// cache on the inline fast path ([`alloc_in`](Self::alloc_in)): the
+    /// zone's cached orders, or none if it has no caches or the arena
+    /// poisons pages or tracks eagerly. Fixed at build.
+    pub(crate) fast_orders: [u32; 2],
     /// Poison mismatches found, their blocks quarantined.
     pub(crate) quarantine: crate::sync::Mutex<Vec<crate::poison::PoisonError>>,
     /// The attribution policy, a marker (`fn() -> P`: `Send` and `Sync`
@@ -454,6 +459,11 @@ impl PageArena {
     /// reference, taken by `who`. `claim`: that reference claims the owner
     /// slot (the exact policy); else the slot names nobody (eager mode still
     /// records `who` as the allocator).
+    ///
+    /// Inline: a block of a cached order from the calling thread's own
+    /// cache, when it has one and it is not empty (no poisoning, no eager
+    /// tracking); everything else is [`alloc_general`](Self::alloc_general),
+    /// out of line.
     #[inline(always)]
     pub(crate) fn alloc_in(
         &self,
@@ -462,10 +472,49 @@ impl PageArena {
         who: Who,
         claim: bool,
     ) -> Result<(u32, Ticket), AllocError> {
+        if let Some((pfn, word)) = self.alloc_cached(order, movable) {
+            return Ok((pfn, self.claim_first(pfn, word, who, claim)));
+        }
+        self.alloc_general(order, movable, who, claim)
+    }
+
+    /// [`alloc_in`](Self::alloc_in) past its fast path: poisoning, eager
+    /// tracking, an empty or missing cache, the buddy lists, the fallbacks.
+    #[inline]
+    fn alloc_general(&self, order: u8, movable: bool, who: Who, claim: bool) -> Result<(u32, Ticket), AllocError> {
         if self.poison != crate::poison::Poison::Off {
             return self.alloc_poisoned(order, movable, who, claim);
         }
         self.alloc_unchecked(order, movable, who, claim)
+    }
+
+    /// The allocation fast path: a block of `order` popped from the calling
+    /// thread's own cache of the zone (`movable`'s), if the order is one of
+    /// the zone's [`fast_orders`](Self::fast_orders), the thread has a
+    /// cache, no remote holds it, and it is not empty; `None` otherwise,
+    /// having changed nothing. Returns the head and its new word.
+    #[inline(always)]
+    fn alloc_cached(&self, order: u8, movable: bool) -> Option<(u32, u64)> {
+        // An order past the word's width is in no set (no overflowing shift).
+        if self.fast_orders[movable as usize].checked_shr(order as u32).unwrap_or(0) & 1 == 0 {
+            return None;
+        }
+        let pcp = self.zones[movable as usize].pcp.as_ref()?;
+        let flags = if movable { state::MOVABLE } else { 0 };
+        pcp.try_mine(|lists, pages| self.take_cached(lists, pages, order, flags)).flatten()
+    }
+
+    /// The first reference of a block just allocated (head `pfn`, word
+    /// `word`): claims the owner slot for `who` if `claim` (else names
+    /// nobody); returns its ticket. Without eager tracking.
+    #[inline(always)]
+    fn claim_first(&self, pfn: u32, word: u64, who: Who, claim: bool) -> Ticket {
+        let named = if claim { who } else { Who::NONE };
+        // SAFETY: the allocator hands out page numbers of its zones, below
+        // `pages`.
+        let d = unsafe { self.desc_unchecked(pfn) };
+        d.owner.store(slot::encode(named, state::gen(word), false), Relaxed);
+        Ticket::unrecorded(state::gen(word))
     }
 
     /// [`alloc_in`](Self::alloc_in) without page poisoning's check.
@@ -491,12 +540,7 @@ impl PageArena {
             Some(got) => got,
             None => self.alloc_fallback(order, movable, flags)?,
         };
-        let named = if claim { who } else { Who::NONE };
-        // SAFETY: the allocator hands out page numbers of its zones, below
-        // `pages`.
-        let d = unsafe { self.desc_unchecked(pfn) };
-        d.owner.store(slot::encode(named, state::gen(word), false), Relaxed);
-        let mut ticket = Ticket::unrecorded(state::gen(word));
+        let mut ticket = self.claim_first(pfn, word, who, claim);
         if self.tracker.config.eager {
             ticket = Ticket::new(ticket.gen(), self.eager_arm(pfn, word, who));
         }
@@ -555,37 +599,46 @@ impl PageArena {
     #[inline(always)]
     fn alloc_pcp(&self, zone: &Zone, pcp: &Pcp, order: u8, flags: u64) -> Option<(u32, u64)> {
         let take = |cache: &mut Lists, pages: &Gauge| {
-            let pfn = match cache.pop(order) {
-                Some(p) => p,
-                None => self.refill(zone, pcp, order, cache, pages)?,
-            };
-            // Inside the cache: its count has one writer at a time.
-            pages.set(pages.get().wrapping_sub(1 << order));
-            // A plain store inside the cache: see `alloc::pcp` for why
-            // nothing else writes the word meanwhile. The caches hold page
-            // numbers of their zone (a handle's head, or a refill).
-            // SAFETY: so `pfn` is below `pages`.
-            let d = unsafe { self.desc_unchecked(pfn) };
-            let old = d.state.load(Relaxed);
-            debug_assert_eq!(
-                old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
-                HEAD | FREE | PCP | state::with_order(0, order),
-                "not a cached block of order {order}"
-            );
-            debug_assert_eq!(old & flags, 0);
-            let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
-            d.state.store(word, Release);
-            Some((pfn, word))
+            if let Some(got) = self.take_cached(cache, pages, order, flags) {
+                return Some(got);
+            }
+            self.refill(zone, pcp, order, cache, pages)?;
+            self.take_cached(cache, pages, order, flags)
         };
         pcp.with_mine(take, || self.alloc_buddy(zone, order, flags))
     }
 
+    /// Inside the calling thread's cache: pops a block of `order` and makes
+    /// it allocated with `flags`; `None` if the list is empty. Returns the
+    /// head and its new word.
+    #[inline(always)]
+    fn take_cached(&self, cache: &mut Lists, pages: &Gauge, order: u8, flags: u64) -> Option<(u32, u64)> {
+        let pfn = cache.pop(order)?;
+        // Inside the cache: its count has one writer at a time.
+        pages.set(pages.get().wrapping_sub(1 << order));
+        // A plain store inside the cache: see `alloc::pcp` for why nothing
+        // else writes the word meanwhile. The caches hold page numbers of
+        // their zone (a handle's head, or a refill).
+        // SAFETY: so `pfn` is below `pages`.
+        let d = unsafe { self.desc_unchecked(pfn) };
+        let old = d.state.load(Relaxed);
+        debug_assert_eq!(
+            old & (HEAD | FREE | PCP | COUNTS | state::ORDER_MASK),
+            HEAD | FREE | PCP | state::with_order(0, order),
+            "not a cached block of order {order}"
+        );
+        debug_assert_eq!(old & flags, 0);
+        let word = old.wrapping_add(crate::alloc::pcp_alloc_delta(flags));
+        d.state.store(word, Release);
+        Some((pfn, word))
+    }
+
     /// Moves a batch of blocks of `order` from the buddy lists into an
-    /// empty cache list (its owner inside the cache) and takes one of them,
-    /// counted as allocated; the caller takes its pages off `pages`.
+    /// empty cache list (its owner inside the cache), counting them into
+    /// the list and `pages`; `None` if the buddy lists had none.
     #[cold]
     #[inline(never)]
-    fn refill(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists, pages: &Gauge) -> Option<u32> {
+    fn refill(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists, pages: &Gauge) -> Option<()> {
         let mut area = zone.area.lock();
         let list = cache.of(order);
         for _ in 0..pcp.batch(order) {
@@ -601,7 +654,7 @@ impl PageArena {
         }
         cache.count_refill(order, moved);
         pages.set(pages.get() + (moved << order));
-        cache.pop(order)
+        Some(())
     }
 
     /// Returns a block of a cached order, already marked as a cached free
@@ -635,7 +688,7 @@ impl PageArena {
     /// buddy lists, counting it out of the cache and `pages`.
     #[cold]
     #[inline(never)]
-    fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists, pages: &Gauge) {
+    pub(crate) fn flush(&self, zone: &Zone, pcp: &Pcp, order: u8, cache: &mut Lists, pages: &Gauge) {
         let list = cache.of(order);
         let n = pcp.batch(order).min(list.len());
         let mut area = zone.area.lock();

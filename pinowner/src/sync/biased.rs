@@ -206,6 +206,36 @@ impl<T> BiasedLock<T> {
         self.value.with_mut(|v| f(unsafe { &mut *v }))
     }
 
+    /// [`with_owner`](Self::with_owner) without queueing: runs `f` as the
+    /// owner and returns its result if no remote holds the lock or is
+    /// taking it; otherwise steps out at once (clearing `busy`, so the
+    /// remote's wait ends), does not run `f`, and returns `None`. The
+    /// caller then takes its general path, which queues behind the remote.
+    ///
+    /// For the allocator's fast paths: no guard of the queue lives across
+    /// `f`, so a fast path that inlines this keeps nothing in memory for it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`with_owner`](Self::with_owner).
+    #[inline(always)]
+    pub(crate) unsafe fn try_owner<R>(&self, barrier: Barrier, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.busy.store(true, Relaxed);
+        barrier.light();
+        if self.revoked.load(Acquire) {
+            // Out of the remote's way, having touched nothing.
+            self.busy.store(false, Release);
+            return None;
+        }
+        let _leave = Leave(&self.busy);
+        // SAFETY: `busy` is set and was visible before any remote that could
+        // still enter read it (the barrier pair), so remotes wait for us; the
+        // Acquire load above (`revoked` false, last written by a leaving
+        // remote's Release) makes every remote's earlier accesses happen
+        // before ours. The caller guarantees no second owner.
+        Some(self.value.with_mut(|v| f(unsafe { &mut *v })))
+    }
+
     /// The owner's side when a remote holds the lock or is taking it: step
     /// out of its way (clearing `busy`, so the remote's wait ends) and queue
     /// on the spin lock like a remote (without revoking: no owner is
@@ -301,21 +331,29 @@ mod tests {
     /// Without the remote's barrier one round failed one run in three on
     /// the 2-core VM, so the tests run six; loom's models are the proof,
     /// this is the real-thread check.
-    fn owner_and_remotes_exclude_each_other(barrier: Barrier) {
+    ///
+    /// With `try_first`, the owner enters as the allocator's fast paths do:
+    /// [`try_owner`](BiasedLock::try_owner) first, and `with_owner` (which
+    /// queues) only when a remote made it step out.
+    fn owner_and_remotes_exclude_each_other(barrier: Barrier, try_first: bool) {
         // Smaller under Miri, which runs threads some 1,000 times slower.
         const N: u64 = if cfg!(miri) { 200 } else { 20_000 };
         let lock = BiasedLock::new(0u64);
+        let add = |v: &mut u64| {
+            let x = *v;
+            widen();
+            *v = x + 1;
+        };
         std::thread::scope(|s| {
             s.spawn(|| {
                 for _ in 0..N {
-                    // SAFETY: this is the only thread calling `with_owner`.
-                    unsafe {
-                        lock.with_owner(barrier, |v| {
-                            let x = *v;
-                            widen();
-                            *v = x + 1;
-                        })
-                    };
+                    // SAFETY: this is the only thread calling `try_owner`
+                    // or `with_owner`, one at a time.
+                    let done = try_first && unsafe { lock.try_owner(barrier, add) }.is_some();
+                    if !done {
+                        // SAFETY: as above.
+                        unsafe { lock.with_owner(barrier, add) };
+                    }
                 }
             });
             for _ in 0..2 {
@@ -338,14 +376,26 @@ mod tests {
     #[test]
     fn a_biased_lock_excludes_owner_and_remotes_with_the_best_barrier() {
         for _ in 0..if cfg!(miri) { 1 } else { 6 } {
-            owner_and_remotes_exclude_each_other(Barrier::best());
+            owner_and_remotes_exclude_each_other(Barrier::best(), false);
         }
     }
 
     #[test]
     fn a_biased_lock_excludes_owner_and_remotes_with_symmetric_fences() {
         for _ in 0..if cfg!(miri) { 1 } else { 6 } {
-            owner_and_remotes_exclude_each_other(Barrier::Symmetric);
+            owner_and_remotes_exclude_each_other(Barrier::Symmetric, false);
+        }
+    }
+
+    /// The fast paths' entry: an owner that tries first and queues only
+    /// after stepping out still excludes the remotes, with either barrier,
+    /// and nothing it or they did is lost.
+    #[test]
+    fn an_owner_trying_first_steps_out_for_remotes_and_still_excludes_them() {
+        for barrier in [Barrier::best(), Barrier::Symmetric] {
+            for _ in 0..if cfg!(miri) { 1 } else { 6 } {
+                owner_and_remotes_exclude_each_other(barrier, true);
+            }
         }
     }
 
