@@ -30,9 +30,23 @@ impl<P: Attribution> PageArena<P> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, order: u8) -> Result<Block<&Self>, AllocError> {
-        let (pfn, ticket) = self.alloc_ticket(order)?;
+        // Inline: the thread cache's fast path, about 50 instructions,
+        // builds the block in registers (out of line, the result came back
+        // through memory, and reading it back stalled: 30 ns per order-0
+        // alloc+free against 18 inline). Everything else is one call.
+        match self.exact().alloc_fast(order, false, crate::owner_here(), P::EXACT) {
+            Some((pfn, ticket)) => Ok(Block::new(self, self.exact().handed_out(pfn, order), order, ticket)),
+            None => self.alloc_slow(order),
+        }
+    }
+
+    /// [`alloc`](Self::alloc) past the thread cache's fast path.
+    #[track_caller]
+    #[inline(never)]
+    fn alloc_slow(&self, order: u8) -> Result<Block<&Self>, AllocError> {
+        let (pfn, ticket) = self.exact().alloc_general(order, false, crate::owner_here(), P::EXACT)?;
         Ok(Block::new(self, self.exact().handed_out(pfn, order), order, ticket))
     }
 

@@ -210,6 +210,18 @@ impl Ticket {
     pub(crate) const fn hold(self) -> u16 {
         (self.0 >> 16) as u16
     }
+
+    /// The ticket as one number (for handles that pack it with a page).
+    #[inline(always)]
+    pub(crate) const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The ticket of [`bits`](Self::bits).
+    #[inline(always)]
+    pub(crate) const fn from_bits(bits: u32) -> Ticket {
+        Ticket(bits)
+    }
 }
 
 /// A snapshot of one page: its block, zone, state and attributed acquirer.
@@ -472,16 +484,30 @@ impl PageArena {
         who: Who,
         claim: bool,
     ) -> Result<(u32, Ticket), AllocError> {
-        if let Some((pfn, word)) = self.alloc_cached(order, movable) {
-            return Ok((pfn, self.claim_first(pfn, word, who, claim)));
+        match self.alloc_fast(order, movable, who, claim) {
+            Some(got) => Ok(got),
+            None => self.alloc_general(order, movable, who, claim),
         }
-        self.alloc_general(order, movable, who, claim)
+    }
+
+    /// [`alloc_in`](Self::alloc_in)'s fast path alone: `None` if it does
+    /// not apply, having changed nothing.
+    #[inline(always)]
+    pub(crate) fn alloc_fast(&self, order: u8, movable: bool, who: Who, claim: bool) -> Option<(u32, Ticket)> {
+        let (pfn, word) = self.alloc_cached(order, movable)?;
+        Some((pfn, self.claim_first(pfn, word, who, claim)))
     }
 
     /// [`alloc_in`](Self::alloc_in) past its fast path: poisoning, eager
     /// tracking, an empty or missing cache, the buddy lists, the fallbacks.
     #[inline]
-    fn alloc_general(&self, order: u8, movable: bool, who: Who, claim: bool) -> Result<(u32, Ticket), AllocError> {
+    pub(crate) fn alloc_general(
+        &self,
+        order: u8,
+        movable: bool,
+        who: Who,
+        claim: bool,
+    ) -> Result<(u32, Ticket), AllocError> {
         if self.poison != crate::poison::Poison::Off {
             return self.alloc_poisoned(order, movable, who, claim);
         }
