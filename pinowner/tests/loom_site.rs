@@ -48,14 +48,7 @@ fn check(info: &PageInfo, dma_released: bool, net_released: bool) {
 
 #[test]
 fn a_pin_is_attributed_to_its_own_site_or_to_none() {
-    let mut builder = loom::model::Builder::new();
-    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    let iterations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = iterations.clone();
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    common::model("a_pin_is_attributed_to_its_own_site_or_to_none", || {
         let arena = Arc::new(PageArena::builder().pages(4).max_order(2).without_thread_cache().build().unwrap());
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
@@ -99,7 +92,6 @@ fn a_pin_is_attributed_to_its_own_site_or_to_none() {
         assert_eq!(info.state.pincount, 0);
         drop(block);
     });
-    println!("loom_site: {} iterations", iterations.load(std::sync::atomic::Ordering::Relaxed));
 }
 
 /// Readers taking and dropping references by page number on a pinned block
