@@ -14,7 +14,9 @@
 //! faults) fall out when two runs with different `ALLOC_INSN_ITERS` (default
 //! 100000) are subtracted: (collected₂ − collected₁) / (iters₂ − iters₁).
 //! Cases: `alloc_insn::order0`, `alloc_insn::order0_cache`,
-//! `alloc_insn::order9`, `alloc_insn::order9_cache`, the buddy peer's
+//! `alloc_insn::order9`, `alloc_insn::order9_cache`,
+//! `alloc_insn::counted_order0_cache` (`order0_cache` on a
+//! `PageArena<CountsOnly>`), the buddy peer's
 //! `alloc_insn::peer_order0`, `alloc_insn::peer_order9`, and the fast peers'
 //! (`benches/peers.rs`) `alloc_insn::talc_order0`, `talc_order9`,
 //! `buddy_alloc_order0`, `buddy_alloc_order9`, `linked_list_order0` and
@@ -33,7 +35,7 @@
 use std::hint::black_box;
 
 use buddy_system_allocator::FrameAllocator;
-use pinowner::{PageArena, ThreadCache};
+use pinowner::{CountsOnly, PageArena, ThreadCache};
 
 mod peers;
 
@@ -41,6 +43,11 @@ const PAGES: usize = 1 << 16;
 /// Iterations per case: `ALLOC_INSN_ITERS`, or 100,000.
 fn iters() -> usize {
     std::env::var("ALLOC_INSN_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
+}
+
+/// A counts-only arena with the default thread caches, as `arena(true)`.
+fn counted() -> PageArena<CountsOnly> {
+    PageArena::builder().pages(PAGES).max_order(10).attribution().build().unwrap()
 }
 
 fn arena(cache: bool) -> PageArena {
@@ -145,6 +152,12 @@ fn order0_cache(a: &PageArena) {
     drop(black_box(a.alloc(black_box(0)).unwrap()));
 }
 
+/// `order0_cache` on a counts-only arena (`PageArena<CountsOnly>`).
+#[inline(never)]
+fn counted_order0_cache(a: &PageArena<CountsOnly>) {
+    drop(black_box(a.alloc(black_box(0)).unwrap()));
+}
+
 #[inline(never)]
 fn order9(a: &PageArena) {
     drop(black_box(a.alloc(black_box(9)).unwrap()));
@@ -199,6 +212,12 @@ fn main() {
         order0_cache(&a);
     }
     drop(keep);
+    let a = counted();
+    let keep: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
+    for _ in 0..iters {
+        counted_order0_cache(&a);
+    }
+    drop(keep);
     let a = arena(false);
     for _ in 0..iters {
         order9(&a);
@@ -243,6 +262,8 @@ fn time(rounds: usize) {
     let (z0, c0, z9, c9) = (arena(false), arena(true), arena(false), arena(true));
     let _z0_held: Vec<_> = (0..1000).map(|_| z0.alloc(0).unwrap()).collect();
     let _c0_held: Vec<_> = (0..1000).map(|_| c0.alloc(0).unwrap()).collect();
+    let n0 = counted();
+    let _n0_held: Vec<_> = (0..1000).map(|_| n0.alloc(0).unwrap()).collect();
     type Case<'a> = (&'static str, Box<dyn FnMut() + 'a>);
     let mut cases: Vec<Case<'_>> = vec![
         ("talc_order0", Box::new(|| talc_order0(&mut t0))),
@@ -251,6 +272,7 @@ fn time(rounds: usize) {
         ("floor_order0", Box::new(|| floor_order0(&mut fl))),
         ("floor_locked_order0", Box::new(|| floor_locked_order0(&flz))),
         ("order0_cache", Box::new(|| order0_cache(&c0))),
+        ("counted_order0_cache", Box::new(|| counted_order0_cache(&n0))),
         ("order0", Box::new(|| order0(&z0))),
         ("talc_order9", Box::new(|| talc_order9(&mut t9))),
         ("buddy_alloc_order9", Box::new(|| buddy_alloc_order9(&mut b9))),
@@ -272,7 +294,8 @@ fn time(rounds: usize) {
         println!("round {round}: {}", line.join(", "));
     }
     for order in ["order0", "order9"] {
-        let peer = |n: &str| n.contains(order) && !n.starts_with("order") && !n.starts_with("floor");
+        let ours = ["order", "floor", "counted"];
+        let peer = |n: &str| n.contains(order) && !ours.iter().any(|o| n.starts_with(o));
         let fastest =
             cases.iter().zip(&best).filter(|((n, _), _)| peer(n)).map(|(_, &b)| b).fold(f64::INFINITY, f64::min);
         let talc = cases.iter().zip(&best).find(|((n, _), _)| *n == format!("talc_{order}")).map(|(_, &b)| b);
