@@ -55,13 +55,6 @@ impl Gauge {
     }
 }
 
-/// The guard of [`Mutex`].
-#[cfg(not(loom))]
-pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
-/// The guard of [`Mutex`].
-#[cfg(loom)]
-pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
-
 /// A condition variable paired with [`Mutex`]: parking_lot's normally,
 /// loom's under the models.
 #[cfg(not(loom))]
@@ -159,12 +152,6 @@ impl<T> Mutex<T> {
             None => Some(self.0.lock()),
         }
     }
-
-    /// Whether some thread holds the lock now (for tests).
-    #[cfg(test)]
-    pub(crate) fn is_locked(&self) -> bool {
-        self.0.is_locked()
-    }
 }
 
 /// A mutex whose `lock()` returns the guard directly, on both sides.
@@ -186,6 +173,12 @@ impl<T> Mutex<T> {
     /// Locks (loom has no time: a deadline never passes).
     pub(crate) fn lock_until(&self, _deadline: Option<std::time::Instant>) -> Option<loom::sync::MutexGuard<'_, T>> {
         Some(self.lock())
+    }
+
+    /// `SpinMutex::lock_patient` under loom (where the spin lock is this
+    /// mutex): a plain lock.
+    pub(crate) fn lock_patient(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.lock()
     }
 }
 
@@ -232,6 +225,41 @@ impl<T> SpinMutex<T> {
                 return;
             }
         }
+    }
+
+    /// [`lock`](Self::lock) for a lock held for a moment almost always and
+    /// sometimes for long (the zone lock, which reservations, statistics
+    /// and `verify` hold over a walk): the same swap to lock and store to
+    /// unlock, but a waiter that spun in vain sleeps between tries (10 µs,
+    /// doubling to about 1 ms: [`Backoff::sleep`]), so a long hold costs
+    /// its waiters no CPU. The price of the store unlock: nobody wakes a
+    /// sleeper, which finds the lock free on its next try.
+    #[inline]
+    pub(crate) fn lock_patient(&self) -> SpinGuard<'_, T> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            self.lock_patient_contended();
+        }
+        SpinGuard { lock: self, _marker: core::marker::PhantomData }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_patient_contended(&self) {
+        let mut backoff = Backoff::default();
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                backoff.sleep();
+            }
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+
+    /// Whether some thread holds the lock now (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::Relaxed)
     }
 }
 
