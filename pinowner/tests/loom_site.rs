@@ -52,54 +52,62 @@ fn a_pin_is_attributed_to_its_own_site_or_to_none() {
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
         builder.preemption_bound = Some(2);
     }
+    builder.max_threads = loom::MAX_THREADS;
     let iterations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = iterations.clone();
     builder.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let arena = Arc::new(PageArena::builder().pages(4).max_order(2).without_thread_cache().build().unwrap());
-        let block = arena.alloc_owned(0).unwrap();
-        let pfn = block.pfn();
-        let released = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
-
-        let holders: Vec<_> = [(&DMA, 0), (&NET, 1)]
-            .into_iter()
-            .map(|(site, i)| {
-                let arena = arena.clone();
-                let released = released.clone();
-                loom::thread::spawn(move || {
-                    let pin = {
-                        let _scope = site::enter(site);
-                        let pin = arena.pin_owned(pfn).unwrap();
-                        // Each model thread has its own scope stack.
-                        assert_eq!(site::current(), Some(site));
-                        pin
-                    };
-                    assert_eq!(site::current(), None);
-                    // While we hold our pin, the page names a site that holds one.
-                    let info = arena.page_info(pfn).unwrap();
-                    assert!(info.state.pincount >= 1);
-                    check(&info, i == 0 && released[0].load(Acquire), i == 1 && released[1].load(Acquire));
-                    drop(pin);
-                    released[i].store(true, Release);
-                })
-            })
-            .collect();
-
-        // The reader: whatever unpins it knows about were ordered before its read.
-        let dma_released = released[0].load(Acquire);
-        let net_released = released[1].load(Acquire);
-        check(&arena.page_info(pfn).unwrap(), dma_released, net_released);
-
-        for h in holders {
-            h.join().unwrap();
-        }
-        // Both pins are gone: nobody is named but (at most) the allocation.
-        let info = arena.page_info(pfn).unwrap();
-        check(&info, true, true);
-        assert_eq!(info.state.pincount, 0);
-        drop(block);
+        // On a 1 MiB stack, as `common::model` runs its models: loom's main
+        // thread has a 32 KiB one, which building an arena can exceed.
+        loom::thread::Builder::new().stack_size(1 << 20).spawn(pins_and_a_reader).unwrap().join().unwrap();
     });
     println!("loom_site: {} iterations", iterations.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+/// The body of [`a_pin_is_attributed_to_its_own_site_or_to_none`].
+fn pins_and_a_reader() {
+    let arena = Arc::new(PageArena::builder().pages(4).max_order(2).without_thread_cache().build().unwrap());
+    let block = arena.alloc_owned(0).unwrap();
+    let pfn = block.pfn();
+    let released = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+
+    let holders: Vec<_> = [(&DMA, 0), (&NET, 1)]
+        .into_iter()
+        .map(|(site, i)| {
+            let arena = arena.clone();
+            let released = released.clone();
+            loom::thread::spawn(move || {
+                let pin = {
+                    let _scope = site::enter(site);
+                    let pin = arena.pin_owned(pfn).unwrap();
+                    // Each model thread has its own scope stack.
+                    assert_eq!(site::current(), Some(site));
+                    pin
+                };
+                assert_eq!(site::current(), None);
+                // While we hold our pin, the page names a site that holds one.
+                let info = arena.page_info(pfn).unwrap();
+                assert!(info.state.pincount >= 1);
+                check(&info, i == 0 && released[0].load(Acquire), i == 1 && released[1].load(Acquire));
+                drop(pin);
+                released[i].store(true, Release);
+            })
+        })
+        .collect();
+
+    // The reader: whatever unpins it knows about were ordered before its read.
+    let dma_released = released[0].load(Acquire);
+    let net_released = released[1].load(Acquire);
+    check(&arena.page_info(pfn).unwrap(), dma_released, net_released);
+
+    for h in holders {
+        h.join().unwrap();
+    }
+    // Both pins are gone: nobody is named but (at most) the allocation.
+    let info = arena.page_info(pfn).unwrap();
+    check(&info, true, true);
+    assert_eq!(info.state.pincount, 0);
+    drop(block);
 }
 
 /// Readers taking and dropping references by page number on a pinned block
