@@ -134,9 +134,9 @@ impl Drop for Waiting<'_> {
 /// The lock is a spin lock taken patiently ([`SpinMutex::lock_patient`]):
 /// one swap to lock and one store to unlock, where a parking mutex pays a
 /// compare-and-swap for each (one read-modify-write less on each side of
-/// the zone path: see BENCHMARKS.md, session 8); a waiter spins, then
-/// sleeps in growing steps, so the long holds (a reservation's walk of its
-/// window, `verify`) cost it no CPU.
+/// the zone path: see BENCHMARKS.md, session 8); a waiter polls a few
+/// times, then sleeps in growing steps, so the long holds (a reservation's
+/// walk of its window, `verify`) cost it no CPU.
 #[derive(Debug)]
 pub(crate) struct AreaLock {
     area: SpinMutex<FreeArea>,

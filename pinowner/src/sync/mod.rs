@@ -230,10 +230,13 @@ impl<T> SpinMutex<T> {
     /// [`lock`](Self::lock) for a lock held for a moment almost always and
     /// sometimes for long (the zone lock, which reservations, statistics
     /// and `verify` hold over a walk): the same swap to lock and store to
-    /// unlock, but a waiter that spun in vain sleeps between tries (10 µs,
-    /// doubling to about 1 ms: [`Backoff::sleep`]), so a long hold costs
-    /// its waiters no CPU. The price of the store unlock: nobody wakes a
-    /// sleeper, which finds the lock free on its next try.
+    /// unlock, but a waiter polls only a few times before it sleeps (20 µs,
+    /// doubling to about 1.3 ms), so a long hold costs its waiters no CPU
+    /// and a contended lock mostly stays with the core that has it instead
+    /// of its line moving at every poll. The price of the store unlock:
+    /// nobody wakes a sleeper, which finds the lock free on a later try (no
+    /// fairness, a tail of tens to hundreds of µs under contention: see
+    /// BENCHMARKS.md, session 8).
     #[inline]
     pub(crate) fn lock_patient(&self) -> SpinGuard<'_, T> {
         if self.locked.swap(true, Ordering::Acquire) {
@@ -245,10 +248,17 @@ impl<T> SpinMutex<T> {
     #[cold]
     #[inline(never)]
     fn lock_patient_contended(&self) {
-        let mut backoff = Backoff::default();
+        /// Polls before the first sleep.
+        const POLLS: u32 = 8;
+        let mut tries = 0u32;
         loop {
             while self.locked.load(Ordering::Relaxed) {
-                backoff.sleep();
+                if tries < POLLS {
+                    spin_hint();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(20 << (tries - POLLS).min(6)));
+                }
+                tries += 1;
             }
             if !self.locked.swap(true, Ordering::Acquire) {
                 return;
