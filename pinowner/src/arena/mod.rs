@@ -532,6 +532,8 @@ impl PageArena {
         }
         let last = fallback.unwrap_or(first);
         let mut area = last.area.lock();
+        // The largest block as an eager buddy would list it.
+        area.settle(&self.descs);
         area.counts.failure(order);
         let largest = (0..=area.max_order).rev().find(|&o| area.count(o) > 0);
         Err(AllocError::OutOfMemory { order, zone: last.kind, free: area.free_pages, largest: Largest(largest) })
