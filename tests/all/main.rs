@@ -20,3 +20,4 @@ mod reserve;
 mod stats;
 mod stress;
 mod track;
+mod zone;

@@ -19,7 +19,7 @@ pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Lists, Pcp};
 
 use crate::error::BuildError;
 use crate::sync::Ordering::SeqCst;
-use crate::sync::{AtomicUsize, Gauge, Mutex, MutexGuard};
+use crate::sync::{AtomicUsize, Gauge, Mutex, SpinGuard, SpinMutex};
 
 /// The zone a page belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,7 +86,7 @@ impl Zone {
             kind,
             start,
             end,
-            area: AreaLock { area: Mutex::new(FreeArea::new(max_order, ext)), free: Gauge::default() },
+            area: AreaLock { area: SpinMutex::new(FreeArea::new(max_order, ext)), free: Gauge::default() },
             report_batch: Mutex::new(()),
             pcp,
             reserving: Mutex::new(()),
@@ -130,9 +130,16 @@ impl Drop for Waiting<'_> {
 /// A zone's buddy lists behind their lock (the zone lock), with their page
 /// count published for readers that take no lock
 /// ([`free_pages`](Self::free_pages)).
+///
+/// The lock is a spin lock taken patiently ([`SpinMutex::lock_patient`]):
+/// one swap to lock and one store to unlock, where a parking mutex pays a
+/// compare-and-swap for each (one read-modify-write less on each side of
+/// the zone path: see BENCHMARKS.md, session 8); a waiter polls a few
+/// times, then sleeps in growing steps, so the long holds (a reservation's
+/// walk of its window, `verify`) cost it no CPU.
 #[derive(Debug)]
 pub(crate) struct AreaLock {
-    area: Mutex<FreeArea>,
+    area: SpinMutex<FreeArea>,
     /// `FreeArea::free_pages` as of the last unlock.
     free: Gauge,
 }
@@ -142,7 +149,7 @@ impl AreaLock {
     /// from here, which publishes their page count when it unlocks.
     #[inline]
     pub(crate) fn lock(&self) -> AreaGuard<'_> {
-        AreaGuard { guard: self.area.lock(), free: &self.free }
+        AreaGuard { guard: self.area.lock_patient(), free: &self.free }
     }
 
     /// Pages in the buddy lists (and in a batch the free page reporter
@@ -163,7 +170,7 @@ impl AreaLock {
 /// The zone lock's guard: the lists while it lives; publishes their page
 /// count, then unlocks, when dropped.
 pub(crate) struct AreaGuard<'a> {
-    guard: MutexGuard<'a, FreeArea>,
+    guard: SpinGuard<'a, FreeArea>,
     free: &'a Gauge,
 }
 

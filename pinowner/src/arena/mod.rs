@@ -602,6 +602,8 @@ impl PageArena {
         }
         let last = fallback.unwrap_or(first);
         let mut area = last.area.lock();
+        // The largest block as an eager buddy would list it.
+        area.settle(&self.descs);
         area.counts.failure(order);
         let largest = (0..=area.max_order).rev().find(|&o| area.count(o) > 0);
         Err(AllocError::OutOfMemory { order, zone: last.kind, free: area.free_pages, largest: Largest(largest) })
@@ -609,7 +611,9 @@ impl PageArena {
 
     /// A block from the buddy lists, marked allocated under the lock (a
     /// free-looking head that is in no list would be "coalesced" by a
-    /// concurrent free). Returns its head and new state word.
+    /// concurrent free). Returns its head and new state word. The zone
+    /// path: under the lazy lock, where a block freed here last comes
+    /// back first, unsplit (see "Deferred coalescing" in `alloc::buddy`).
     #[inline]
     fn alloc_buddy(&self, zone: &Zone, order: u8, flags: u64) -> Option<(u32, u64)> {
         let mut area = zone.area.lock();
@@ -701,13 +705,14 @@ impl PageArena {
         )
     }
 
-    /// A cached free block of a thread without a cache goes to the buddy lists.
+    /// A cached free block of a thread without a cache goes to the buddy
+    /// lists, by the zone path (its merge may be deferred).
     #[cold]
     #[inline(never)]
     fn free_uncached(&self, zone: &Zone, head: u32, order: u8) {
         let mut area = zone.area.lock();
         area.counts.free(order);
-        area.give(&self.descs, zone, head, order);
+        area.give_lazy(&self.descs, zone, head, order);
     }
 
     /// Returns a batch of the list of `order` (over its high mark) to the
@@ -726,13 +731,15 @@ impl PageArena {
         pages.set(pages.get() - (n << order));
     }
 
-    /// Returns a block whose last count was just dropped to the buddy lists.
+    /// Returns a block whose last count was just dropped to the buddy lists,
+    /// by the zone path: a merge with a free buddy may be deferred (see
+    /// "Deferred coalescing" in `alloc::buddy`).
     #[inline]
     pub(crate) fn free_block(&self, head: u32, order: u8) {
         let zone = self.zone_for(head);
         let mut area = zone.area.lock();
         area.counts.free(order);
-        area.give(&self.descs, zone, head, order);
+        area.give_lazy(&self.descs, zone, head, order);
     }
 
     /// Takes the remote side of every cache of `zone` (before any zone lock:
@@ -796,7 +803,10 @@ impl PageArena {
             }
             let cached =
                 zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.listed_pages())).sum());
-            let area = zone.area.lock();
+            let mut area = zone.area.lock();
+            // The lists as an eager buddy leaves them: what the zone path
+            // left unmerged merges now (see `alloc::buddy`).
+            area.settle(&self.descs);
             let mut runs: Vec<(u32, u32)> =
                 (0..=area.max_order).flat_map(|o| area.heads(o).iter().map(move |&p| (p, 1u32 << o))).collect();
             runs.sort_unstable();

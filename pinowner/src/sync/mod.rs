@@ -55,13 +55,6 @@ impl Gauge {
     }
 }
 
-/// The guard of [`Mutex`].
-#[cfg(not(loom))]
-pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
-/// The guard of [`Mutex`].
-#[cfg(loom)]
-pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
-
 /// A condition variable paired with [`Mutex`]: parking_lot's normally,
 /// loom's under the models.
 #[cfg(not(loom))]
@@ -159,12 +152,6 @@ impl<T> Mutex<T> {
             None => Some(self.0.lock()),
         }
     }
-
-    /// Whether some thread holds the lock now (for tests).
-    #[cfg(test)]
-    pub(crate) fn is_locked(&self) -> bool {
-        self.0.is_locked()
-    }
 }
 
 /// A mutex whose `lock()` returns the guard directly, on both sides.
@@ -186,6 +173,12 @@ impl<T> Mutex<T> {
     /// Locks (loom has no time: a deadline never passes).
     pub(crate) fn lock_until(&self, _deadline: Option<std::time::Instant>) -> Option<loom::sync::MutexGuard<'_, T>> {
         Some(self.lock())
+    }
+
+    /// `SpinMutex::lock_patient` under loom (where the spin lock is this
+    /// mutex): a plain lock.
+    pub(crate) fn lock_patient(&self) -> loom::sync::MutexGuard<'_, T> {
+        self.lock()
     }
 }
 
@@ -232,6 +225,51 @@ impl<T> SpinMutex<T> {
                 return;
             }
         }
+    }
+
+    /// [`lock`](Self::lock) for a lock held for a moment almost always and
+    /// sometimes for long (the zone lock, which reservations, statistics
+    /// and `verify` hold over a walk): the same swap to lock and store to
+    /// unlock, but a waiter polls only a few times before it sleeps (20 µs,
+    /// doubling to about 1.3 ms), so a long hold costs its waiters no CPU
+    /// and a contended lock mostly stays with the core that has it instead
+    /// of its line moving at every poll. The price of the store unlock:
+    /// nobody wakes a sleeper, which finds the lock free on a later try (no
+    /// fairness, a tail of tens to hundreds of µs under contention: see
+    /// BENCHMARKS.md, session 8).
+    #[inline]
+    pub(crate) fn lock_patient(&self) -> SpinGuard<'_, T> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            self.lock_patient_contended();
+        }
+        SpinGuard { lock: self, _marker: core::marker::PhantomData }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_patient_contended(&self) {
+        /// Polls before the first sleep.
+        const POLLS: u32 = 8;
+        let mut tries = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if tries < POLLS {
+                    spin_hint();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(20 << (tries - POLLS).min(6)));
+                }
+                tries += 1;
+            }
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+
+    /// Whether some thread holds the lock now (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::Relaxed)
     }
 }
 
