@@ -179,9 +179,14 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     }
 
     /// No per-thread caches: every allocation and free takes the zone
-    /// lock, and every freed block coalesces at once (what a test of the
-    /// buddy lists' exact shape, or a single-threaded arena that never
-    /// wants a cache drain, may prefer).
+    /// lock, and every freed block goes straight to the buddy lists (what
+    /// a single-threaded arena that never wants a cache drain may prefer).
+    /// A block freed next to a free buddy may stay unmerged, at the back of
+    /// its list, until an allocation needs a larger block, the free page
+    /// reporter pulls, or [`frag_stats`](crate::PageArena::frag_stats) is
+    /// read (which shows the lists merged, as an eager buddy leaves them);
+    /// the next allocation of its order takes it straight back. A
+    /// contiguous reservation finds it like any free block.
     pub fn without_thread_cache(mut self) -> Self {
         self.s.cache = None;
         self
