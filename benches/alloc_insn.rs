@@ -26,6 +26,9 @@
 //! `alloc_insn::floor_locked_order0`, the floor with a lock taken on each
 //! side (as the zone path takes the zone lock).
 //!
+//! `alloc_insn --bench --contention <threads> <ops>` measures the zone
+//! lock under contention instead (see `contention` below).
+//!
 //! `alloc_insn --bench --time <rounds>` times the same functions instead:
 //! in each round every case in turn, the least time per call over 5
 //! batches of `ALLOC_INSN_ITERS` calls; printed per round, then the least
@@ -179,6 +182,11 @@ fn main() {
         let rounds = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--time <rounds>");
         return time(rounds);
     }
+    if let Some(i) = args.iter().position(|a| a == "--contention") {
+        let threads = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--contention <threads> <ops>");
+        let ops = args.get(i + 2).and_then(|n| n.parse().ok()).expect("--contention <threads> <ops>");
+        return contention(threads, ops);
+    }
     let iters = iters();
     // The peer, set up as in `benches/alloc.rs`.
     let mut f = FrameAllocator::<32>::new();
@@ -303,5 +311,80 @@ fn time(rounds: usize) {
             let vs_talc = talc.map_or(f64::NAN, |t| b / t);
             println!("least {name}: {b:.2} ns, {:.2}x the fastest peer, {vs_talc:.2}x talc", b / fastest);
         }
+    }
+}
+
+/// Runs `f` `ops` times on each of `threads` threads at once, timing every
+/// call. Returns the wall time per call over all of them (ns) and every
+/// call's latency (ns), sorted.
+fn contend(threads: usize, ops: usize, f: impl Fn() + Sync) -> (f64, Vec<u64>) {
+    let start = std::time::Instant::now();
+    let mut all: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut lat = Vec::with_capacity(ops);
+                    for _ in 0..ops {
+                        let t = std::time::Instant::now();
+                        f();
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    let wall = start.elapsed().as_secs_f64() * 1e9 / (threads * ops) as f64;
+    all.sort_unstable();
+    (wall, all)
+}
+
+/// `--contention <threads> <ops>`: the zone lock under contention.
+/// `threads` threads each do `ops` order-0 alloc+frees on one arena
+/// without thread caches (every call takes the zone lock twice), and, as
+/// baselines in the same run, the floor (`peers::Floor`) with a lock taken
+/// on each side, `parking_lot`'s mutex (the zone lock before session 8)
+/// and std's. Prints the wall time per call and the latency percentiles of
+/// single calls: throughput under contention and the wait a caller can
+/// see (a spin lock's sleeping waiter is not woken; a parking mutex's is).
+fn contention(threads: usize, ops: usize) {
+    let a = arena(false);
+    let _held: Vec<_> = (0..1000).map(|_| a.alloc(0).unwrap()).collect();
+    let with_held = |mut fl: peers::Floor| {
+        let held: Vec<_> = (0..1000).map(|_| fl.alloc(0)).collect();
+        drop(held);
+        fl
+    };
+    let pl = parking_lot::Mutex::new(with_held(peers::Floor::new(PAGES)));
+    let st = std::sync::Mutex::new(with_held(peers::Floor::new(PAGES)));
+    type Case<'a> = (&'static str, Box<dyn Fn() + Sync + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        ("pinowner zone path", Box::new(|| drop(black_box(a.alloc(black_box(0)).unwrap())))),
+        (
+            "floor, parking_lot mutex each side",
+            Box::new(|| {
+                let p = pl.lock().alloc(black_box(1));
+                pl.lock().free(black_box(p));
+            }),
+        ),
+        (
+            "floor, std mutex each side",
+            Box::new(|| {
+                let p = st.lock().unwrap().alloc(black_box(1));
+                st.lock().unwrap().free(black_box(p));
+            }),
+        ),
+    ];
+    for (name, f) in &cases {
+        let (wall, lat) = contend(threads, ops, f);
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+        println!(
+            "{name}, {threads} threads: {wall:.0} ns/call; latency p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+            pct(0.5),
+            pct(0.99),
+            pct(0.999),
+            lat[lat.len() - 1]
+        );
     }
 }

@@ -230,13 +230,17 @@ impl<T> SpinMutex<T> {
     /// [`lock`](Self::lock) for a lock held for a moment almost always and
     /// sometimes for long (the zone lock, which reservations, statistics
     /// and `verify` hold over a walk): the same swap to lock and store to
-    /// unlock, but a waiter polls only a few times before it sleeps (20 µs,
-    /// doubling to about 1.3 ms), so a long hold costs its waiters no CPU
-    /// and a contended lock mostly stays with the core that has it instead
-    /// of its line moving at every poll. The price of the store unlock:
-    /// nobody wakes a sleeper, which finds the lock free on a later try (no
-    /// fairness, a tail of tens to hundreds of µs under contention: see
-    /// BENCHMARKS.md, session 8).
+    /// unlock, but a waiter polls only a few times, then polls after each
+    /// of up to 32 yields, then sleeps (20 µs, doubling to about 1.3 ms),
+    /// so a long hold costs its waiters no CPU and a contended lock mostly
+    /// stays with the core that has it instead of its line moving at every
+    /// poll. The price of the store unlock: nobody wakes a sleeper, which
+    /// finds the lock free on a later try, and nothing makes the lock fair.
+    /// The yields keep the wait of a caller near a parking mutex's: without
+    /// them (sleeping after the polls; Linux rounds a short sleep up to its
+    /// 50 µs timer slack) the 99.9th-percentile call took 77–224 µs under
+    /// contention against `parking_lot`'s 4–58 µs (`alloc_insn
+    /// --contention`, BENCHMARKS.md, session 8).
     #[inline]
     pub(crate) fn lock_patient(&self) -> SpinGuard<'_, T> {
         if self.locked.swap(true, Ordering::Acquire) {
@@ -248,15 +252,20 @@ impl<T> SpinMutex<T> {
     #[cold]
     #[inline(never)]
     fn lock_patient_contended(&self) {
-        /// Polls before the first sleep.
+        /// Polls before the first yield.
         const POLLS: u32 = 8;
+        /// Polls, each after a yield, before the first sleep.
+        const YIELDS: u32 = 32;
         let mut tries = 0u32;
         loop {
             while self.locked.load(Ordering::Relaxed) {
                 if tries < POLLS {
                     spin_hint();
+                } else if tries < POLLS + YIELDS {
+                    yield_now();
                 } else {
-                    std::thread::sleep(std::time::Duration::from_micros(20 << (tries - POLLS).min(6)));
+                    let n = (tries - POLLS - YIELDS).min(6);
+                    std::thread::sleep(std::time::Duration::from_micros(20 << n));
                 }
                 tries += 1;
             }
