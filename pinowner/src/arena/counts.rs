@@ -536,8 +536,8 @@ impl PageArena {
                 cache.push(order, head)
             });
             if let Some(over) = pushed {
-                // Calls only in the cold function: the fast path then
-                // saves no registers.
+                // The flush and the wake-up are one cold call: the fast
+                // path itself calls nothing.
                 if over | (zone.waiters.load(crate::sync::Ordering::SeqCst) != 0) {
                     self.after_cached_free(zone, pcp, order, over);
                 }
