@@ -61,8 +61,8 @@
 //! # Deferred coalescing
 //!
 //! The zone path (an allocation from the lists or a last release with no
-//! thread cache on the way: `PageArena::alloc_buddy`, `free_block`,
-//! `free_uncached`) is a lazy buddy: a block freed there whose buddy is
+//! thread cache on the way: `PageArena::alloc_buddy`, `free_block`) is a
+//! lazy buddy: a block freed there whose buddy is
 //! free is *not* merged with it at once ([`give_lazy`](FreeArea::give_lazy)).
 //! It is listed at its own order, at the back of the list (where allocation
 //! pops first), and its head is recorded in `deferred` (at most [`DEFER`]

@@ -15,7 +15,7 @@ mod pcp;
 pub(crate) use buddy::{free_head_word, FreeArea};
 pub use frag::{FragStats, ZoneFrag};
 pub use pcp::ThreadCache;
-pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, Lists, Pcp};
+pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, has_order, Lists, Pcp};
 
 use crate::error::BuildError;
 use crate::sync::Ordering::SeqCst;

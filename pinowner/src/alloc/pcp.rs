@@ -207,8 +207,7 @@ impl Lists {
     /// returns true if the list is now over its high mark.
     #[inline(always)]
     pub(crate) fn push(&mut self, order: u8, head: u32) -> bool {
-        // Masked, so no bounds check: every order is below `LISTS`.
-        let high = self.highs[order as usize & (LISTS - 1)] as usize;
+        let high = self.high(order);
         let l = self.order(order);
         let len = l.blocks.len();
         // A list never holds more than `high + 1` blocks (pushed, then
@@ -227,8 +226,14 @@ impl Lists {
 
     /// True if the list of `order` holds more blocks than its high mark.
     pub(crate) fn over_high(&mut self, order: u8) -> bool {
-        let high = self.highs[order as usize & (LISTS - 1)] as usize;
-        self.of(order).len() > high
+        self.of(order).len() > self.high(order)
+    }
+
+    /// The high mark of the list of `order`, in blocks.
+    #[inline(always)]
+    fn high(&self, order: u8) -> usize {
+        // Masked, so no bounds check: every order is below `LISTS`.
+        self.highs[order as usize & (LISTS - 1)] as usize
     }
 
     /// Counts `blocks` blocks of `order` moved into the list from the buddy
@@ -335,9 +340,8 @@ impl Pcp {
     #[inline(always)]
     pub(crate) fn caches(&self, order: u8) -> bool {
         // `orders` has no bit above the arena's largest order, so this also
-        // says `order <= max_order`; an order past the word's width caches
-        // nothing (no overflowing shift).
-        self.config.orders.checked_shr(order as u32).unwrap_or(0) & 1 != 0
+        // says `order <= max_order`.
+        has_order(self.config.orders, order)
     }
 
     /// Blocks of `order` moved to or from the buddy lists at a time.
@@ -352,7 +356,7 @@ impl Pcp {
     /// shard count and takes the cold path).
     #[inline(always)]
     pub(crate) fn mine(&self) -> Option<&Shard> {
-        match self.shards.get(cache_slot_hint()) {
+        match self.mine_fast() {
             Some(shard) => Some(shard),
             None => self.mine_slow(),
         }
@@ -424,6 +428,13 @@ impl Pcp {
     pub(crate) fn pages(&self) -> usize {
         self.shards.iter().map(|s| s.pages.get()).sum()
     }
+}
+
+/// True if bit `order` of `orders` (a set of orders) is set; an order past
+/// the word's width is in no set (no overflowing shift).
+#[inline(always)]
+pub(crate) fn has_order(orders: u32, order: u8) -> bool {
+    orders.checked_shr(order as u32).unwrap_or(0) & 1 != 0
 }
 
 /// The delta that turns a cached free block head's word into an allocated

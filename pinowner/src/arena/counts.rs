@@ -577,7 +577,7 @@ impl PageArena {
         }
         match cache {
             Some(pcp) => self.free_to_cache(zone, pcp, head, order),
-            None => self.free_block(head, order),
+            None => self.free_block(zone, head, order),
         }
         if zone.waiters.load(crate::sync::Ordering::SeqCst) != 0 {
             self.wake_waiters();

@@ -521,8 +521,7 @@ impl PageArena {
     /// having changed nothing. Returns the head and its new word.
     #[inline(always)]
     fn alloc_cached(&self, order: u8, movable: bool) -> Option<(u32, u64)> {
-        // An order past the word's width is in no set (no overflowing shift).
-        if self.fast_orders[movable as usize].checked_shr(order as u32).unwrap_or(0) & 1 == 0 {
+        if !crate::alloc::has_order(self.fast_orders[movable as usize], order) {
             return None;
         }
         let pcp = self.zones[movable as usize].pcp.as_ref()?;
@@ -706,13 +705,11 @@ impl PageArena {
     }
 
     /// A cached free block of a thread without a cache goes to the buddy
-    /// lists, by the zone path (its merge may be deferred).
+    /// lists: [`free_block`](Self::free_block), out of line (the rare case).
     #[cold]
     #[inline(never)]
     fn free_uncached(&self, zone: &Zone, head: u32, order: u8) {
-        let mut area = zone.area.lock();
-        area.counts.free(order);
-        area.give_lazy(&self.descs, zone, head, order);
+        self.free_block(zone, head, order);
     }
 
     /// Returns a batch of the list of `order` (over its high mark) to the
@@ -731,12 +728,11 @@ impl PageArena {
         pages.set(pages.get() - (n << order));
     }
 
-    /// Returns a block whose last count was just dropped to the buddy lists,
-    /// by the zone path: a merge with a free buddy may be deferred (see
+    /// Returns a block of `zone` whose last count was just dropped to the
+    /// buddy lists, by the zone path: a merge with a free buddy may be deferred (see
     /// "Deferred coalescing" in `alloc::buddy`).
-    #[inline]
-    pub(crate) fn free_block(&self, head: u32, order: u8) {
-        let zone = self.zone_for(head);
+    #[inline(always)]
+    pub(crate) fn free_block(&self, zone: &Zone, head: u32, order: u8) {
         let mut area = zone.area.lock();
         area.counts.free(order);
         area.give_lazy(&self.descs, zone, head, order);

@@ -184,21 +184,19 @@ impl<T> BiasedLock<T> {
     /// `barrier` must be the one every user of this lock passes.
     #[inline(always)]
     pub(crate) unsafe fn with_owner<R>(&self, barrier: Barrier, f: impl FnOnce(&mut T) -> R) -> R {
-        self.busy.store(true, Relaxed);
-        barrier.light();
         // A remote holds the lock or is taking it: step out of its way and
         // queue on its spin lock (held until after `_leave`). `f` appears
         // once, below, for both cases: inlined into two branches, its
         // captures would become a structure in memory built on the fast
         // path too.
-        let _queued = if self.revoked.load(Acquire) { Some(self.owner_queue()) } else { None };
+        let _queued = if self.announce(barrier) { None } else { Some(self.owner_queue()) };
         // The one store that ends the stay, on return and on unwind alike
         // (after queueing, `busy` is already clear: storing it again
         // changes nothing a remote can see).
         let _leave = Leave(&self.busy);
         // SAFETY: either `busy` is set and was visible before any remote
         // that could still enter read it (the barrier pair), so remotes wait
-        // for us; the Acquire load above (`revoked` false, last written by a
+        // for us; the Acquire load in `announce` (`revoked` false, last written by a
         // leaving remote's Release) makes every remote's earlier accesses
         // happen before ours. Or we hold `remote`, which every remote holds
         // for its whole stay, and are not on the fast side. The caller
@@ -220,9 +218,7 @@ impl<T> BiasedLock<T> {
     /// As for [`with_owner`](Self::with_owner).
     #[inline(always)]
     pub(crate) unsafe fn try_owner<R>(&self, barrier: Barrier, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        self.busy.store(true, Relaxed);
-        barrier.light();
-        if self.revoked.load(Acquire) {
+        if !self.announce(barrier) {
             // Out of the remote's way, having touched nothing.
             self.busy.store(false, Release);
             return None;
@@ -230,10 +226,21 @@ impl<T> BiasedLock<T> {
         let _leave = Leave(&self.busy);
         // SAFETY: `busy` is set and was visible before any remote that could
         // still enter read it (the barrier pair), so remotes wait for us; the
-        // Acquire load above (`revoked` false, last written by a leaving
+        // Acquire load in `announce` (`revoked` false, last written by a leaving
         // remote's Release) makes every remote's earlier accesses happen
         // before ours. The caller guarantees no second owner.
         Some(self.value.with_mut(|v| f(unsafe { &mut *v })))
+    }
+
+    /// The owner's entry: sets `busy`, then (after the light barrier) reads
+    /// `revoked`. True if no remote holds the lock or is taking it: the
+    /// owner is in. False: a remote is there, and `busy` is still set (the
+    /// caller steps out).
+    #[inline(always)]
+    fn announce(&self, barrier: Barrier) -> bool {
+        self.busy.store(true, Relaxed);
+        barrier.light();
+        !self.revoked.load(Acquire)
     }
 
     /// The owner's side when a remote holds the lock or is taking it: step
