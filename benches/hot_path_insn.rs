@@ -17,6 +17,10 @@
 //! # per call = (total Ir at 200000 - total Ir at 100000) / 100000
 //! ```
 //!
+//! `hot_path_insn --pairs <rounds>` times the clone+drop cases and their
+//! baselines in interleaved rounds and prints each handle's excess over its
+//! floor (see [`pairs`]).
+//!
 //! Cases: `loop`, `bare` (the `AtomicU32` add+sub baseline), `ref_clone`
 //! (`PageRef` clone+drop), `pin_clone` (`PagePin` clone+drop), `get`
 //! (`arena.get(pfn)`+drop), `pin` (`arena.pin(pfn)`+drop), the reference
@@ -236,25 +240,63 @@ fn repeat(iters: u64, f: impl Fn()) {
 /// batches of 100,000 calls. On a shared machine the least batch is the one
 /// nothing else interrupted, which makes two builds comparable run to run.
 fn time(batches: u32, f: impl Fn()) {
-    let mut best = f64::INFINITY;
-    for _ in 0..batches {
-        let t = std::time::Instant::now();
-        for _ in 0..100_000 {
-            f();
-        }
-        best = best.min(t.elapsed().as_secs_f64() * 1e9 / 100_000.0);
-    }
+    let best = (0..batches).map(|_| batch(&f)).fold(f64::INFINITY, f64::min);
     println!("{best:.2} ns");
+}
+
+/// One batch of 100,000 calls of `f`: nanoseconds per call.
+fn batch(f: impl Fn()) -> f64 {
+    let t = std::time::Instant::now();
+    for _ in 0..100_000 {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1e9 / 100_000.0
+}
+
+/// `--pairs <rounds>`: the clone+drop cases and their baselines in
+/// interleaved rounds (each round runs one batch of every case, in turn),
+/// so a case and its baseline always run seconds apart under the same
+/// machine load. Prints each case's least batch, then each handle's excess
+/// over its floor: the difference of the least batches, and the median
+/// and range of the per-round differences (the round's case batch minus the
+/// same round's floor batch).
+fn pairs(rounds: usize, cases: &[(&str, &dyn Fn() -> f64)], against: &[(&str, &str)]) {
+    let mut times = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for (t, (_, f)) in times.iter_mut().zip(cases) {
+            t.push(f());
+        }
+    }
+    let least = |t: &[f64]| t.iter().copied().fold(f64::INFINITY, f64::min);
+    let at = |name: &str| cases.iter().position(|(n, _)| *n == name).expect("a case");
+    for ((name, _), t) in cases.iter().zip(&times) {
+        println!("least {name}: {:.2} ns", least(t));
+    }
+    for (case, floor) in against {
+        let (c, f) = (&times[at(case)], &times[at(floor)]);
+        let mut d: Vec<f64> = c.iter().zip(f).map(|(c, f)| c - f).collect();
+        d.sort_by(f64::total_cmp);
+        println!(
+            "{case} - {floor}: least {:+.2} ns, per round median {:+.2} ns (range {:+.2} .. {:+.2}), ratio of least {:.3}",
+            least(c) - least(f),
+            d[d.len() / 2],
+            d[0],
+            d[d.len() - 1],
+            least(c) / least(f),
+        );
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // Test runners listing or running bench targets do not pass
     // `--callgrind`: nothing to do.
-    let Some(i) = args.iter().position(|a| a == "--callgrind" || a == "--time") else { return };
-    let case = args.get(i + 1).expect("--callgrind|--time <case> <n>");
-    let n: u64 = args.get(i + 2).and_then(|n| n.parse().ok()).expect("--callgrind|--time <case> <n>");
+    let Some(i) = args.iter().position(|a| a == "--callgrind" || a == "--time" || a == "--pairs") else { return };
+    let case = args.get(i + 1).expect("--callgrind|--time <case> <n> | --pairs <rounds>");
     let timed = args[i] == "--time";
+    let paired = args[i] == "--pairs";
+    let n: u64 =
+        if paired { 0 } else { args.get(i + 2).and_then(|n| n.parse().ok()).expect("--callgrind|--time <case> <n>") };
     // A macro, not a closure taking `&dyn Fn`: each case's loop calls its
     // function directly, as `hot_path`'s rows do.
     macro_rules! run {
@@ -301,39 +343,64 @@ fn main() {
     let mut mvc = moving_cached.alloc_movable(0).unwrap();
     mvc.borrow_mut().unwrap().fill(2);
     let word = [AtomicU64::new(1), AtomicU64::new(0)];
-    match case.as_str() {
-        "loop" => run!(empty),
-        "bare" => run!(|| bare(black_box(&counter))),
-        "ref_clone" => run!(|| ref_clone(black_box(&r))),
-        "pin_clone" => run!(|| pin_clone(black_box(&p))),
-        "get" => run!(|| get(black_box(&arena), black_box(pfn))),
-        "pin" => run!(|| pin(black_box(&arena), black_box(ppfn))),
-        "ref_clone_pinned" => run!(|| ref_clone(black_box(&rp))),
-        "bare_handle" => run!(|| bare_handle(black_box(&bare_h))),
-        "arc_clone" => run!(|| arc_clone(black_box(&arc))),
-        "cas_handle" => run!(|| bare_handle(black_box(&cas_h))),
-        "counted_ref_clone" => run!(|| counted_ref_clone(black_box(&cr))),
-        "counted_pin_clone" => run!(|| counted_pin_clone(black_box(&cp))),
-        "counted_get" => run!(|| counted_get(black_box(&counted), black_box(cpfn))),
-        "get_pinned" => run!(|| get(black_box(&arena), black_box(ppfn))),
-        "floor_cas" => run!(|| floor_cas(black_box(&word[0]))),
-        "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),
-        "floor_pfn" => run!(|| floor_pfn(black_box(&word[0]))),
-        "floor_load" => run!(|| floor_load(black_box(&word[0]))),
-        "relocate_4k" => run!(|| relocate(black_box(&mv))),
-        "relocate_4k_cache" => run!(|| relocate(black_box(&mvc))),
-        "copy_4k" | "floor_move" => {
-            // Two pages of the moving arena, borrowed once: the bare copy.
-            let s = src.bytes();
-            let d = std::cell::RefCell::new(dst.bytes_mut().unwrap());
-            let free = std::cell::RefCell::new((0..64u32).collect::<Vec<_>>());
-            if case == "copy_4k" {
-                run!(|| copy_4k(&mut d.borrow_mut(), s))
-            } else {
-                run!(|| floor_move(black_box(&word), &mut free.borrow_mut(), &mut d.borrow_mut(), s))
+    if paired {
+        let rounds = case.parse().expect("--pairs <rounds>");
+        let cases: [(&str, &dyn Fn() -> f64); 10] = [
+            ("bare", &|| batch(|| bare(black_box(&counter)))),
+            ("bare_handle", &|| batch(|| bare_handle(black_box(&bare_h)))),
+            ("arc_clone", &|| batch(|| arc_clone(black_box(&arc)))),
+            ("counted_ref_clone", &|| batch(|| counted_ref_clone(black_box(&cr)))),
+            ("counted_pin_clone", &|| batch(|| counted_pin_clone(black_box(&cp)))),
+            ("cas_handle", &|| batch(|| bare_handle(black_box(&cas_h)))),
+            ("floor_cas", &|| batch(|| floor_cas(black_box(&word[0])))),
+            ("floor_cas_store", &|| batch(|| floor_cas_store(black_box(&word)))),
+            ("ref_clone", &|| batch(|| ref_clone(black_box(&r)))),
+            ("pin_clone", &|| batch(|| pin_clone(black_box(&p)))),
+        ];
+        let against = [
+            ("ref_clone", "cas_handle"),
+            ("pin_clone", "cas_handle"),
+            ("floor_cas_store", "floor_cas"),
+            ("ref_clone", "bare"),
+            ("counted_ref_clone", "bare_handle"),
+            ("counted_pin_clone", "bare_handle"),
+        ];
+        pairs(rounds, &cases, &against);
+    } else {
+        match case.as_str() {
+            "loop" => run!(empty),
+            "bare" => run!(|| bare(black_box(&counter))),
+            "ref_clone" => run!(|| ref_clone(black_box(&r))),
+            "pin_clone" => run!(|| pin_clone(black_box(&p))),
+            "get" => run!(|| get(black_box(&arena), black_box(pfn))),
+            "pin" => run!(|| pin(black_box(&arena), black_box(ppfn))),
+            "ref_clone_pinned" => run!(|| ref_clone(black_box(&rp))),
+            "bare_handle" => run!(|| bare_handle(black_box(&bare_h))),
+            "arc_clone" => run!(|| arc_clone(black_box(&arc))),
+            "cas_handle" => run!(|| bare_handle(black_box(&cas_h))),
+            "counted_ref_clone" => run!(|| counted_ref_clone(black_box(&cr))),
+            "counted_pin_clone" => run!(|| counted_pin_clone(black_box(&cp))),
+            "counted_get" => run!(|| counted_get(black_box(&counted), black_box(cpfn))),
+            "get_pinned" => run!(|| get(black_box(&arena), black_box(ppfn))),
+            "floor_cas" => run!(|| floor_cas(black_box(&word[0]))),
+            "floor_cas_store" => run!(|| floor_cas_store(black_box(&word))),
+            "floor_pfn" => run!(|| floor_pfn(black_box(&word[0]))),
+            "floor_load" => run!(|| floor_load(black_box(&word[0]))),
+            "relocate_4k" => run!(|| relocate(black_box(&mv))),
+            "relocate_4k_cache" => run!(|| relocate(black_box(&mvc))),
+            "copy_4k" | "floor_move" => {
+                // Two pages of the moving arena, borrowed once: the bare copy.
+                let s = src.bytes();
+                let d = std::cell::RefCell::new(dst.bytes_mut().unwrap());
+                let free = std::cell::RefCell::new((0..64u32).collect::<Vec<_>>());
+                if case == "copy_4k" {
+                    run!(|| copy_4k(&mut d.borrow_mut(), s))
+                } else {
+                    run!(|| floor_move(black_box(&word), &mut free.borrow_mut(), &mut d.borrow_mut(), s))
+                }
             }
+            other => panic!("unknown case {other:?}"),
         }
-        other => panic!("unknown case {other:?}"),
     }
     // Every count was given back: the blocks, `r`, `p` and `rp`.
     let state = arena.page_state(pfn).unwrap();

@@ -191,10 +191,15 @@ impl ZoneCounts {
 /// starts accessed: see [`crate::idle`]); adds `extra`.
 #[inline(always)]
 pub(crate) const fn free_head_word(old: u64, order: u8, extra: u64) -> u64 {
-    state::with_order(old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED | state::IDLE), order)
-        | HEAD
-        | FREE
-        | extra
+    free_head_word_of(state::with_order(old, order), extra)
+}
+
+/// [`free_head_word`] of a word that already holds the block's order (a
+/// head's word as its last release leaves it): the order is not inserted
+/// again.
+#[inline(always)]
+pub(crate) const fn free_head_word_of(old: u64, extra: u64) -> u64 {
+    old & !(EXCLUSIVE | MOVABLE | PCP | state::CONTIG | state::TRACKED | state::IDLE) | HEAD | FREE | extra
 }
 
 impl FreeArea {

@@ -12,7 +12,7 @@ mod buddy;
 mod frag;
 mod pcp;
 
-pub(crate) use buddy::{free_head_word, FreeArea};
+pub(crate) use buddy::{free_head_word, free_head_word_of, FreeArea};
 pub use frag::{FragStats, ZoneFrag};
 pub use pcp::ThreadCache;
 pub(crate) use pcp::{alloc_delta as pcp_alloc_delta, has_order, Lists, Pcp};

@@ -204,24 +204,30 @@ impl Lists {
     }
 
     /// Pushes a freed block of `order` (counted by the list's length);
-    /// returns true if the list is now over its high mark.
+    /// returns whether the list is now over its high mark, or `None` (and
+    /// pushes nothing) if the list is at its capacity.
+    ///
+    /// A list never holds more than `high + 1` blocks (pushed, then flushed
+    /// at once) nor more than its zone has blocks of the order, and
+    /// `Pcp::new` reserved room for that many, so `None` means a broken
+    /// invariant: the caller's general path panics on it. Not panicking
+    /// here keeps unwinding out of the free's fast path (no landing pad to
+    /// leave the cache, so no register saved for one).
     #[inline(always)]
-    pub(crate) fn push(&mut self, order: u8, head: u32) -> bool {
+    pub(crate) fn push(&mut self, order: u8, head: u32) -> Option<bool> {
         let high = self.high(order);
         let l = self.order(order);
         let len = l.blocks.len();
-        // A list never holds more than `high + 1` blocks (pushed, then
-        // flushed at once) nor more than its zone has blocks of the order,
-        // and `Pcp::new` reserved room for that many: asserted, so a broken
-        // invariant panics instead of writing out of bounds.
-        assert!(len < l.blocks.capacity(), "a thread cache list at its capacity");
+        if len >= l.blocks.capacity() {
+            return None;
+        }
         // SAFETY: `len < capacity` (just checked): the slot is allocated,
         // and the new length covers initialised elements only.
         unsafe {
             l.blocks.as_mut_ptr().add(len).write(head);
             l.blocks.set_len(len + 1);
         }
-        len + 1 > high
+        Some(len + 1 > high)
     }
 
     /// True if the list of `order` holds more blocks than its high mark.
@@ -395,7 +401,14 @@ impl Pcp {
     /// general path, which queues, takes over). `f` must not enter a cache.
     #[inline(always)]
     pub(crate) fn try_mine<R>(&self, f: impl FnOnce(&mut Lists, &Gauge) -> R) -> Option<R> {
-        let shard = self.mine_fast()?;
+        self.try_mine_at(cache_slot_hint(), f)
+    }
+
+    /// [`try_mine`](Self::try_mine) by the thread whose
+    /// [`cache_slot_hint`] is `slot` (read by the caller).
+    #[inline(always)]
+    pub(crate) fn try_mine_at<R>(&self, slot: usize, f: impl FnOnce(&mut Lists, &Gauge) -> R) -> Option<R> {
+        let shard = self.shards.get(slot)?;
         // SAFETY: this thread's cache slot is unique among live threads, so
         // we are the shard's only owner; callers never nest cache entries.
         unsafe { shard.lists.try_owner(self.barrier, |lists| f(lists, &shard.pages)) }
@@ -445,4 +458,29 @@ pub(crate) fn has_order(orders: u32, order: u8) -> bool {
 #[inline(always)]
 pub(crate) const fn alloc_delta(flags: u64) -> u64 {
     REF_ONE.wrapping_add(GEN_ONE).wrapping_sub(FREE).wrapping_sub(PCP).wrapping_add(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A push into a list at its capacity pushes nothing and says so (the
+    /// free's fast path then takes the general path, which panics on the
+    /// broken invariant) instead of writing past the reserved room; below
+    /// it, a push reports whether the list went over its high mark.
+    #[test]
+    fn a_push_at_capacity_pushes_nothing_and_below_it_reports_the_high_mark() {
+        let mut lists = Lists { orders: core::array::from_fn(|_| OrderList::default()), highs: [1; LISTS] };
+        lists.of(0).reserve_exact(2);
+        let cap = lists.of(0).capacity();
+        assert_eq!(lists.push(0, 10), Some(false), "one block: at the high mark, not over");
+        assert_eq!(lists.push(0, 11), Some(true), "two blocks: over the high mark of 1");
+        for head in 12..cap as u32 + 10 {
+            assert!(lists.push(0, head).is_some());
+        }
+        assert_eq!(lists.push(0, 99), None, "a full list takes no more");
+        assert_eq!(lists.of(0).len(), cap);
+        assert!(!lists.of(0).contains(&99));
+        assert_eq!(lists.pop(0), Some(cap as u32 + 9), "the last pushed comes back first");
+    }
 }

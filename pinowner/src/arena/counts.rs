@@ -10,6 +10,7 @@ use crate::error::AcquireError;
 use crate::page::slot::{self, Acquirer, Who};
 use crate::page::state::{self, Count, COUNTS, FREE, GEN_ONE, HEAD, IDLE, PCP, TRACKED};
 use crate::page::{Descriptor, PageState};
+use crate::sync::cache_slot_hint;
 use crate::sync::fence;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::tracker::Change;
@@ -385,8 +386,8 @@ impl PageArena {
 
     /// A handle's release under the exact policy: one load and one
     /// compare-and-swap when the block is not armed, the count is not its
-    /// last and the handle keeps no hold (one test for the first two, see
-    /// [`Count::release_fast`]); the last count of an unarmed block goes
+    /// last and the handle keeps no hold (a bit test each for the first
+    /// two: `TRACKED`, then [`Count::others`]); the last count of an unarmed block goes
     /// straight to [`release_last`](Self::release_last); anything else, a
     /// lost race included, is [`release_exact_slow`](Self::release_exact_slow)'s,
     /// so the fast path stays small enough to inline into a handle's drop.
@@ -394,7 +395,14 @@ impl PageArena {
     pub(crate) fn release_exact(&self, hd: &Descriptor, pfn: u32, count: Count, ticket: Ticket) {
         if ticket.hold() == 0 {
             let old = hd.state.load(Relaxed);
-            if count.release_fast(old) {
+            // Two one-instruction bit tests on the word, each its own
+            // branch: the compare-and-swap, a locked instruction, waits for
+            // every branch before it to resolve, so what lies between the
+            // load and it is the cost (a combined range test was three
+            // dependent instructions: about 1 ns per clone+drop).
+            if old & TRACKED != 0 {
+                core::hint::cold_path();
+            } else if old & count.others() != 0 {
                 // A branch, not a conditional move: the new word then
                 // depends on the load alone (the compare resolves off the
                 // chain between the two locked instructions). The handle is
@@ -409,10 +417,10 @@ impl PageArena {
                 if hd.state.compare_exchange(old, old.wrapping_add(delta), Release, Relaxed).is_ok() {
                     return;
                 }
-            } else if old & (COUNTS | TRACKED) == count.one() {
+            } else {
                 // The last count of an unarmed block: the end of a `Block`.
                 return match count {
-                    Count::Ref => self.release_last_ref(hd, pfn, ticket.gen(), old),
+                    Count::Ref => self.release_last_ref(hd, pfn, ticket.gen(), old, cache_slot_hint()),
                     Count::Pin => self.release_last(hd, pfn, count, Some(ticket.gen()), old),
                 };
             }
@@ -455,6 +463,9 @@ impl PageArena {
         if latest {
             count.release_delta()
         } else {
+            // A branch, not a select: most releases are by the latest
+            // acquirer (see `release_exact`).
+            core::hint::cold_path();
             count.one().wrapping_neg()
         }
     }
@@ -473,28 +484,59 @@ impl PageArena {
     /// `hd` is the head's descriptor.
     #[inline(never)]
     fn release_last(&self, hd: &Descriptor, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
-        self.release_last_in(hd, pfn, count, mine, old);
+        if let Err(cur) = self.release_last_in(hd, count, mine, old, cache_slot_hint()) {
+            self.release_slow(self.pfn_of(hd), pfn, count, mine, cur, 0);
+        }
     }
 
     /// [`release_last`](Self::release_last) of a reference by a handle
     /// whose acquisition has generation `gen`: the end of a `Block`, most
     /// often. Its own copy, with the count and the handle's generation
     /// known, so the word it writes is computed with fewer selects.
+    ///
+    /// `slot`: the calling thread's [`cache_slot_hint`], read by the
+    /// caller. Its inline code is compiled in the user's crate, where an
+    /// executable reads a thread-local with one load; here, in a library
+    /// compiled position-independent, the read is a `__tls_get_addr` call
+    /// (relaxed by the linker, but not before the register allocator made
+    /// the function save six registers and copy its arguments around it:
+    /// 22 instructions per order-0 alloc+free).
     #[inline(never)]
-    fn release_last_ref(&self, hd: &Descriptor, pfn: u32, gen: u16, old: u64) {
-        self.release_last_in(hd, pfn, Count::Ref, Some(gen), old);
+    fn release_last_ref(&self, hd: &Descriptor, pfn: u32, gen: u16, old: u64, slot: usize) {
+        if let Err(cur) = self.release_last_in(hd, Count::Ref, Some(gen), old, slot) {
+            // A tail call (five arguments, none on the stack): with no call
+            // to return from, the fast path saves no register.
+            self.release_ref_raced(hd, pfn, gen, cur);
+        }
     }
 
+    /// [`release_last_ref`](Self::release_last_ref) whose compare-and-swap
+    /// found the word changed to `cur`.
+    #[cold]
+    #[inline(never)]
+    fn release_ref_raced(&self, hd: &Descriptor, pfn: u32, gen: u16, cur: u64) {
+        self.release_slow(self.pfn_of(hd), pfn, Count::Ref, Some(gen), cur, 0);
+    }
+
+    /// The last release's compare-and-swap from `old`, then the freeing
+    /// (by the thread whose [`cache_slot_hint`] is `slot`); `Err` with the
+    /// word found if it changed, having done nothing.
     #[inline(always)]
-    fn release_last_in(&self, hd: &Descriptor, pfn: u32, count: Count, mine: Option<u16>, old: u64) {
+    fn release_last_in(
+        &self,
+        hd: &Descriptor,
+        count: Count,
+        mine: Option<u16>,
+        old: u64,
+        slot: usize,
+    ) -> Result<(), u64> {
         let head = self.pfn_of(hd);
         let zone = self.zone_for(head);
         let cache = Self::cache_bound(zone, old);
         let new = Self::last_release_word(old, count, mine, cache.is_some(), hd);
-        if let Err(cur) = hd.state.compare_exchange(old, new, Release, Relaxed) {
-            return self.release_slow(head, pfn, count, mine, cur, 0);
-        }
-        self.free_released(zone, cache, head, state::order(old));
+        hd.state.compare_exchange(old, new, Release, Relaxed)?;
+        self.free_released_at(zone, cache, head, state::order(old), slot);
+        Ok(())
     }
 
     /// The cache a block whose last count is dropped from word `old` goes
@@ -510,9 +552,11 @@ impl PageArena {
     /// free block (`FREE | PCP`) when it goes to a cache.
     #[inline(always)]
     fn last_release_word(old: u64, count: Count, mine: Option<u16>, cached: bool, hd: &Descriptor) -> u64 {
+        // The release keeps the order bits (it moves the counts and the
+        // generation only).
         let new = old.wrapping_add(Self::release_delta(count, mine, old, hd));
         if cached {
-            crate::alloc::free_head_word(new, state::order(old), PCP)
+            crate::alloc::free_head_word_of(new, PCP)
         } else {
             new
         }
@@ -526,16 +570,24 @@ impl PageArena {
     /// [`free_released_general`](Self::free_released_general), out of line.
     #[inline(always)]
     pub(crate) fn free_released(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8) {
+        self.free_released_at(zone, cache, head, order, cache_slot_hint());
+    }
+
+    /// [`free_released`](Self::free_released) by the thread whose
+    /// [`cache_slot_hint`] is `slot`.
+    #[inline(always)]
+    fn free_released_at(&self, zone: &Zone, cache: Option<&Pcp>, head: u32, order: u8, slot: usize) {
         // Like `Arc`: every holder's release was `Release`; this acquire
         // makes all their accesses happen before the block is reused.
         fence(Acquire);
         if let Some(pcp) = cache.filter(|_| self.poison == crate::poison::Poison::Off) {
-            let pushed = pcp.try_mine(|cache, pages| {
+            let pushed = pcp.try_mine_at(slot, |cache, pages| {
+                let over = cache.push(order, head)?;
                 // Inside the cache: its count has one writer at a time.
                 pages.set(pages.get() + (1 << order));
-                cache.push(order, head)
+                Some(over)
             });
-            if let Some(over) = pushed {
+            if let Some(over) = pushed.flatten() {
                 // The flush and the wake-up are one cold call: the fast
                 // path itself calls nothing.
                 if over | (zone.waiters.load(crate::sync::Ordering::SeqCst) != 0) {

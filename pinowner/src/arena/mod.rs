@@ -696,7 +696,7 @@ impl PageArena {
             |cache, pages| {
                 // Inside the cache: its count has one writer at a time.
                 pages.set(pages.get() + (1 << order));
-                if cache.push(order, head) {
+                if cache.push(order, head).expect("a thread cache list at its capacity") {
                     self.flush(zone, pcp, order, cache, pages);
                 }
             },
