@@ -18,6 +18,8 @@ mod region;
 mod reporting;
 mod reserve;
 mod stats;
+mod scenarios;
+mod scenarios_load;
 mod stress;
 mod track;
 mod zone;
