@@ -20,6 +20,7 @@ mod reserve;
 mod stats;
 mod scenarios;
 mod scenarios_load;
+mod scenarios_owners;
 mod stress;
 mod track;
 mod zone;
