@@ -19,6 +19,7 @@ mod reporting;
 mod reserve;
 mod stats;
 mod scenarios;
+mod scenarios_limits;
 mod scenarios_load;
 mod scenarios_owners;
 mod stress;
