@@ -5,13 +5,11 @@
 //! was lost or counted twice: `free_pages()`, `frag_stats()` and
 //! `verify()` agree with the arena's size once everything is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use pinowner::{
-    AcquireError, AllocError, Backing, BackingKind, ContigError, CountsOnly, PageArena, PageFlags, Reason,
-    ThreadCache, ZoneKind,
+    AcquireError, AllocError, Backing, BackingKind, ContigError, PageArena, PageFlags, Reason, ThreadCache, ZoneKind,
 };
 
 /// Every page free, nothing cached, isolated, reported in flight or in a
@@ -162,7 +160,10 @@ fn a_caller_provided_dma_window_is_checked_at_build_and_served_inside_its_bounds
         PageArena::builder().pages(pages).backing(Backing::External(window.region(offset, len))).build()
     };
     assert!(matches!(build(1, 64 * 4096, 64), Err(BuildError::MisalignedBase { .. })));
-    assert!(matches!(build(0, 64 * 4096 - 1, 64), Err(BuildError::SizeNotMultiple { .. } | BuildError::SizeMismatch { .. })));
+    assert!(matches!(
+        build(0, 64 * 4096 - 1, 64),
+        Err(BuildError::SizeNotMultiple { .. } | BuildError::SizeMismatch { .. })
+    ));
     assert!(matches!(build(0, 32 * 4096, 64), Err(BuildError::SizeMismatch { .. })), "a region smaller than the arena");
     let e = PageArena::builder()
         .pages(64)
@@ -310,5 +311,18 @@ fn bad_geometry_is_a_build_error_for_every_backing() {
     let all: Vec<_> = std::iter::from_fn(|| arena.alloc_movable(0).ok()).collect();
     assert_eq!(all.len(), 100, "a movable allocation falls back to the normal zone");
     drop(all);
+    all_back(&arena);
+}
+
+/// A compaction asked for a range starting near `usize::MAX` (a wrapper
+/// passing its caller's page numbers through unchecked) finds no window;
+/// rounding the start up to the window size used to overflow and panic.
+#[test]
+fn compacting_a_range_that_starts_near_usize_max_finds_no_window_instead_of_panicking() {
+    let arena = PageArena::builder().pages(128).movable_pages(64).max_order(5).build().unwrap();
+    for order in [1, 3, 5] {
+        let c = arena.compact_range(usize::MAX - 4..usize::MAX, order);
+        assert_eq!((c.windows, c.freed, c.failed), (0, 0, 0), "{c:?}");
+    }
     all_back(&arena);
 }

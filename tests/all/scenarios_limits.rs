@@ -58,7 +58,8 @@ fn pinning_past_the_limit_is_a_typed_error_and_leaves_the_count_at_the_limit() {
 #[test]
 fn raw_counts_handed_through_ffi_across_threads_are_released_exactly() {
     let arena = PageArena::builder().pages(256).movable_pages(128).max_order(4).build().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, u8)>();
+    // Bounded: the driver waits for C to catch up, as a ring would.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, u8)>(8);
     std::thread::scope(|s| {
         let arena = &arena;
         s.spawn(move || {
@@ -214,8 +215,7 @@ fn reserving_the_whole_zone_drains_every_cache_and_merges_back() {
             let arena = &arena;
             s.spawn(move || {
                 let mut rng = Lcg(t + 40);
-                let blocks: Vec<_> =
-                    (0..40).filter_map(|_| arena.alloc_movable((rng.next() % 4) as u8).ok()).collect();
+                let blocks: Vec<_> = (0..40).filter_map(|_| arena.alloc_movable((rng.next() % 4) as u8).ok()).collect();
                 drop(blocks);
             });
         }

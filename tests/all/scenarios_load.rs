@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pinowner::reporting::Reporting;
-use pinowner::{
-    Backing, ContigError, CountsOnly, MoveOutcome, MovableBlock, PageArena, Reason, ThreadCache, ZoneKind,
-};
+use pinowner::{Backing, ContigError, CountsOnly, MovableBlock, MoveOutcome, PageArena, Reason, ThreadCache, ZoneKind};
 
 use super::scenarios::{all_back, Lcg};
 
@@ -18,12 +16,11 @@ fn small_cache() -> ThreadCache {
 }
 
 fn build(backing: Backing, cache: Option<ThreadCache>) -> PageArena {
-    let b = PageArena::builder()
-        .pages(1024)
-        .movable_pages(512)
-        .max_order(6)
-        .backing(backing)
-        .reporting(Reporting { min_order: Some(3), batch: 4, ..Reporting::default() });
+    let b = PageArena::builder().pages(1024).movable_pages(512).max_order(6).backing(backing).reporting(Reporting {
+        min_order: Some(3),
+        batch: 4,
+        ..Reporting::default()
+    });
     match cache {
         Some(c) => b.thread_cache(c),
         None => b.without_thread_cache(),
@@ -44,7 +41,7 @@ fn everything_at_once(arena: &PageArena, reporting: bool) {
     // Rounds of the reserving and the statistics threads: the churners go
     // on until both have run a while alongside them.
     let rounds = [AtomicUsize::new(0), AtomicUsize::new(0)];
-    let (rounds, stop_ref) = (&rounds, &stop);
+    let rounds = &rounds;
     std::thread::scope(|s| {
         let churners: Vec<_> = (0..2u64)
             .map(|t| {
@@ -54,7 +51,6 @@ fn everything_at_once(arena: &PageArena, reporting: bool) {
                     let mut ops = 0;
                     while ops < 3000 || rounds.iter().any(|r| r.load(Ordering::Relaxed) < 150) {
                         ops += 1;
-                        let _ = stop_ref;
                         let r = rng.next();
                         let slot = (r % 24) as usize;
                         if held[slot].take().is_none() {
@@ -325,7 +321,7 @@ fn a_buffer_pool_shrinks_while_readers_borrow_and_pin_its_frames() {
                         let seen = f.borrow();
                         assert!(seen.bytes().iter().all(|&b| b == key as u8), "frame {key}");
                         drop(seen);
-                        if rng.next() % 8 == 0 {
+                        if rng.next().is_multiple_of(8) {
                             // A short I/O pin, by page number as a driver would.
                             if let Ok(pin) = arena.pin(f.pfn()) {
                                 std::hint::black_box(pin.bytes()[0]);

@@ -223,7 +223,7 @@ fn several_arenas_in_one_process_keep_their_thread_caches_apart() {
                         assert!(a.pfn() < 256 && b.pfn() < 256 && c.pfn() < 64);
                         assert_eq!(dma.page_state(a.pfn()).unwrap().refcount, 1);
                         assert_eq!(temp.page_state(c.pfn()).unwrap().refcount, 1);
-                        if rng.next() % 2 == 0 {
+                        if rng.next().is_multiple_of(2) {
                             held.push(a);
                         }
                         drop(b);
@@ -257,14 +257,14 @@ fn threads_that_exit_with_cached_pages_lose_none_of_them() {
                     let mut held = Vec::new();
                     for _ in 0..200 {
                         let o = (rng.next() % 4) as u8;
-                        let b = if rng.next() % 2 == 0 {
+                        let b = if rng.next().is_multiple_of(2) {
                             arena.alloc(o).unwrap()
                         } else {
                             arena.alloc_movable(o).unwrap().into_block()
                         };
                         held.push(b);
                         if held.len() > 8 {
-                            held.swap_remove((rng.next() % 8) as usize);
+                            drop(held.swap_remove((rng.next() % 8) as usize));
                         }
                     }
                 });
