@@ -230,3 +230,62 @@ fn reserving_the_whole_zone_drains_every_cache_and_merges_back() {
     drop(run);
     all_back(&arena);
 }
+
+/// A driver's window whose size is not a power of two, with a movable
+/// zone that starts off any block boundary: the whole zone reserves as
+/// one run, with blocks held and freed around it on both zone paths, and
+/// every page comes back merged as far as the geometry allows.
+#[test]
+fn an_unaligned_movable_zone_reserves_whole_and_merges_back() {
+    for cache in [true, false] {
+        let b = PageArena::builder().pages(100).movable_pages(37).max_order(4);
+        let arena = if cache { b } else { b.without_thread_cache() }.build().unwrap();
+        assert_eq!(arena.zone_range(pinowner::ZoneKind::Movable), 63..100);
+        let mut frames: Vec<_> = (0..37).map(|_| arena.alloc_movable(0).unwrap().into_block()).collect();
+        frames.sort_by_key(|b| b.pfn());
+        assert_eq!(frames.first().map(|b| b.pfn()), Some(63));
+        // Freed in page order: the zone path leaves buddies unmerged.
+        drop(frames);
+        let run = arena.reserve_range(63, 37, Reason::Shrink).unwrap();
+        assert_eq!(run.range(), 63..100);
+        assert!(matches!(arena.alloc_movable(0).map(|b| arena.zone_of(b.pfn())), Ok(Some(pinowner::ZoneKind::Normal))));
+        drop(run);
+        let run = arena.reserve_contig(32, 32, Reason::Contig).unwrap();
+        assert_eq!(run.range(), 64..96);
+        drop(run);
+        for start in 63..100 {
+            let run = arena.reserve_range(start, 100 - start, Reason::Contig).unwrap();
+            drop(run);
+        }
+        assert_eq!(arena.free_pages(), 100);
+        arena.drain_thread_caches();
+        arena.verify().unwrap();
+        let stats = arena.frag_stats();
+        let z = stats.zone(pinowner::ZoneKind::Movable).unwrap();
+        // 63..100 merges to 63, 64..80, 80..96, 96..100.
+        assert_eq!(z.free_blocks, vec![1, 0, 1, 0, 2], "{stats}");
+        assert_eq!(z.largest_free_run, 37, "{stats}");
+    }
+}
+
+/// An RDMA deregistration on a counts-only arena releases the pins a
+/// waiting reservation is blocked on: the wait ends with the run (the
+/// counts-only release path wakes waiters as the exact one does).
+#[test]
+fn a_counts_only_release_ends_a_waiting_reservation() {
+    let arena: std::sync::Arc<PageArena<CountsOnly>> = std::sync::Arc::new(
+        PageArena::builder().pages(128).movable_pages(64).max_order(6).attribution().build().unwrap(),
+    );
+    let mr = arena.alloc_movable(0).unwrap().into_block();
+    let pins: Vec<_> = (0..4).map(|_| arena.pin_owned(mr.pfn()).unwrap()).collect();
+    drop(mr);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            drop(pins);
+        });
+        let run = arena.reserve_contig_wait(64, 64, Reason::Contig, Duration::from_secs(60));
+        assert_eq!(run.map(|r| r.range()).unwrap(), 64..128);
+    });
+    all_back(arena.exact());
+}
