@@ -73,8 +73,10 @@ impl PageArena {
         let order = order.min(self.max_order);
         let size = 1usize << order;
         let zone = self.zone_for(range.start.min(self.pages().saturating_sub(1)) as u32);
-        let start = range.start.max(zone.start as Pfn).next_multiple_of(size);
         let end = range.end.min(zone.end as Pfn);
+        // A start past the last aligned window (up to `usize::MAX`) has no
+        // window: rounding it up must not overflow.
+        let start = range.start.max(zone.start as Pfn).checked_next_multiple_of(size).unwrap_or(end);
         let mut c = Compaction {
             order,
             windows: 0,
