@@ -26,8 +26,9 @@
 use crate::depot::StackHandle;
 use crate::error::{AllocError, BuildError};
 use crate::page::ext::Mark;
-use crate::page::slot::{Acquirer, Who};
+use crate::page::slot::{self, Acquirer, Who};
 use crate::region::BackingKind;
+use crate::sync::Ordering::Release;
 use crate::tracker::EventKind;
 use crate::{PageArena, Pfn};
 
@@ -103,14 +104,28 @@ pub struct PoisonError {
     pub freed_at: Option<Acquirer>,
 }
 
+/// What pattern poisoning found: every mismatch, and the heads of the
+/// blocks it withheld for good.
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    /// Every mismatch, oldest first.
+    pub(crate) errors: Vec<PoisonError>,
+    /// Heads of the blocks found corrupt when allocated: each keeps the
+    /// one count of its allocation, and nobody holds it.
+    pub(crate) withheld: Vec<u32>,
+}
+
 impl PageArena {
     /// The poisoning mode the arena was built with.
     pub fn poison_mode(&self) -> Poison {
         self.poison
     }
 
-    /// Every poison mismatch found so far, oldest first (each block named
-    /// here is quarantined).
+    /// Every poison mismatch found so far, oldest first. A block found
+    /// corrupt when allocated is quarantined: kept allocated for good, held
+    /// by nobody, and a reservation it blocks says so
+    /// ([`Unmovable::Quarantined`](crate::Unmovable::Quarantined)); a
+    /// reserved run's mismatch is recorded and the run still handed out.
     ///
     /// ```
     /// use pinowner::{poison::Poison, PageArena, PageFlags};
@@ -124,7 +139,13 @@ impl PageArena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn poison_errors(&self) -> Vec<PoisonError> {
-        self.quarantine.lock().clone()
+        self.quarantine.lock().errors.clone()
+    }
+
+    /// True if the block headed by `head` is quarantined (withheld for
+    /// good by pattern poisoning).
+    pub(crate) fn is_quarantined(&self, head: u32) -> bool {
+        self.poison == Poison::Pattern && self.quarantine.lock().withheld.contains(&head)
     }
 
     /// A block whose last count is gone, not yet on a list or in a cache
@@ -173,9 +194,13 @@ impl PageArena {
             match self.unpoison(pfn, 1 << order) {
                 None => return Ok((pfn, ticket)),
                 Some(e) => {
-                    // Quarantined: its one count is never dropped.
+                    // Quarantined: its one count is never dropped, and it
+                    // names nobody (the caller gets another block).
                     tracing::error!(target: "pinowner::poison", %e, "poisoned block written after free; quarantined");
-                    self.quarantine.lock().push(e);
+                    self.desc(pfn).owner.store(slot::encode(Who::NONE, ticket.gen(), false), Release);
+                    let mut q = self.quarantine.lock();
+                    q.errors.push(e);
+                    q.withheld.push(pfn);
                 }
             }
         }
@@ -240,7 +265,7 @@ impl PageArena {
     pub(crate) fn unpoison_run(&self, start: u32, pages: u32) {
         if let Some(e) = self.unpoison(start, pages) {
             tracing::error!(target: "pinowner::poison", %e, "poisoned page of a reserved run written after free");
-            self.quarantine.lock().push(e);
+            self.quarantine.lock().errors.push(e);
         }
     }
 }

@@ -156,3 +156,29 @@ fn protect_mode_kills_a_write_through_a_stale_pointer_with_sigsegv() {
     let lived = run("none");
     assert!(lived.success(), "without the write the child lives: {lived:?}");
 }
+
+/// A block quarantined by pattern poisoning stays allocated for good, with
+/// nobody holding it: a reservation over it fails naming it as quarantined,
+/// and does not name as its holder the caller whose allocation found the
+/// corruption (that caller got another block).
+#[test]
+fn a_reservation_blocked_by_a_quarantined_block_says_so_and_names_no_holder() {
+    let arena = PageArena::builder().pages(8).max_order(3).poison(Poison::Pattern).build().unwrap();
+    let victim = arena.alloc(0).unwrap();
+    let (pfn, stale) = (victim.pfn(), victim.as_ptr().as_ptr());
+    drop(victim);
+    // SAFETY: the arena's memory stays mapped; writing a freed page is the
+    // bug under test.
+    unsafe { stale.write_bytes(0x42, 1) };
+    let got = arena.alloc(0).unwrap();
+    assert_ne!(got.pfn(), pfn, "the corrupt block is quarantined, another handed out");
+    assert_eq!(arena.poison_errors().len(), 1);
+    drop(got);
+    let e = arena.reserve_range(0, 8, pinowner::Reason::Contig).unwrap_err();
+    let pinowner::ContigError::Busy(f) = e else { panic!("{e}") };
+    let b = f.busy.iter().find(|b| b.head == pfn).expect("the quarantined block blocks the window");
+    assert_eq!(b.why, pinowner::Unmovable::Quarantined, "{b:?}");
+    assert_eq!(b.attributed, None, "nobody holds a quarantined block: {b:?}");
+    assert!(f.to_string().contains("quarantined"), "{f}");
+    arena.verify().unwrap();
+}

@@ -332,7 +332,7 @@ impl ArenaBuilder {
             reporting: crate::reporting::ReportState::new(self.s.reporting),
             poison: self.s.poison,
             fast_orders,
-            quarantine: crate::sync::Mutex::new(Vec::new()),
+            quarantine: crate::sync::Mutex::new(crate::poison::Quarantine::default()),
             policy: core::marker::PhantomData,
         })
         .inspect(|arena| {

@@ -96,8 +96,8 @@ pub struct PageArena<P = crate::Exact> {
     /// zone's cached orders, or none if it has no caches or the arena
     /// poisons pages or tracks eagerly. Fixed at build.
     pub(crate) fast_orders: [u32; 2],
-    /// Poison mismatches found, their blocks quarantined.
-    pub(crate) quarantine: crate::sync::Mutex<Vec<crate::poison::PoisonError>>,
+    /// Poison mismatches found, and the blocks quarantined.
+    pub(crate) quarantine: crate::sync::Mutex<crate::poison::Quarantine>,
     /// The attribution policy, a marker (`fn() -> P`: `Send` and `Sync`
     /// whatever `P` is).
     pub(crate) policy: core::marker::PhantomData<fn() -> P>,

@@ -79,6 +79,10 @@ pub enum Unmovable {
     /// Being freed by another thread when the reservation's deadline
     /// passed.
     InFlight,
+    /// Quarantined by pattern poisoning: written after it was freed (see
+    /// [`PageArena::poison_errors`](crate::PageArena::poison_errors)), so
+    /// kept allocated for good and held by nobody.
+    Quarantined,
 }
 
 impl Unmovable {
@@ -111,6 +115,7 @@ impl core::fmt::Display for Unmovable {
             }
             Unmovable::NoDestination => f.write_str("no free block outside the window"),
             Unmovable::InFlight => f.write_str("being freed"),
+            Unmovable::Quarantined => f.write_str("quarantined (written after free)"),
         }
     }
 }

@@ -781,6 +781,7 @@ impl PageArena {
         let order = state::order(w);
         let last = head + (1u32 << order);
         let hold = self.latest_hold(head, w);
+        let why = if self.is_quarantined(head) { Unmovable::Quarantined } else { why };
         BusyBlock {
             head: head as Pfn,
             order,
