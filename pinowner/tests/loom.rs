@@ -32,6 +32,16 @@ fn assert_all_free_and_coalesced(arena: &PageArena) {
     }
 }
 
+/// After two order-0 allocations and their frees through the caches: the
+/// lists, counts and counters agree, and every page is free and merged.
+fn assert_two_allocations_freed_exactly(arena: &PageArena) {
+    arena.verify().unwrap();
+    assert_eq!(arena.free_pages(), 2);
+    let zone = &arena.stats().zones[0];
+    assert_eq!((zone.allocs[0], zone.frees[0]), (2, 2));
+    assert_all_free_and_coalesced(arena);
+}
+
 /// Concurrent clones and drops of refs and pins, by handle and by page
 /// number, leave exact counts.
 #[test]
@@ -297,11 +307,7 @@ fn two_threads_freeing_into_their_own_caches_at_once_keep_lists_exact() {
         let t = thread::spawn(move || drop(a2.alloc_owned(0).unwrap()));
         drop(arena.alloc_owned(0).unwrap());
         t.join().unwrap();
-        arena.verify().unwrap();
-        assert_eq!(arena.free_pages(), 2);
-        let zone = &arena.stats().zones[0];
-        assert_eq!((zone.allocs[0], zone.frees[0]), (2, 2));
-        assert_all_free_and_coalesced(&arena);
+        assert_two_allocations_freed_exactly(&arena);
     });
 }
 
@@ -324,10 +330,6 @@ fn cache_owner_against_a_remote_drain_keeps_lists_and_counts_exact() {
         });
         arena.drain_thread_caches();
         t.join().unwrap();
-        arena.verify().unwrap();
-        assert_eq!(arena.free_pages(), 2);
-        let zone = &arena.stats().zones[0];
-        assert_eq!((zone.allocs[0], zone.frees[0]), (2, 2));
-        assert_all_free_and_coalesced(&arena);
+        assert_two_allocations_freed_exactly(&arena);
     });
 }
