@@ -268,7 +268,7 @@ impl<A: ArenaRef> Drop for Block<A> {
         // SAFETY: the block's head is a page of its arena (the invariant on
         // `Block`).
         let hd = unsafe { self.arena.exact().desc_unchecked(self.head()) };
-        self.arena.release_by_policy(hd, self.head(), Count::Ref, self.ticket());
+        self.arena.release_block_by_policy(hd, self.head(), self.ticket());
     }
 }
 

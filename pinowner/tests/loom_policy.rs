@@ -60,6 +60,46 @@ fn a_counted_last_release_against_a_reservation_frees_once_and_keeps_isolation_e
     });
 }
 
+/// A counted block's drop, its last count (a load, then one
+/// compare-and-swap straight to the cached free word, deciding against
+/// `ISOLATED` in the same instruction), racing a reservation of the whole
+/// zone: the reservation succeeds only once the block is free, and
+/// afterwards the page is free exactly once, coalesced, neither cached nor
+/// isolated. (With a plain store in place of that compare-and-swap, the
+/// reservation's `ISOLATED` can be lost and the block cached inside its
+/// window.)
+#[test]
+fn a_counted_block_dropped_against_a_reservation_frees_once_and_keeps_isolation_exact() {
+    model("a_counted_block_dropped_against_a_reservation_frees_once_and_keeps_isolation_exact", || {
+        let cache = ThreadCache { batch: 1, high: 1, shards: 4, orders: ThreadCache::ORDER_0 };
+        let arena: Arc<Counted> =
+            Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).attribution().build().unwrap());
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let t = thread::spawn(move || drop(block));
+        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
+        match &got {
+            Ok(run) => {
+                let s = arena.page_state(pfn).unwrap();
+                assert!(s.flags.contains(PageFlags::CONTIG), "{s}");
+                assert_eq!(run.pages(), 2);
+            }
+            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy[0].head, pfn),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        t.join().unwrap();
+        drop(got);
+        arena.drain_thread_caches();
+        arena.verify().unwrap();
+        assert_eq!(arena.free_pages(), 2);
+        assert_eq!(arena.frag_stats().zones[0].free_blocks[1], 1, "coalesced back");
+        for p in 0..2 {
+            let f = arena.page_state(p).unwrap().flags;
+            assert!(!f.contains(PageFlags::ISOLATED) && !f.contains(PageFlags::PCP), "page {p}: {f}");
+        }
+    });
+}
+
 /// An exact holder (a raw pin, through `Deref`) releases while counted
 /// holders come and go on the same block: whatever interleaves, once the
 /// exact holder is gone the block names nobody (counted acquisitions never
@@ -88,9 +128,10 @@ fn counted_holders_never_leave_a_departed_holder_named() {
 }
 
 /// A counted get by page number (a compare-and-swap from a live word)
-/// racing the counted last put (a `fetch_sub`, then the free): it gets a
-/// live block, whose own put then frees it, or sees the page free; never a
-/// resurrected page, never a double free.
+/// racing the block's drop (a load, and for the last count one
+/// compare-and-swap to the freed word; after a lost race a `fetch_sub`,
+/// then the free): it gets a live block, whose own put then frees it, or
+/// sees the page free; never a resurrected page, never a double free.
 #[test]
 fn a_counted_get_by_number_against_the_last_put_never_resurrects_a_page() {
     model("a_counted_get_by_number_against_the_last_put_never_resurrects_a_page", || {
@@ -114,9 +155,11 @@ fn a_counted_get_by_number_against_the_last_put_never_resurrects_a_page() {
     });
 }
 
-/// The block's reference and a pin, dropped at once on two threads: each
-/// release decides from the word its own `fetch_sub` returned, so exactly
-/// one of them sees the last count and frees the block, once.
+/// The block's reference and a pin, dropped at once on two threads: the
+/// pin's release decides from the word its own `fetch_sub` returned, the
+/// block's from the word its compare-and-swap replaced (or its own
+/// `fetch_sub` after a lost race), so exactly one of them sees the last
+/// count and frees the block, once.
 #[test]
 fn two_counted_releases_at_once_free_the_block_exactly_once() {
     model("two_counted_releases_at_once_free_the_block_exactly_once", || {

@@ -14,7 +14,10 @@
 //! that word until it takes the zone lock): acquisitions by page number
 //! refuse it, a reservation waits for it as a block in flight, and the
 //! cache decision is made inside the compare-and-swap that marks it cached,
-//! so `ISOLATED` is still checked atomically with it.
+//! so `ISOLATED` is still checked atomically with it. A `Block`'s drop,
+//! most often the last count, reads the word first and frees an unarmed
+//! block in one compare-and-swap, as an exact last release does (see
+//! [`release_counted_block`](PageArena::release_counted_block)).
 
 use core::panic::Location;
 
@@ -88,6 +91,45 @@ impl PageArena {
         if !count.release_fast(old) || hold != 0 {
             self.release_counted_slow(hd, pfn, count, old, hold);
         }
+    }
+
+    /// A `Block`'s release under the counts-only policy (`hd`: its head's
+    /// descriptor, `head` its page number). A block's reference is most
+    /// often its last count, which [`release_counted`](Self::release_counted)
+    /// frees with a second locked instruction after its `fetch_sub` (the
+    /// compare-and-swap that decides the cache against `ISOLATED`); so a
+    /// load first, and an unarmed last count is one compare-and-swap
+    /// straight to the freed word, as the exact policy's last release
+    /// makes it (without moving the generation: nothing here does).
+    /// Any other word, or a lost race, is `release_counted`'s.
+    #[inline(always)]
+    pub(crate) fn release_counted_block(&self, hd: &Descriptor, head: u32, hold: u16) {
+        if hold == 0 {
+            let old = hd.state.load(Relaxed);
+            if old & (COUNTS | TRACKED) == Count::Ref.one() {
+                return self.release_counted_last(hd, head, old, crate::sync::cache_slot_hint());
+            }
+        }
+        self.release_counted(hd, head, Count::Ref, hold);
+    }
+
+    /// [`release_counted_block`](Self::release_counted_block)'s last count
+    /// of an unarmed block, read as `old`. `slot`: the calling thread's
+    /// cache slot hint, read by the caller (see `release_last_ref`).
+    #[inline(never)]
+    fn release_counted_last(&self, hd: &Descriptor, head: u32, old: u64, slot: usize) {
+        if let Err(cur) = self.release_last_to(hd, old, |old| old.wrapping_sub(Count::Ref.one()), slot) {
+            self.release_counted_raced(hd, head, cur);
+        }
+    }
+
+    /// [`release_counted_last`](Self::release_counted_last) whose
+    /// compare-and-swap found the word changed (to `_cur`): the release
+    /// starts over as a `fetch_sub`.
+    #[cold]
+    #[inline(never)]
+    fn release_counted_raced(&self, hd: &Descriptor, head: u32, _cur: u64) {
+        self.release_counted(hd, head, Count::Ref, 0);
     }
 
     /// A counted release that dropped the last count, or on an armed block,

@@ -530,10 +530,24 @@ impl PageArena {
         old: u64,
         slot: usize,
     ) -> Result<(), u64> {
+        self.release_last_to(hd, old, |old| old.wrapping_add(Self::release_delta(count, mine, old, hd)), slot)
+    }
+
+    /// [`release_last_in`](Self::release_last_in) with the release of the
+    /// count alone given as `release` (the word it leaves from `old`): the
+    /// compare-and-swap from `old`, then the freeing.
+    #[inline(always)]
+    pub(crate) fn release_last_to(
+        &self,
+        hd: &Descriptor,
+        old: u64,
+        release: impl FnOnce(u64) -> u64,
+        slot: usize,
+    ) -> Result<(), u64> {
         let head = self.pfn_of(hd);
         let zone = self.zone_for(head);
         let cache = Self::cache_bound(zone, old);
-        let new = Self::last_release_word(old, count, mine, cache.is_some(), hd);
+        let new = Self::freed_word(release(old), cache.is_some());
         hd.state.compare_exchange(old, new, Release, Relaxed)?;
         self.free_released_at(zone, cache, head, state::order(old), slot);
         Ok(())
@@ -552,13 +566,19 @@ impl PageArena {
     /// free block (`FREE | PCP`) when it goes to a cache.
     #[inline(always)]
     fn last_release_word(old: u64, count: Count, mine: Option<u16>, cached: bool, hd: &Descriptor) -> u64 {
+        Self::freed_word(old.wrapping_add(Self::release_delta(count, mine, old, hd)), cached)
+    }
+
+    /// The word a last release writes, from the word the release of the
+    /// count alone leaves (`released`): it, or a cached free block.
+    #[inline(always)]
+    fn freed_word(released: u64, cached: bool) -> u64 {
         // The release keeps the order bits (it moves the counts and the
         // generation only).
-        let new = old.wrapping_add(Self::release_delta(count, mine, old, hd));
         if cached {
-            crate::alloc::free_head_word_of(new, PCP)
+            crate::alloc::free_head_word_of(released, PCP)
         } else {
-            new
+            released
         }
     }
 

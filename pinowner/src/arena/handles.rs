@@ -229,4 +229,15 @@ impl<P: Attribution> PageArena<P> {
             self.exact().release_counted(hd, pfn, count, ticket.hold())
         }
     }
+
+    /// [`release_by_policy`](Self::release_by_policy) for a `Block`'s
+    /// reference (through its head), most often the block's last count.
+    #[inline(always)]
+    pub(crate) fn release_block_by_policy(&self, hd: &Descriptor, head: u32, ticket: Ticket) {
+        if P::EXACT {
+            self.exact().release_exact(hd, head, Count::Ref, ticket)
+        } else {
+            self.exact().release_counted_block(hd, head, ticket.hold())
+        }
+    }
 }
