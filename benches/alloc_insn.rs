@@ -22,9 +22,12 @@
 //! `buddy_alloc_order0`, `buddy_alloc_order9`, `linked_list_order0` and
 //! `linked_list_order9` (order-0 cases with 1,000 blocks held, as above),
 //! and `alloc_insn::floor_order0`, the floor (`peers::Floor`: what a cached
-//! alloc+free with an exact state word cannot drop), and
+//! alloc+free with an exact state word cannot drop),
 //! `alloc_insn::floor_locked_order0`, the floor with a lock taken on each
-//! side (as the zone path takes the zone lock).
+//! side (as the zone path takes the zone lock), and (timed only)
+//! `floor_plain_order0`, the floor with its free's compare-and-swap made a
+//! plain store: the difference is what the one locked instruction of a
+//! refcounted free costs, printed after the ratios.
 //!
 //! `alloc_insn --bench --contention <threads> <ops>` measures the zone
 //! lock under contention instead (see `contention` below).
@@ -133,6 +136,15 @@ fn fast_peers(iters: usize) {
 fn floor_order0(f: &mut peers::Floor) {
     let p = f.alloc(black_box(1));
     f.free(black_box(p));
+}
+
+/// The floor without its one locked instruction (the free's
+/// compare-and-swap made a plain store): what is left is the cost of a
+/// `&mut` allocator that keeps a state word and an owner slot per page.
+#[inline(never)]
+fn floor_plain_order0(f: &mut peers::Floor) {
+    let p = f.alloc(black_box(1));
+    f.free_plain(black_box(p));
 }
 
 /// The floor with the zone path's locks: the same operations, each side
@@ -264,6 +276,8 @@ fn time(rounds: usize) {
     let mut l9 = peers::LinkedList::new(bytes);
     let mut fl = peers::Floor::new(PAGES);
     let _fl_held: Vec<_> = (0..1000).map(|_| fl.alloc(0)).collect();
+    let mut flp = peers::Floor::new(PAGES);
+    let _flp_held: Vec<_> = (0..1000).map(|_| flp.alloc(0)).collect();
     let mut flz = peers::Floor::new(PAGES);
     let _flz_held: Vec<_> = (0..1000).map(|_| flz.alloc(0)).collect();
     let flz = std::sync::Mutex::new(flz);
@@ -278,6 +292,7 @@ fn time(rounds: usize) {
         ("buddy_alloc_order0", Box::new(|| buddy_alloc_order0(&mut b0))),
         ("linked_list_order0", Box::new(|| linked_list_order0(&mut l0h))),
         ("floor_order0", Box::new(|| floor_order0(&mut fl))),
+        ("floor_plain_order0", Box::new(|| floor_plain_order0(&mut flp))),
         ("floor_locked_order0", Box::new(|| floor_locked_order0(&flz))),
         ("order0_cache", Box::new(|| order0_cache(&c0))),
         ("counted_order0_cache", Box::new(|| counted_order0_cache(&n0))),
@@ -310,6 +325,18 @@ fn time(rounds: usize) {
         for ((name, _), &b) in cases.iter().zip(&best).filter(|((n, _), _)| n.contains(order)) {
             let vs_talc = talc.map_or(f64::NAN, |t| b / t);
             println!("least {name}: {b:.2} ns, {:.2}x the fastest peer, {vs_talc:.2}x talc", b / fastest);
+        }
+        if order == "order0" {
+            let at = |n: &str| cases.iter().zip(&best).find(|((c, _), _)| *c == n).map_or(f64::NAN, |(_, &b)| b);
+            let locked = at("floor_order0") - at("floor_plain_order0");
+            println!(
+                "one locked instruction (floor_order0 - floor_plain_order0): {locked:.2} ns; \
+                 1.5x the fastest peer ({:.2} ns) leaves {:.2} ns for the rest, \
+                 which the plain floor alone takes {:.2} ns for",
+                1.5 * fastest,
+                1.5 * fastest - locked,
+                at("floor_plain_order0")
+            );
         }
     }
 }
