@@ -184,6 +184,7 @@ impl Floor {
     /// (a `&mut` allocator's free), measured only to show what the one
     /// locked instruction of a refcounted free costs.
     #[inline]
+    #[allow(dead_code, reason = "timed by alloc_insn alone; the other benches include this file too")]
     pub fn free_plain(&mut self, p: u32) {
         use std::sync::atomic::Ordering::{Relaxed, Release};
         let w = &self.words[p as usize];
