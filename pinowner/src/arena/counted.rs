@@ -118,17 +118,18 @@ impl PageArena {
     /// cache slot hint, read by the caller (see `release_last_ref`).
     #[inline(never)]
     fn release_counted_last(&self, hd: &Descriptor, head: u32, old: u64, slot: usize) {
-        if let Err(cur) = self.release_last_to(hd, old, |old| old.wrapping_sub(Count::Ref.one()), slot) {
-            self.release_counted_raced(hd, head, cur);
+        if self.release_last_to(hd, old, |old| old.wrapping_sub(Count::Ref.one()), slot).is_err() {
+            // The word changed (a get by page number, a reservation, an
+            // arming): the release starts over as a `fetch_sub`.
+            self.release_counted_raced(hd, head);
         }
     }
 
     /// [`release_counted_last`](Self::release_counted_last) whose
-    /// compare-and-swap found the word changed (to `_cur`): the release
-    /// starts over as a `fetch_sub`.
+    /// compare-and-swap lost a race.
     #[cold]
     #[inline(never)]
-    fn release_counted_raced(&self, hd: &Descriptor, head: u32, _cur: u64) {
+    fn release_counted_raced(&self, hd: &Descriptor, head: u32) {
         self.release_counted(hd, head, Count::Ref, 0);
     }
 
