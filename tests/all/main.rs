@@ -12,6 +12,7 @@ mod idle;
 mod map;
 mod migrate;
 mod model;
+mod owners_holders;
 mod owners_rearm;
 mod poison;
 mod policy;
