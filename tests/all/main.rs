@@ -14,6 +14,7 @@ mod migrate;
 mod model;
 mod owners_holders;
 mod owners_rearm;
+mod owners_reports;
 mod poison;
 mod policy;
 mod region;
