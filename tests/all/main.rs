@@ -13,6 +13,7 @@ mod map;
 mod migrate;
 mod model;
 mod owners_holders;
+mod owners_json;
 mod owners_rearm;
 mod owners_reports;
 mod poison;

@@ -28,10 +28,7 @@ fn report(arena: &PageArena) -> OwnerReport {
 fn dma_holders(arena: &PageArena, pfn: usize) -> usize {
     let report = report(arena);
     let page = report.pages.iter().find(|p| p.pfn == pfn).expect("the block is in the report");
-    page.outstanding
-        .iter()
-        .filter(|h| h.owner.as_ref().and_then(|o| o.subsystem.as_deref()) == Some("dma"))
-        .count()
+    page.outstanding.iter().filter(|h| h.owner.as_ref().and_then(|o| o.subsystem.as_deref()) == Some("dma")).count()
 }
 
 /// A pin recorded while the block was armed, still held when the block is

@@ -128,7 +128,9 @@ fn owners_failures_from_several_threads_at_once_are_armed_and_named_apart() {
         let dma: Vec<_> = page
             .outstanding
             .iter()
-            .filter(|h| h.kind == EventKind::Pin && h.owner.as_ref().and_then(|o| o.subsystem.as_deref()) == Some("dma"))
+            .filter(|h| {
+                h.kind == EventKind::Pin && h.owner.as_ref().and_then(|o| o.subsystem.as_deref()) == Some("dma")
+            })
             .collect();
         assert_eq!(dma.len(), 1, "{report}");
         assert!(dma[0].from_arming, "found held at arming");
