@@ -31,7 +31,7 @@ fn owners_a_busy_report_round_trips_through_json_and_the_report_tool() {
     let second = reg_mr(&arena, pfn);
     drop(second);
     assert_eq!(arena.arm(mover.pfn()..mover.pfn() + 1, Reason::Shrink), 1);
-    drop(mover.relocate());
+    mover.relocate().unwrap();
     let report = arena.owner_report_with(&ReportOptions { events: true, ..ReportOptions::default() });
     let json = report.to_json();
     let read = OwnerReport::from_json(&json).unwrap();

@@ -53,3 +53,34 @@ fn owners_a_recorded_pin_found_again_at_rearming_is_one_holder_and_gone_once_unp
     assert_eq!(page.holders(), 1, "only the frame's own reference: {report}");
     drop(frame);
 }
+
+#[pin_tracked(subsystem = "exit")]
+fn batch_collect(arena: &PageArena) -> pinowner::Block<&PageArena> {
+    arena.alloc_movable(0).unwrap().into_block()
+}
+
+#[pin_tracked(subsystem = "net")]
+fn net_read(arena: &PageArena, pfn: usize) -> pinowner::PageRef<&PageArena> {
+    arena.get(pfn).unwrap()
+}
+
+/// The holder a failure named, given up to C with `into_raw` after the
+/// arming and released with `put_raw` once a reader came, is gone from the
+/// report's outstanding holders.
+#[test]
+fn owners_a_holder_found_at_arming_released_raw_after_into_raw_is_gone() {
+    let arena = arena();
+    let frame = batch_collect(&arena);
+    let pfn = frame.pfn();
+    fail_over(&arena, pfn);
+    let raw = frame.into_raw();
+    let reader = net_read(&arena, pfn);
+    arena.put_raw(raw).unwrap();
+    let report = report(&arena);
+    let page = report.pages.iter().find(|p| p.pfn == pfn).unwrap();
+    let exit =
+        page.outstanding.iter().filter(|h| h.owner.as_ref().and_then(|o| o.subsystem.as_deref()) == Some("exit"));
+    assert_eq!(exit.count(), 0, "a departed holder is listed: {report}");
+    assert_eq!(page.holders(), 1, "{report}");
+    drop(reader);
+}
