@@ -54,7 +54,18 @@ impl PageArena {
         let c = Change::acquire(kind, head, head, w, w, crate::page::slot::Who::of(who), gen, false);
         let mut found = t.event(&Change { from_arming: true, ..c }, None);
         found.seq = seq;
-        let id = t.holds.lock().open(&mut found);
+        let id = {
+            let mut holds = t.holds.lock();
+            // Armed before (and disarmed since), the block may keep the
+            // hold its handle opened then: that holder is recorded already,
+            // and its handle closes that hold, so a second record found at
+            // arming would outlive it.
+            let recorded = |e: &super::Event| e.gen == Some(gen) && e.kind.is_pin() == pin && e.who == Some(who);
+            if holds.find(head, recorded).is_some() {
+                return;
+            }
+            holds.open(&mut found)
+        };
         if id != 0 && state::gen(self.desc(head).state.load(Acquire)) != gen {
             t.holds.lock().close_if(id, seq);
         }

@@ -565,10 +565,24 @@ impl Tracker {
                         // holder found at arming that the slot named (it may
                         // have been that holder: the record never outlives
                         // the slot's naming it).
-                        (0, _) if raw => holds.find(head, |e| e.raw && e.kind.is_pin() == pin).or_else(|| {
-                            let (g, moved) = (state::gen(c.old), state::gen(c.old) != state::gen(c.new));
-                            moved.then(|| holds.find(head, |e| e.from_arming && e.gen == Some(g))).flatten()
-                        }),
+                        (0, _) if raw => holds
+                            .find(head, |e| e.raw && e.kind.is_pin() == pin)
+                            .or_else(|| {
+                                let (g, moved) = (state::gen(c.old), state::gen(c.old) != state::gen(c.new));
+                                moved.then(|| holds.find(head, |e| e.from_arming && e.gen == Some(g))).flatten()
+                            })
+                            .or_else(|| {
+                                // Every count of this kind is a live hold, and
+                                // handle holds are closed by their handles: the
+                                // count released is one found at arming, whose
+                                // handle was given up raw (`into_raw` knows no
+                                // hold of it).
+                                let before = if pin { state::pins(c.old) } else { state::refs(c.old) };
+                                let live = holds.of(head).iter().filter(|e| e.kind.is_pin() == pin).count();
+                                (before as usize == live)
+                                    .then(|| holds.find(head, |e| e.from_arming && e.kind.is_pin() == pin))
+                                    .flatten()
+                            }),
                         // A holder from before arming: the one the failure
                         // attributed, if this release carries its generation.
                         (0, Some(g)) => {
