@@ -124,6 +124,40 @@ fn readers_by_number_never_hide_the_pinner() {
     });
 }
 
+/// Raw readers (`get_raw` then `put_raw`, as an FFI path peeking at a
+/// registered buffer) on a pinned block, from two threads at once:
+/// afterwards the pinner is still named. A raw release carries no
+/// generation, so it moves the word's only if the slot is current and
+/// names an acquisition of its own kind; a slot naming a pin is never a
+/// raw reference's (a reference on a pinned block does not claim). (Moving
+/// it whenever the slot is current left the pinner unnamed.)
+#[test]
+fn raw_readers_never_hide_the_pinner() {
+    common::model("raw_readers_never_hide_the_pinner", || {
+        let arena = Arc::new(PageArena::builder().pages(2).max_order(1).without_thread_cache().build().unwrap());
+        let block = arena.alloc_owned(0).unwrap();
+        let pfn = block.pfn();
+        let pin = {
+            let _scope = site::enter(&DMA);
+            arena.pin_owned(pfn).unwrap()
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let a = arena.clone();
+                loom::thread::spawn(move || {
+                    a.get_raw(pfn).unwrap();
+                    a.put_raw(pfn).unwrap();
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(arena.page_info(pfn).unwrap().acquirer, Some(Acquirer::Site(&DMA)));
+        drop((pin, block));
+    });
+}
+
 /// A reference cloned from a handle on a pinned block takes back its
 /// generation move only if nothing changed since its add. Racing a pin and
 /// unpin by another thread, it must never bring that departed pinner's

@@ -58,7 +58,6 @@ fn named(f: &ContigFailure) -> Option<&'static str> {
 /// path peeking at a registered buffer) does not hide the memory
 /// registration's pin: the pinner still holds and is still named.
 #[test]
-#[ignore = "bug: a raw reference's release moves the generation of a slot naming a pin (arena/counts.rs release_delta)"]
 fn owners_a_raw_readers_put_never_hides_the_pinner_still_holding() {
     let arena = arena();
     let frame = arena.alloc_movable(0).unwrap().into_block();

@@ -451,13 +451,20 @@ impl PageArena {
     /// What a release adds to the word: one count off, and the generation
     /// moved if the caller's acquisition is the latest. A raw release
     /// (`mine == None`) cannot tell: it moves the generation if the head's
-    /// slot is current (it may be the one the slot names), and only then,
-    /// so a stale slot never comes back to life (see [`slot`]).
+    /// slot is current and names an acquisition of its kind (it may be the
+    /// one the slot names), and only then, so a stale slot never comes back
+    /// to life (see [`slot`]). A slot naming a pin is never a raw
+    /// reference's own (a reference on a pinned block does not claim), nor
+    /// one naming a reference a raw pin's (every pin claims): such a
+    /// release leaves the holder the slot names named.
     #[inline(always)]
     fn release_delta(count: Count, mine: Option<u16>, old: u64, hd: &Descriptor) -> u64 {
         let latest = match mine {
             Some(g) => g == state::gen(old),
-            None => slot::is_current(hd.owner.load(Relaxed), state::gen(old)),
+            None => {
+                let word = hd.owner.load(Relaxed);
+                slot::is_current(word, state::gen(old)) && slot::is_pin(word) == (count == Count::Pin)
+            }
         };
         if latest {
             count.release_delta()

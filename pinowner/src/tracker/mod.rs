@@ -285,7 +285,7 @@ pub struct Acquired {
 /// One arming: a failed reservation (or a request) that armed blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Arming {
-    /// Its number (1 is eager mode's).
+    /// Its number ([`EAGER_ARMING`] is eager mode's).
     pub id: u32,
     /// Why the failed reservation wanted its run.
     pub reason: Reason,
