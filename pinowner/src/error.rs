@@ -26,6 +26,25 @@ pub enum BuildError {
         /// The page size.
         page_size: usize,
     },
+    /// The movable zone's byte size
+    /// ([`movable_capacity`](crate::ArenaBuilder::movable_capacity)) is not
+    /// a whole number of pages.
+    #[error("movable zone size of {bytes} bytes is not a multiple of the page size {page_size}")]
+    MovableNotMultiple {
+        /// The size given.
+        bytes: usize,
+        /// The page size.
+        page_size: usize,
+    },
+    /// The arena's bytes (pages times page size) overflow the address
+    /// space.
+    #[error("{pages} pages of {page_size} bytes overflow the address space")]
+    SizeOverflow {
+        /// The page count.
+        pages: u64,
+        /// The page size.
+        page_size: usize,
+    },
     /// A caller-provided region does not start on a page boundary.
     #[error("region base {base:#x} is not aligned to the page size {page_size}")]
     MisalignedBase {

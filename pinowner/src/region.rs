@@ -31,9 +31,14 @@ pub enum Backing {
     Anonymous,
     /// `MAP_HUGETLB` with 2 MiB pages; when the system has no hugetlb pages
     /// reserved, an anonymous mapping advised with `MADV_HUGEPAGE`
-    /// (transparent hugepages) instead. [`PageArena::backing`] says which.
+    /// (transparent hugepages) instead. [`PageArena::backing`] says which,
+    /// [`PageArena::backing_fallback_error`] why;
+    /// [`ArenaBuilder::hugetlb_fallback`] turns the fallback into a build
+    /// error.
     ///
     /// [`PageArena::backing`]: crate::PageArena::backing
+    /// [`PageArena::backing_fallback_error`]: crate::PageArena::backing_fallback_error
+    /// [`ArenaBuilder::hugetlb_fallback`]: crate::ArenaBuilder::hugetlb_fallback
     HugeTlb,
     /// Memory the caller mapped (for example a driver's DMA window).
     External(ExternalRegion),
@@ -107,6 +112,9 @@ pub(crate) struct Region {
     keep: Keep,
     /// Why the `MAP_HUGETLB` request fell back, if it did.
     pub(crate) fallback: Option<String>,
+    /// The error of that request, if it failed (kept for
+    /// [`PageArena::backing_fallback_error`](crate::PageArena::backing_fallback_error)).
+    pub(crate) fallback_error: Option<std::io::Error>,
 }
 
 // `Region` owns (or, for external memory, was promised exclusive use of)
@@ -132,7 +140,15 @@ pub(crate) const HEAP_MAP_MIN: usize = 128 << 10;
 
 impl Region {
     /// Maps or allocates `len` bytes aligned to `align` (a power of two).
-    pub(crate) fn new(backing: Backing, len: usize, align: usize) -> Result<Region, BuildError> {
+    /// With `hugetlb_fallback` false, a [`Backing::HugeTlb`] request that
+    /// gets no `MAP_HUGETLB` mapping is a [`BuildError::Map`] (backing
+    /// `"hugetlb"`) instead of a transparent-hugepage mapping.
+    pub(crate) fn new(
+        backing: Backing,
+        len: usize,
+        align: usize,
+        hugetlb_fallback: bool,
+    ) -> Result<Region, BuildError> {
         match backing {
             // Under Miri, which cannot map memory, every heap region comes
             // from the allocator.
@@ -148,29 +164,47 @@ impl Region {
                     backing: "heap",
                     source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
                 })?;
-                Ok(Region { base, len, kind: BackingKind::Heap, keep: Keep::Heap(layout), fallback: None })
+                Ok(Region {
+                    base,
+                    len,
+                    kind: BackingKind::Heap,
+                    keep: Keep::Heap(layout),
+                    fallback: None,
+                    fallback_error: None,
+                })
             }
             Backing::Anonymous => Self::anonymous(len, align, BackingKind::Anonymous, None),
             Backing::HugeTlb => {
                 let huge_len = len.checked_next_multiple_of(HUGE_2M).ok_or(BuildError::TooLarge { bytes: len })?;
-                match memmap2::MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
+                let failed = match memmap2::MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
                     Ok(mut map) if (map.as_ptr() as usize).is_multiple_of(align) => {
                         let base = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");
-                        Ok(Region { base, len, kind: BackingKind::HugeTlb, keep: Keep::Map(map), fallback: None })
+                        return Ok(Region {
+                            base,
+                            len,
+                            kind: BackingKind::HugeTlb,
+                            keep: Keep::Map(map),
+                            fallback: None,
+                            fallback_error: None,
+                        });
                     }
-                    Ok(_) => Self::anonymous(
-                        len,
-                        align.max(HUGE_2M),
-                        BackingKind::TransparentHuge,
-                        Some(format!("MAP_HUGETLB mapping is not aligned to {align} bytes")),
+                    Ok(_) => std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("MAP_HUGETLB mapping is not aligned to {align} bytes"),
                     ),
-                    Err(e) => Self::anonymous(
-                        len,
-                        align.max(HUGE_2M),
-                        BackingKind::TransparentHuge,
-                        Some(format!("MAP_HUGETLB failed: {e}")),
-                    ),
+                    Err(e) => e,
+                };
+                if !hugetlb_fallback {
+                    return Err(BuildError::Map { backing: "hugetlb", source: failed });
                 }
+                let why = if failed.kind() == std::io::ErrorKind::InvalidInput {
+                    failed.to_string()
+                } else {
+                    format!("MAP_HUGETLB failed: {failed}")
+                };
+                let mut region = Self::anonymous(len, align.max(HUGE_2M), BackingKind::TransparentHuge, Some(why))?;
+                region.fallback_error = Some(failed);
+                Ok(region)
             }
             Backing::External(ext) => {
                 if ext.len != len {
@@ -179,7 +213,14 @@ impl Region {
                 if !(ext.ptr.as_ptr() as usize).is_multiple_of(align) {
                     return Err(BuildError::MisalignedBase { base: ext.ptr.as_ptr() as usize, page_size: align });
                 }
-                Ok(Region { base: ext.ptr, len, kind: BackingKind::External, keep: Keep::External, fallback: None })
+                Ok(Region {
+                    base: ext.ptr,
+                    len,
+                    kind: BackingKind::External,
+                    keep: Keep::External,
+                    fallback: None,
+                    fallback_error: None,
+                })
             }
         }
     }
@@ -223,7 +264,7 @@ impl Region {
         // SAFETY: `offset < slack` when slack is non-zero (else 0), so
         // `offset + len <= total`: the pointer stays inside the mapping.
         let base = unsafe { NonNull::new_unchecked(map.as_mut_ptr().add(offset)) };
-        Ok(Region { base, len, kind, keep: Keep::Map(map), fallback })
+        Ok(Region { base, len, kind, keep: Keep::Map(map), fallback, fallback_error: None })
     }
 
     pub(crate) fn kind(&self) -> BackingKind {
@@ -372,6 +413,21 @@ impl Region {
         let p = self.ptr(offset, len);
         // SAFETY: in bounds; exclusive by the caller's promise.
         unsafe { core::ptr::write_bytes(p.cast::<u8>().as_ptr(), 0, len) };
+    }
+}
+
+impl crate::PageArena {
+    /// The error of the `MAP_HUGETLB` request a [`Backing::HugeTlb`] arena
+    /// fell back from (see [`backing_fallback`](crate::PageArena::backing_fallback)),
+    /// typed: `ErrorKind::OutOfMemory` (`ENOMEM`) when the system has no
+    /// hugetlb pages reserved, `InvalidInput` when the mapping it got was
+    /// not aligned to the page size. `None` for every other backing, and
+    /// when the hugetlb mapping was made.
+    ///
+    /// To refuse the fallback instead, build with
+    /// [`hugetlb_fallback(false)`](crate::ArenaBuilder::hugetlb_fallback).
+    pub fn backing_fallback_error(&self) -> Option<&std::io::Error> {
+        self.region.fallback_error.as_ref()
     }
 }
 

@@ -28,5 +28,6 @@ mod scenarios_modes;
 mod scenarios_owners;
 mod stats;
 mod stress;
+mod surface_backing;
 mod track;
 mod zone;

@@ -82,6 +82,7 @@ struct Settings {
     leak_check: LeakCheck,
     reporting: crate::reporting::Reporting,
     poison: crate::poison::Poison,
+    hugetlb_fallback: bool,
 }
 
 impl Default for ArenaBuilder {
@@ -103,6 +104,7 @@ impl Default for Settings {
             leak_check: LeakCheck::default(),
             reporting: crate::reporting::Reporting::default(),
             poison: crate::poison::Poison::Off,
+            hugetlb_fallback: true,
         }
     }
 }
@@ -149,6 +151,35 @@ impl<P: crate::Attribution> ArenaBuilder<P> {
     /// [`Backing::External`] the size may be left unset: it is the region's.
     pub fn backing(mut self, backing: Backing) -> Self {
         self.s.backing = backing;
+        self
+    }
+
+    /// Whether a [`Backing::HugeTlb`] arena may fall back to transparent
+    /// hugepages when the system gives no `MAP_HUGETLB` mapping (default
+    /// true; the arena then says so: [`PageArena::backing`] is
+    /// [`BackingKind::TransparentHuge`](crate::BackingKind::TransparentHuge),
+    /// [`PageArena::backing_fallback_error`] has the error). With `false`,
+    /// that build fails with [`BuildError::Map`] (backing `"hugetlb"`, the
+    /// system's error as its source): for drivers that need memory in
+    /// hugetlb pages or nothing. No effect on other backings.
+    ///
+    /// ```
+    /// use pinowner::{Backing, BackingKind, BuildError, PageArena};
+    ///
+    /// let built = PageArena::builder()
+    ///     .capacity(2 << 20)
+    ///     .backing(Backing::HugeTlb)
+    ///     .hugetlb_fallback(false)
+    ///     .build();
+    /// match built {
+    ///     Ok(arena) => assert_eq!(arena.backing(), BackingKind::HugeTlb),
+    ///     // `source` is the system's error: `ENOMEM` with no hugetlb pages reserved.
+    ///     Err(BuildError::Map { backing, source: _ }) => assert_eq!(backing, "hugetlb"),
+    ///     Err(e) => panic!("{e}"),
+    /// }
+    /// ```
+    pub fn hugetlb_fallback(mut self, fallback: bool) -> Self {
+        self.s.hugetlb_fallback = fallback;
         self
     }
 
@@ -274,7 +305,12 @@ impl ArenaBuilder {
         if pages > MAX_PAGES {
             return Err(BuildError::TooManyPages { pages, max: MAX_PAGES });
         }
-        let movable = Self::to_pages_of(self.s.movable, page_size)?.unwrap_or(0);
+        let movable = match Self::to_pages_of(self.s.movable, page_size) {
+            Err(BuildError::SizeNotMultiple { bytes, page_size }) => {
+                return Err(BuildError::MovableNotMultiple { bytes, page_size })
+            }
+            m => m?.unwrap_or(0),
+        };
         if movable > pages {
             return Err(BuildError::MovableTooLarge { movable, pages });
         }
@@ -285,7 +321,7 @@ impl ArenaBuilder {
             cache.validate()?;
         }
         self.s.reporting.validate()?;
-        let len = (pages as usize).checked_mul(page_size).ok_or(BuildError::TooLarge { bytes: usize::MAX })?;
+        let len = (pages as usize).checked_mul(page_size).ok_or(BuildError::SizeOverflow { pages, page_size })?;
         // The bookkeeping first: the table is lazily zeroed memory, cheap to
         // get and to give back, while the region may be terabytes of
         // address space.
@@ -301,7 +337,7 @@ impl ArenaBuilder {
             Zone::new(ZoneKind::Normal, 0, split, self.s.max_order, self.s.cache, ext.clone())?,
             Zone::new(ZoneKind::Movable, split, pages, self.s.max_order, self.s.cache, ext.clone())?,
         ];
-        let region = Region::new(self.s.backing, len, page_size)?;
+        let region = Region::new(self.s.backing, len, page_size, self.s.hugetlb_fallback)?;
         self.s.poison.validate(region.kind())?;
         if self.s.poison == crate::poison::Poison::Protect {
             // No page was ever handed out: all of them fault until one is.
