@@ -1,7 +1,7 @@
 //! The functions behind the `pinowner-report` tool, which renders a JSON
 //! report written by `pinowner` (any `to_json` output: an owner report, a
-//! reservation failure, an audit, fragmentation or tracker statistics, an
-//! arena map) for an operator:
+//! reservation failure, an audit, fragmentation or tracker statistics, the
+//! arena's counters, an arena map) for an operator:
 //!
 //! - [`render_text`]: the report as text, whatever its kind;
 //! - [`render_map`]: an SVG map, from an arena map (the whole arena) or a
@@ -17,7 +17,7 @@ use std::io::Write;
 
 use pinowner::svg::ArenaMap;
 use pinowner::tracker::{HoldWeight, Owner, OwnerReport, TrackerStats};
-use pinowner::{FragStats, PageClass, ReportJsonError, ZoneKind};
+use pinowner::{FragStats, PageClass, ReportJsonError, Stats, ZoneKind};
 use serde_json::Value;
 
 /// The command line's help.
@@ -217,6 +217,46 @@ fn tracker_text(s: &TrackerStats) -> String {
     )
 }
 
+/// Per-order counts as `order:count` pairs, the orders with a count only.
+fn per_order(counts: &[u64]) -> String {
+    let pairs: Vec<String> =
+        counts.iter().enumerate().filter(|(_, &n)| n > 0).map(|(o, n)| format!("{o}:{n}")).collect();
+    if pairs.is_empty() {
+        "none".to_owned()
+    } else {
+        pairs.join(" ")
+    }
+}
+
+fn stats_text(s: &Stats) -> String {
+    let mut out = String::from("arena stats:\n");
+    for z in &s.zones {
+        let _ = writeln!(
+            out,
+            "  zone {}: {} allocs, {} frees, {} failures, {} live blocks",
+            z.zone,
+            z.total_allocs(),
+            z.total_frees(),
+            z.total_failures(),
+            z.live_blocks()
+        );
+        let _ = writeln!(out, "    allocs by order: {}", per_order(&z.allocs));
+        let _ = writeln!(out, "    frees by order: {}", per_order(&z.frees));
+        let _ = writeln!(out, "    failures by order: {}", per_order(&z.failures));
+    }
+    let r = &s.reservations;
+    let _ = writeln!(
+        out,
+        "  reservations: {} tried, {} succeeded, {} busy, {} refused, {} retried, {} pages reserved, {} report waits",
+        r.tried, r.succeeded, r.busy, r.refused, r.retried, r.pages_reserved, r.report_waits
+    );
+    for line in tracker_text(&s.tracker).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
 fn map_text(m: &ArenaMap) -> String {
     let c = m.counts();
     let mut out = format!(
@@ -256,6 +296,7 @@ pub fn render_text(json: &str) -> Result<String, CliError> {
         "owner_report" => OwnerReport::from_json(json)?.to_string(),
         "frag_stats" => FragStats::from_json(json)?.to_string(),
         "tracker_stats" => tracker_text(&TrackerStats::from_json(json)?),
+        "stats" => stats_text(&Stats::from_json(json)?),
         "arena_map" => map_text(&ArenaMap::from_json(json)?),
         "contig_failure" => failure_text(&v)?,
         "audit" => audit_text(&v),

@@ -7,7 +7,7 @@
 //!
 //! The reports that are plain data read back with `from_json`
 //! ([`OwnerReport::from_json`](crate::OwnerReport::from_json),
-//! [`FragStats::from_json`], [`TrackerStats::from_json`],
+//! [`FragStats::from_json`], [`TrackerStats::from_json`], [`Stats::from_json`],
 //! [`ArenaMap::from_json`](crate::svg::ArenaMap::from_json)), so a tool
 //! (`pinowner-report`) can render a report a service wrote. A failure and
 //! an audit name acquirers by static sites, so they stay JSON documents to
@@ -318,5 +318,25 @@ impl Stats {
     /// ```
     pub fn to_json(&self) -> String {
         versioned("stats", self)
+    }
+
+    /// Reads counters written by [`to_json`](Self::to_json), for example a
+    /// service's metrics dump, to render with `pinowner-report`.
+    ///
+    /// ```
+    /// use pinowner::{PageArena, Stats};
+    ///
+    /// let arena = PageArena::builder().pages(16).build()?;
+    /// drop(arena.alloc(1)?);
+    /// let stats = arena.stats();
+    /// assert_eq!(Stats::from_json(&stats.to_json())?, stats);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReportJsonError`] as for [`FragStats::from_json`].
+    pub fn from_json(text: &str) -> Result<Stats, ReportJsonError> {
+        from_versioned("stats", text)
     }
 }

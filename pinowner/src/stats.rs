@@ -17,7 +17,7 @@ use crate::PageArena;
 
 /// An arena's cumulative counters; see [`PageArena::stats`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Per zone, normal first; a zone of zero pages is left out.
     pub zones: Vec<ZoneStats>,
@@ -31,7 +31,7 @@ pub struct Stats {
 /// The allocation counters of one zone, per order (index = order, up to
 /// the arena's [`max_order`](PageArena::max_order)).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ZoneStats {
     /// The zone.
     pub zone: ZoneKind,
@@ -50,17 +50,17 @@ pub struct ZoneStats {
 impl ZoneStats {
     /// Blocks allocated, all orders.
     pub fn total_allocs(&self) -> u64 {
-        self.allocs.iter().sum()
+        saturating_sum(&self.allocs)
     }
 
     /// Blocks freed, all orders.
     pub fn total_frees(&self) -> u64 {
-        self.frees.iter().sum()
+        saturating_sum(&self.frees)
     }
 
     /// Failed allocations, all orders.
     pub fn total_failures(&self) -> u64 {
-        self.failures.iter().sum()
+        saturating_sum(&self.failures)
     }
 
     /// Blocks allocated and not freed yet, all orders: what is live now
@@ -70,10 +70,17 @@ impl ZoneStats {
     }
 }
 
+/// The sum of per-order counters, saturating (counters read back from a
+/// JSON report may be anything).
+fn saturating_sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0, |sum, &n| sum.saturating_add(n))
+}
+
 /// Counters of contiguous reservations (`reserve_*`, their `_wait` and
 /// `_owned` forms).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct ReservationStats {
     /// Reservation calls (a `_wait` call is one, however often it retries).
     pub tried: u64,

@@ -241,18 +241,23 @@ impl ArenaMap {
 
     /// Pages in each class (armed pages counted in their class too) and
     /// armed pages, for the legend and for tests.
+    ///
+    /// Counts saturate: a map read back from JSON whose runs overlap or
+    /// span more pages than a `usize` counts (a corrupted report) gives
+    /// large counts, never a panic.
     pub fn counts(&self) -> MapCounts {
         let mut c = MapCounts::default();
         for r in &self.runs {
             let n = r.pages.len();
-            match r.class {
-                PageClass::Free => c.free += n,
-                PageClass::Used => c.used += n,
-                PageClass::Pinned => c.pinned += n,
-                PageClass::Contig => c.contig += n,
-            }
+            let class = match r.class {
+                PageClass::Free => &mut c.free,
+                PageClass::Used => &mut c.used,
+                PageClass::Pinned => &mut c.pinned,
+                PageClass::Contig => &mut c.contig,
+            };
+            *class = class.saturating_add(n);
             if r.armed {
-                c.armed += n;
+                c.armed = c.armed.saturating_add(n);
             }
         }
         c
@@ -268,7 +273,12 @@ impl ArenaMap {
         let n = self.pages.len().max(1);
         // Columns: the power of two nearest sqrt(4 n), so rows are about a
         // quarter as many; cells 16 px at most, the grid 1024 px at most.
-        let cols = ((4.0 * n as f64).sqrt() as usize).next_power_of_two().clamp(1, n.next_power_of_two());
+        // (`n` may be any `usize` in a map read back from JSON: past 2^63
+        // pages `next_power_of_two` has no answer, and the columns stay
+        // below 2^33 whatever `n` is.)
+        let cols = ((4.0 * n as f64).sqrt() as usize)
+            .next_power_of_two()
+            .clamp(1, n.checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 1)));
         let rows = n.div_ceil(cols);
         let cell = (1024.0 / cols as f64).min(16.0);
         let (left, top) = (72.0, 28.0);

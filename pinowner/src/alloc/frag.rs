@@ -45,12 +45,21 @@ impl ZoneFrag {
     /// The kernel's unusable free space index for `order`: the fraction of
     /// free pages that sit in blocks too small to serve an allocation of that
     /// order (0.0 all usable, 1.0 none usable; 0.0 when nothing is free).
+    ///
+    /// Statistics read back from JSON may not add up (a hand-edited or
+    /// corrupted report): the index stays within 0.0..=1.0 and never
+    /// panics, whatever the fields say.
     pub fn unusable_index(&self, order: u8) -> f64 {
         if self.free_pages == 0 {
             return 0.0;
         }
-        let usable: usize = self.free_blocks.iter().enumerate().skip(order as usize).map(|(o, &n)| n << o).sum();
-        (self.free_pages - usable) as f64 / self.free_pages as f64
+        let usable = self
+            .free_blocks
+            .iter()
+            .enumerate()
+            .skip(order as usize)
+            .fold(0usize, |sum, (o, &n)| sum.saturating_add(pages_in(n, o)));
+        self.free_pages.saturating_sub(usable) as f64 / self.free_pages as f64
     }
 
     /// The kernel's external fragmentation index for `order`: `None` when a
@@ -61,12 +70,22 @@ impl ZoneFrag {
         if self.largest_order().is_some_and(|l| l >= order) {
             return None;
         }
-        let blocks: usize = self.free_blocks.iter().sum();
+        let blocks = self.free_blocks.iter().fold(0usize, |sum, &n| sum.saturating_add(n));
         if blocks == 0 {
             return Some(0.0);
         }
-        let requested = (1usize << order) as f64;
+        let requested = 2f64.powi(i32::from(order));
         Some(1.0 - (1.0 + self.free_pages as f64 / requested) / blocks as f64)
+    }
+}
+
+/// Pages in `n` blocks of `order`, saturating (an order past the word size,
+/// or a count that overflows, from a report that does not add up).
+fn pages_in(n: usize, order: usize) -> usize {
+    match u32::try_from(order).ok().and_then(|o| 1usize.checked_shl(o)) {
+        Some(per) => n.saturating_mul(per),
+        None if n == 0 => 0,
+        None => usize::MAX,
     }
 }
 
@@ -97,7 +116,10 @@ impl core::fmt::Display for FragStats {
             writeln!(f)?;
             write!(f, "zone {:>7} unusable:   ", z.zone.to_string())?;
             for o in 0..z.free_blocks.len() {
-                write!(f, " {:>5.3}", self.zones.iter().find(|x| x.zone == z.zone).unwrap().unusable_index(o as u8))?;
+                // Orders past 255 (only in a report that does not add up)
+                // have no block to serve them: index 1.0.
+                let index = u8::try_from(o).map_or(1.0, |o| z.unusable_index(o));
+                write!(f, " {index:>5.3}")?;
             }
             writeln!(f)?;
             writeln!(

@@ -48,14 +48,18 @@ impl OwnerReport {
                 if h.from_arming {
                     path.push("(held since before arming)".to_owned());
                 }
-                *lines.entry(path).or_default() += match weight {
+                // Saturating here and below: a report read back from JSON
+                // may carry any counts.
+                let w = lines.entry(path).or_default();
+                *w = w.saturating_add(match weight {
                     HoldWeight::Holds => 1,
                     HoldWeight::HeldMicros => (h.held_ns / 1_000).max(1),
-                };
+                });
             }
-            let unnamed = p.unrecorded_refs + p.unrecorded_pins;
+            let unnamed = u64::from(p.unrecorded_refs) + u64::from(p.unrecorded_pins);
             if unnamed > 0 && weight == HoldWeight::Holds {
-                *lines.entry(vec!["(unattributed, from before arming)".to_owned()]).or_default() += u64::from(unnamed);
+                let w = lines.entry(vec!["(unattributed, from before arming)".to_owned()]).or_default();
+                *w = w.saturating_add(unnamed);
             }
         }
         let mut out = String::new();

@@ -205,9 +205,10 @@ pub struct PageReport {
 }
 
 impl PageReport {
-    /// Holders now (refs plus pins).
+    /// Holders now (refs plus pins; saturating, for a report read back
+    /// from JSON whose counts do not fit a page's state word).
     pub fn holders(&self) -> u32 {
-        self.count + self.pincount
+        self.count.saturating_add(self.pincount)
     }
 }
 
