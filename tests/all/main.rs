@@ -28,6 +28,8 @@ mod scenarios_modes;
 mod scenarios_owners;
 mod stats;
 mod stress;
+mod surface_allocator;
 mod surface_backing;
+mod surface_threads;
 mod track;
 mod zone;

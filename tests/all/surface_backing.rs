@@ -104,7 +104,8 @@ fn surface_external_region_sizes_are_checked_with_typed_errors() {
     assert!(matches!(e, BuildError::SizeMismatch { region: 32768, wanted: 16384 }), "{e:?}");
     assert_eq!(e.to_string(), "the region has 32768 bytes but the arena was sized for 16384");
     // 2 MiB pages need a 2 MiB-aligned base; one page in, it is not.
-    let base = window.ptr.as_ptr().wrapping_add(if window.ptr.as_ptr() as usize % (2 << 20) == 0 { 4096 } else { 0 });
+    let base =
+        window.ptr.as_ptr().wrapping_add(if (window.ptr.as_ptr() as usize).is_multiple_of(2 << 20) { 4096 } else { 0 });
     // SAFETY: 2 MiB inside the 4 MiB window.
     let odd = unsafe { ExternalRegion::new(NonNull::new(base).unwrap(), 2 << 20) };
     let e = PageArena::builder().page_size(2 << 20).backing(Backing::External(odd)).build().unwrap_err();
