@@ -79,7 +79,9 @@ fn surface_an_exhausted_arena_refuses_without_changing_anything() {
 fn surface_allocations_freed_on_other_threads_return_every_page() {
     let arena = Arc::new(PageArena::builder().pages(512).max_order(6).build().unwrap());
     let alloc = ArenaAllocator::new(arena.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
+    // Bounded: at most about 11 vectors (16 pages each at most) are alive
+    // at once, however far the freeing thread lags.
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
     let makers: Vec<_> = (0..2)
         .map(|t| {
             let (alloc, tx) = (alloc.clone(), tx.clone());
