@@ -12,6 +12,7 @@ mod idle;
 mod map;
 mod migrate;
 mod model;
+mod moves_contract;
 mod owners_holders;
 mod owners_json;
 mod owners_rearm;
