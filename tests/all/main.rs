@@ -13,6 +13,7 @@ mod map;
 mod migrate;
 mod model;
 mod moves_contract;
+mod moves_load;
 mod owners_holders;
 mod owners_json;
 mod owners_rearm;

@@ -199,3 +199,79 @@ fn moves_a_longterm_pin_through_the_handle_always_lands_on_the_handles_block() {
     arena.verify().unwrap();
     assert_eq!(arena.free_pages(), 512);
 }
+
+#[test]
+fn moves_an_idle_frame_accessed_after_its_move_is_not_idle() {
+    let arena = arena(64, 64);
+    let frames: Vec<_> = (0..3).map(|_| arena.alloc_movable(0).unwrap()).collect();
+    arena.mark_idle(0..128).unwrap();
+    // A long-term pin moves the first frame to the normal zone, then pins
+    // it: the pin is an access at the new address.
+    let pin = frames[0].pin_longterm(0).unwrap();
+    // The second moves, then a second holder joins it.
+    frames[1].relocate().unwrap();
+    let share = frames[1].share(|_: &Migration<'_>| MoveOutcome::Moved);
+    let idle = arena.idle_pages(0..128).unwrap();
+    assert!(!idle.is_idle(frames[0].pfn()), "pinned after the move");
+    assert!(!idle.is_idle(frames[1].pfn()), "shared after the move");
+    assert!(idle.is_idle(frames[2].pfn()), "untouched");
+    assert_eq!(idle.idle, 1);
+    drop((pin, share));
+}
+
+/// A mover that panics when asked to follow its block.
+struct PanicsOnMove;
+
+impl Mover for PanicsOnMove {
+    fn migrate(&self, _: &Migration<'_>) -> MoveOutcome {
+        panic!("moves: a mover panics (expected by the test)")
+    }
+}
+
+#[test]
+fn moves_a_mover_that_panics_refuses_and_the_other_holders_are_put_back() {
+    let arena = arena(64, 64);
+    let putbacks = Arc::new(AtomicU64::new(0));
+    struct CountsPutbacks(Arc<AtomicU64>);
+    impl Mover for CountsPutbacks {
+        fn migrate(&self, _: &Migration<'_>) -> MoveOutcome {
+            MoveOutcome::Moved
+        }
+        fn putback(&self, _: &Migration<'_>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let mut frame = arena.alloc_movable_with(0, CountsPutbacks(putbacks.clone())).unwrap();
+    frame.borrow_mut().unwrap().fill(9);
+    let panicking = frame.share(PanicsOnMove);
+    let at = frame.pfn();
+    let free = arena.free_pages();
+    let e = arena.reserve_range(64, 64, Reason::Shrink).unwrap_err();
+    let pinowner::ContigError::Busy(f) = e else { panic!("{e}") };
+    assert!(matches!(f.busy[0].why, pinowner::Unmovable::Refused { temporary: false, .. }), "{f}");
+    assert_eq!(putbacks.load(Ordering::Relaxed), 1, "the holder that moved was put back");
+    assert_eq!((frame.pfn(), panicking.pfn()), (at, at));
+    assert!(panicking.try_borrow().expect("not left frozen").iter().all(|&x| x == 9));
+    assert_eq!(arena.free_pages(), free, "the destination went back");
+    arena.verify().unwrap();
+    drop((panicking, frame));
+    assert_eq!(arena.free_pages(), 128);
+}
+
+#[test]
+fn moves_a_wait_ends_when_the_query_pinning_a_movable_frame_lets_go_and_the_frame_moves() {
+    let arena = arena(64, 64);
+    let mut frame = arena.alloc_movable(0).unwrap();
+    frame.borrow_mut().unwrap().fill(3);
+    let pin = frame.pin(0).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(pin);
+        });
+        let run = arena.reserve_contig_wait(64, 64, Reason::Shrink, Duration::from_secs(20)).unwrap();
+        assert_eq!(run.range(), 64..128);
+    });
+    assert_eq!(arena.zone_of(frame.pfn()), Some(ZoneKind::Normal));
+    assert!(frame.borrow().iter().all(|&x| x == 3));
+}
