@@ -136,7 +136,7 @@ fn moves_frames_pins_reservations_compaction_reporting_and_discards_at_once_lose
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let c = arena.compact(if i % 2 == 0 { ZoneKind::Movable } else { ZoneKind::Normal }, 3);
+                let c = arena.compact(if i.is_multiple_of(2) { ZoneKind::Movable } else { ZoneKind::Normal }, 3);
                 assert_eq!(c.windows, c.already_free + c.freed + c.skipped + c.failed);
                 arena.report_free(8).unwrap();
                 let f = arena.frag_stats();
