@@ -12,6 +12,8 @@ mod idle;
 mod map;
 mod migrate;
 mod model;
+mod moves_contract;
+mod moves_load;
 mod owners_holders;
 mod owners_json;
 mod owners_rearm;

@@ -316,7 +316,12 @@ impl<A: ArenaRef> MovableBlock<A> {
     #[track_caller]
     pub fn pin_longterm(&self, index: usize) -> Result<PagePin<&PageArena>, super::LongtermPinError> {
         assert!(index < self.pages(), "page {index} is outside a block of {} pages", self.pages());
-        self.arena.exact().pin_longterm(self.entry.head() as Pfn + index)
+        let who = crate::owner_here();
+        // Through the handle's own entry, not its page number: a move
+        // between reading the head and pinning it would pin a freed page,
+        // or another block's.
+        let a = self.arena.exact();
+        a.pin_longterm_entry(&self.entry, index as u32, self.entry.head() as Pfn + index, who)
     }
 
     /// Turns this handle into an ordinary [`Block`](crate::Block), which

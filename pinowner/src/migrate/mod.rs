@@ -584,13 +584,30 @@ impl PageArena {
             new_bytes: core::cell::Cell::new(Some(new_bytes)),
             copied: core::cell::Cell::new(false),
         };
-        if !movers.iter().any(|(mv, _)| mv.copies_bytes()) {
-            m.copy_if_needed();
-        }
-        // 4. Ask every mover.
-        let mut moved: Vec<&Arc<dyn Mover>> = Vec::new();
+        // Which movers copy the bytes themselves: asked once each, shielded
+        // (user code: a mover that panics there refuses, before anyone is
+        // asked to move).
         let mut refusal = None;
-        for (mover, who) in movers {
+        let mut copies = Vec::with_capacity(movers.len());
+        for (mv, who) in movers {
+            let mut c = None;
+            crate::callback::shielded(|| c = Some(mv.copies_bytes()));
+            if c.is_none() {
+                refusal = Some(Unmovable::Refused { by: *who, temporary: false });
+                break;
+            }
+            copies.push(c == Some(true));
+        }
+        // 4. Ask every mover. One that does not copy is promised the bytes
+        // at the new address when it is asked: copied before it, even when
+        // a mover registered after it would have copied them itself (that
+        // one's `copy_with` then does nothing, as after the arena's copy).
+        let mut moved: Vec<&Arc<dyn Mover>> = Vec::new();
+        let asked = if refusal.is_some() { 0 } else { movers.len() };
+        for ((mover, who), &copies) in movers[..asked].iter().zip(&copies) {
+            if !copies {
+                m.copy_if_needed();
+            }
             let mut answer = MoveOutcome::Refused;
             crate::callback::shielded(|| answer = mover.migrate(&m));
             match answer {
@@ -631,6 +648,11 @@ impl PageArena {
         for p in &table.history[new as usize..new as usize + pages] {
             p.store(record, Relaxed);
         }
+        // A move is not an access (the kernel's `folio_migrate_flags`
+        // carries `PG_idle` and `PG_young` over): the idle detector and its
+        // marks go with the bytes, before any holder can reach the new
+        // block (it is ours alone until the entry names it).
+        self.carry_idle(head, new, d.state.load(Relaxed));
         // Every holder's ticket is now stale (see `Holder::ticket`).
         entry.moves.store(entry.moves.load(Relaxed).wrapping_add(1), Relaxed);
         entry.word.store(new as u64, Release);
@@ -658,5 +680,25 @@ impl PageArena {
         }
         self.free_released(zone, cache, head, order);
         Ok(new)
+    }
+
+    /// Carries the idle state of the block headed by `old` (frozen, word
+    /// `word`) to its destination `new` (allocated for the move, no handle
+    /// to it yet): the `IDLE` detector bit and the `WATCHED` and `YOUNG`
+    /// marks (see [`crate::idle`]), which leave the old head.
+    fn carry_idle(&self, old: u32, new: u32, word: u64) {
+        use crate::page::ext::Mark;
+        if word & state::IDLE != 0 {
+            self.desc(new).state.fetch_or(state::IDLE, Relaxed);
+        }
+        for mark in [Mark::Watched, Mark::Young] {
+            if self.ext.test(mark, old) {
+                self.ext.set(mark, new, 1);
+                self.ext.clear(mark, old, 1);
+            } else if self.ext.test(mark, new) {
+                // A stale mark of an earlier block headed here.
+                self.ext.clear(mark, new, 1);
+            }
+        }
     }
 }

@@ -57,8 +57,12 @@ pub trait Mover: Send + Sync {
 
     /// True if this mover copies the bytes itself (with
     /// [`Migration::copy_with`]); then the arena does not copy before
-    /// asking. If it answers `Moved` without having copied, the arena
-    /// copies.
+    /// asking it. If it answers `Moved` without having copied, the arena
+    /// copies. A mover that does not copy is always asked with the bytes
+    /// copied: if one registered before this mover does not copy, the
+    /// arena copies before asking that one, and this mover's `copy_with`
+    /// does nothing. Asked once per move, before any mover moves; a panic
+    /// here is a refusal.
     fn copies_bytes(&self) -> bool {
         false
     }

@@ -149,8 +149,22 @@ impl PageArena {
             }
             return Err(LongtermPinError::Unmovable { pfn, why: Unmovable::NotMovable });
         };
-        // Moved, then pinned inside a borrow (so the pin lands where the
-        // block is); if a reservation moved it back in between, again.
+        self.pin_longterm_entry(&entry, offset, pfn, who)
+    }
+
+    /// The long-term pin of page `offset` of the movable block `entry`
+    /// names, wherever the block is (`pfn`: the page asked for, for
+    /// errors): moved to the normal zone, then pinned inside a borrow, so
+    /// the pin lands where the block is; if a reservation or compaction
+    /// moved it in between (back to the movable zone, or while this tried
+    /// to move it), again.
+    pub(crate) fn pin_longterm_entry(
+        &self,
+        entry: &crate::sync::TrackedArc<super::Entry>,
+        offset: u32,
+        pfn: Pfn,
+        who: crate::page::slot::Who,
+    ) -> Result<PagePin<&PageArena>, LongtermPinError> {
         for _ in 0..10 {
             let at = entry.enter();
             if self.zone_for(at).kind == ZoneKind::Normal {
@@ -162,8 +176,12 @@ impl PageArena {
                 return Ok(PagePin::from_parts(self, hd, at + offset, t?));
             }
             entry.leave();
-            self.migrate_block(at, Reason::LongtermPin, Dest::Normal)
-                .map_err(|why| LongtermPinError::Unmovable { pfn, why })?;
+            match self.migrate_entry(entry, at, Reason::LongtermPin, Dest::Normal) {
+                // Moved meanwhile by someone else, or moving right now: look
+                // where it is now.
+                Ok(_) | Err(Unmovable::Borrowed) => crate::sync::yield_now(),
+                Err(why) => return Err(LongtermPinError::Unmovable { pfn, why }),
+            }
         }
         Err(LongtermPinError::Unmovable { pfn, why: Unmovable::Borrowed })
     }

@@ -640,7 +640,10 @@ impl PageArena {
                 }
             }
             let may_clear = movable.len() + held_for_now == busy.len();
-            if may_clear && passes < MIGRATE_PASSES && time_left {
+            // The deadline bounds waiting, not trying: the first pass moves
+            // what can move now even if the deadline has passed (a zero
+            // timeout does what a reservation without one does once).
+            if may_clear && passes < MIGRATE_PASSES && (time_left || passes == 0) {
                 drop(area);
                 drop(caches);
                 passes += 1;
