@@ -555,3 +555,17 @@ fn a_destination_freed_beside_a_carved_piece_of_an_isolated_window_never_merges_
     arena.verify().unwrap();
     assert_eq!(arena.free_pages(), 16);
 }
+
+/// An empty range pin may sit at the arena's end, as an empty slice may,
+/// but one starting past it is refused with a typed error naming the page,
+/// like any other page out of range.
+#[test]
+fn an_empty_range_pin_past_the_arena_is_out_of_range() {
+    let arena = PageArena::builder().pages(64).build().unwrap();
+    assert!(arena.pin_range(64, 0).unwrap().pins().is_empty(), "empty at the end");
+    let e = arena.pin_range(65, 0).unwrap_err();
+    assert_eq!(e.pfn, 65);
+    assert_eq!(e.error, pinowner::AcquireError::OutOfRange { pfn: 65, pages: 64 });
+    let e = arena.pin_range(usize::MAX, 0).unwrap_err();
+    assert_eq!(e.pfn, usize::MAX);
+}

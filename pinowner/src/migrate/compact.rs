@@ -18,7 +18,9 @@ pub struct Compaction {
     pub windows: usize,
     /// Windows that were already free.
     pub already_free: usize,
-    /// Windows made free by moving their blocks out.
+    /// Windows made free by moving their blocks out, each counted when it
+    /// was made free: a later window's blocks may have moved into it since,
+    /// so [`free_after`](Self::free_after) is the net result.
     pub freed: usize,
     /// Windows left alone: something in them cannot move (a pin, a block
     /// that keeps its address, a run).

@@ -94,6 +94,12 @@ impl PageArena {
     /// ```
     #[track_caller]
     pub fn pin_range(&self, start: Pfn, pages: usize) -> Result<RangePin<&PageArena>, RangePinError> {
+        // An empty range may sit at the arena's end, not past it (as a
+        // slice's may).
+        if start > self.pages() {
+            let error = AcquireError::OutOfRange { pfn: start, pages: self.pages() };
+            return Err(RangePinError { pfn: start, error });
+        }
         let end = start.saturating_add(pages);
         let mut pins = Vec::new();
         let mut p = start;
