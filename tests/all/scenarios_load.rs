@@ -29,6 +29,17 @@ fn build(backing: Backing, cache: Option<ThreadCache>) -> PageArena {
     .unwrap()
 }
 
+/// Sets its flag if dropped while its thread panics.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A mixed workload: churners allocating and freeing blocks of orders
 /// 0..=4 (normal and movable, some written), a thread reserving windows,
 /// and one reporting free pages, draining caches, compacting and reading
@@ -42,6 +53,9 @@ fn everything_at_once(arena: &PageArena, reporting: bool) {
     // on until both have run a while alongside them.
     let rounds = [AtomicUsize::new(0), AtomicUsize::new(0)];
     let rounds = &rounds;
+    // Set if the reserving or the statistics thread fails a check: the
+    // churners, which wait for their rounds, stop instead of spinning.
+    let failed = &AtomicBool::new(false);
     std::thread::scope(|s| {
         let churners: Vec<_> = (0..2u64)
             .map(|t| {
@@ -49,7 +63,9 @@ fn everything_at_once(arena: &PageArena, reporting: bool) {
                     let mut rng = Lcg(t + 1);
                     let mut held: Vec<Option<pinowner::Block<&PageArena>>> = (0..24).map(|_| None).collect();
                     let mut ops = 0;
-                    while ops < 3000 || rounds.iter().any(|r| r.load(Ordering::Relaxed) < 150) {
+                    while !failed.load(Ordering::Relaxed)
+                        && (ops < 3000 || rounds.iter().any(|r| r.load(Ordering::Relaxed) < 150))
+                    {
                         ops += 1;
                         let r = rng.next();
                         let slot = (r % 24) as usize;
@@ -72,6 +88,7 @@ fn everything_at_once(arena: &PageArena, reporting: bool) {
             })
             .collect();
         s.spawn(|| {
+            let _guard = StopOnPanic(failed);
             let mut rng = Lcg(99);
             while !stop.load(Ordering::Relaxed) {
                 rounds[0].fetch_add(1, Ordering::Relaxed);
@@ -93,6 +110,7 @@ fn everything_at_once(arena: &PageArena, reporting: bool) {
             }
         });
         s.spawn(|| {
+            let _guard = StopOnPanic(failed);
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;

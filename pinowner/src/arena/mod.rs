@@ -797,8 +797,12 @@ impl PageArena {
             if zone.pages() == 0 {
                 continue;
             }
-            let cached =
-                zone.pcp.as_ref().map_or(0, |p| p.lock_all().iter_mut().map(|c| c.with(|c| c.listed_pages())).sum());
+            // The caches stay held while the lists are read (cache, then
+            // zone: the lock order everywhere), so no page is counted both
+            // cached and listed: a flush or drain in between moved cached
+            // pages to the lists after they were counted in the cache.
+            let mut caches = self.lock_caches(zone);
+            let cached: usize = caches.iter_mut().map(|c| c.with(|c| c.listed_pages())).sum();
             let mut area = zone.area.lock();
             // The lists as an eager buddy leaves them: what the zone path
             // left unmerged merges now (see `alloc::buddy`).
@@ -830,6 +834,8 @@ impl PageArena {
                 reporting_pages: area.reporting_pages,
                 poisoned_pages: self.ext.count_in(crate::page::ext::Mark::Poisoned, zone.start, zone.pages()),
             });
+            drop(area);
+            drop(caches);
         }
         FragStats { zones }
     }
