@@ -247,7 +247,7 @@ impl<A: ArenaRef> Block<A> {
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
         this.arena.exact().raw.update(this.head(), crate::arena::RawCounts::is_zero, |c| c.refs += 1);
-        this.arena.exact().hold_into_raw(this.ticket().hold());
+        this.arena.exact().hold_into_raw(this.head(), false, this.ticket());
         // SAFETY: `this` is never used or dropped again; we move the arena
         // handle out exactly once so it is released normally.
         let _arena = unsafe { core::ptr::read(&this.arena) };
@@ -589,7 +589,7 @@ impl<A: ArenaRef> PageRef<A> {
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
         this.arena.exact().raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.refs += 1);
-        this.arena.exact().hold_into_raw(this.ticket.hold());
+        this.arena.exact().hold_into_raw(this.head() as u32, false, this.ticket);
         // SAFETY: `this` is never used or dropped again.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn
@@ -602,7 +602,7 @@ impl<A: ArenaRef> PagePin<A> {
     pub fn into_raw(self) -> Pfn {
         let this = core::mem::ManuallyDrop::new(self);
         this.arena.exact().raw.update(this.pfn, crate::arena::RawCounts::is_zero, |c| c.pins += 1);
-        this.arena.exact().hold_into_raw(this.ticket.hold());
+        this.arena.exact().hold_into_raw(this.head() as u32, true, this.ticket);
         // SAFETY: `this` is never used or dropped again.
         let _arena = unsafe { core::ptr::read(&this.arena) };
         this.pfn as Pfn

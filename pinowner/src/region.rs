@@ -111,10 +111,16 @@ pub(crate) struct Region {
     kind: BackingKind,
     keep: Keep,
     /// Why the `MAP_HUGETLB` request fell back, if it did.
-    pub(crate) fallback: Option<String>,
-    /// The error of that request, if it failed (kept for
-    /// [`PageArena::backing_fallback_error`](crate::PageArena::backing_fallback_error)).
-    pub(crate) fallback_error: Option<std::io::Error>,
+    pub(crate) fallback: Option<Fallback>,
+}
+
+/// A `MAP_HUGETLB` request that fell back to transparent hugepages.
+pub(crate) struct Fallback {
+    /// Why, for [`PageArena::backing_fallback`](crate::PageArena::backing_fallback).
+    pub(crate) why: String,
+    /// The request's error, for
+    /// [`PageArena::backing_fallback_error`](crate::PageArena::backing_fallback_error).
+    pub(crate) error: std::io::Error,
 }
 
 // `Region` owns (or, for external memory, was promised exclusive use of)
@@ -164,47 +170,27 @@ impl Region {
                     backing: "heap",
                     source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
                 })?;
-                Ok(Region {
-                    base,
-                    len,
-                    kind: BackingKind::Heap,
-                    keep: Keep::Heap(layout),
-                    fallback: None,
-                    fallback_error: None,
-                })
+                Ok(Region { base, len, kind: BackingKind::Heap, keep: Keep::Heap(layout), fallback: None })
             }
             Backing::Anonymous => Self::anonymous(len, align, BackingKind::Anonymous, None),
             Backing::HugeTlb => {
                 let huge_len = len.checked_next_multiple_of(HUGE_2M).ok_or(BuildError::TooLarge { bytes: len })?;
-                let failed = match memmap2::MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
+                let fallback = match memmap2::MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
                     Ok(mut map) if (map.as_ptr() as usize).is_multiple_of(align) => {
                         let base = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");
-                        return Ok(Region {
-                            base,
-                            len,
-                            kind: BackingKind::HugeTlb,
-                            keep: Keep::Map(map),
-                            fallback: None,
-                            fallback_error: None,
-                        });
+                        let keep = Keep::Map(map);
+                        return Ok(Region { base, len, kind: BackingKind::HugeTlb, keep, fallback: None });
                     }
-                    Ok(_) => std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("MAP_HUGETLB mapping is not aligned to {align} bytes"),
-                    ),
-                    Err(e) => e,
+                    Ok(_) => {
+                        let why = format!("MAP_HUGETLB mapping is not aligned to {align} bytes");
+                        Fallback { error: std::io::Error::new(std::io::ErrorKind::InvalidInput, why.clone()), why }
+                    }
+                    Err(error) => Fallback { why: format!("MAP_HUGETLB failed: {error}"), error },
                 };
                 if !hugetlb_fallback {
-                    return Err(BuildError::Map { backing: "hugetlb", source: failed });
+                    return Err(BuildError::Map { backing: "hugetlb", source: fallback.error });
                 }
-                let why = if failed.kind() == std::io::ErrorKind::InvalidInput {
-                    failed.to_string()
-                } else {
-                    format!("MAP_HUGETLB failed: {failed}")
-                };
-                let mut region = Self::anonymous(len, align.max(HUGE_2M), BackingKind::TransparentHuge, Some(why))?;
-                region.fallback_error = Some(failed);
-                Ok(region)
+                Self::anonymous(len, align.max(HUGE_2M), BackingKind::TransparentHuge, Some(fallback))
             }
             Backing::External(ext) => {
                 if ext.len != len {
@@ -213,14 +199,7 @@ impl Region {
                 if !(ext.ptr.as_ptr() as usize).is_multiple_of(align) {
                     return Err(BuildError::MisalignedBase { base: ext.ptr.as_ptr() as usize, page_size: align });
                 }
-                Ok(Region {
-                    base: ext.ptr,
-                    len,
-                    kind: BackingKind::External,
-                    keep: Keep::External,
-                    fallback: None,
-                    fallback_error: None,
-                })
+                Ok(Region { base: ext.ptr, len, kind: BackingKind::External, keep: Keep::External, fallback: None })
             }
         }
     }
@@ -228,7 +207,12 @@ impl Region {
     /// An anonymous mapping (`MAP_NORESERVE`), over-sized so that an
     /// `align`-aligned window of `len` bytes fits in it (mmap itself aligns
     /// only to the base page).
-    fn anonymous(len: usize, align: usize, kind: BackingKind, fallback: Option<String>) -> Result<Region, BuildError> {
+    fn anonymous(
+        len: usize,
+        align: usize,
+        kind: BackingKind,
+        fallback: Option<Fallback>,
+    ) -> Result<Region, BuildError> {
         // MAP_NORESERVE: an arena is address space first; pages cost memory
         // only once touched, so a sparse 64 GiB arena maps on a smaller box.
         Self::map(len, align, kind, fallback, false)
@@ -242,7 +226,7 @@ impl Region {
         len: usize,
         align: usize,
         kind: BackingKind,
-        fallback: Option<String>,
+        fallback: Option<Fallback>,
         reserve: bool,
     ) -> Result<Region, BuildError> {
         let slack = if align > 4096 { align } else { 0 };
@@ -264,7 +248,7 @@ impl Region {
         // SAFETY: `offset < slack` when slack is non-zero (else 0), so
         // `offset + len <= total`: the pointer stays inside the mapping.
         let base = unsafe { NonNull::new_unchecked(map.as_mut_ptr().add(offset)) };
-        Ok(Region { base, len, kind, keep: Keep::Map(map), fallback, fallback_error: None })
+        Ok(Region { base, len, kind, keep: Keep::Map(map), fallback })
     }
 
     pub(crate) fn kind(&self) -> BackingKind {
@@ -427,7 +411,7 @@ impl crate::PageArena {
     /// To refuse the fallback instead, build with
     /// [`hugetlb_fallback(false)`](crate::ArenaBuilder::hugetlb_fallback).
     pub fn backing_fallback_error(&self) -> Option<&std::io::Error> {
-        self.region.fallback_error.as_ref()
+        self.region.fallback.as_ref().map(|f| &f.error)
     }
 }
 

@@ -19,6 +19,39 @@ fn counted() -> Arc<Counted> {
     Arc::new(PageArena::builder().pages(2).max_order(1).without_thread_cache().attribution().build().unwrap())
 }
 
+/// A counts-only arena of 2 pages (one order-1 block) with order-0 caches.
+fn cached_counted() -> Arc<Counted> {
+    let cache = ThreadCache { batch: 1, high: 1, shards: 4, orders: ThreadCache::ORDER_0 };
+    Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).attribution().build().unwrap())
+}
+
+/// Reserves the whole zone while `releaser` drops the last count on page
+/// `pfn`: the reservation succeeds only once the block is free (else it
+/// names the block), and afterwards the page is free exactly once,
+/// coalesced, neither cached nor isolated.
+fn reserve_the_zone_while(arena: &Counted, pfn: usize, releaser: thread::JoinHandle<()>) {
+    let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
+    match &got {
+        Ok(run) => {
+            let s = arena.page_state(pfn).unwrap();
+            assert!(s.flags.contains(PageFlags::CONTIG), "{s}");
+            assert_eq!(run.pages(), 2);
+        }
+        Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy[0].head, pfn),
+        Err(e) => panic!("unexpected {e}"),
+    }
+    releaser.join().unwrap();
+    drop(got);
+    arena.drain_thread_caches();
+    arena.verify().unwrap();
+    assert_eq!(arena.free_pages(), 2);
+    assert_eq!(arena.frag_stats().zones[0].free_blocks[1], 1, "coalesced back");
+    for p in 0..2 {
+        let f = arena.page_state(p).unwrap().flags;
+        assert!(!f.contains(PageFlags::ISOLATED) && !f.contains(PageFlags::PCP), "page {p}: {f}");
+    }
+}
+
 /// The last counted release of a block (its count dropped by a
 /// `fetch_sub`, then the block made a cached free block in a second
 /// compare-and-swap that decides against `ISOLATED`) racing a reservation
@@ -29,34 +62,12 @@ fn counted() -> Arc<Counted> {
 #[test]
 fn a_counted_last_release_against_a_reservation_frees_once_and_keeps_isolation_exact() {
     model("a_counted_last_release_against_a_reservation_frees_once_and_keeps_isolation_exact", || {
-        let cache = ThreadCache { batch: 1, high: 1, shards: 4, orders: ThreadCache::ORDER_0 };
-        let arena: Arc<Counted> =
-            Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).attribution().build().unwrap());
+        let arena = cached_counted();
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
         let r = block.page_ref(0);
         drop(block);
-        let t = thread::spawn(move || drop(r));
-        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
-        match &got {
-            Ok(run) => {
-                let s = arena.page_state(pfn).unwrap();
-                assert!(s.flags.contains(PageFlags::CONTIG), "{s}");
-                assert_eq!(run.pages(), 2);
-            }
-            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy[0].head, pfn),
-            Err(e) => panic!("unexpected {e}"),
-        }
-        t.join().unwrap();
-        drop(got);
-        arena.drain_thread_caches();
-        arena.verify().unwrap();
-        assert_eq!(arena.free_pages(), 2);
-        assert_eq!(arena.frag_stats().zones[0].free_blocks[1], 1, "coalesced back");
-        for p in 0..2 {
-            let f = arena.page_state(p).unwrap().flags;
-            assert!(!f.contains(PageFlags::ISOLATED) && !f.contains(PageFlags::PCP), "page {p}: {f}");
-        }
+        reserve_the_zone_while(&arena, pfn, thread::spawn(move || drop(r)));
     });
 }
 
@@ -71,32 +82,10 @@ fn a_counted_last_release_against_a_reservation_frees_once_and_keeps_isolation_e
 #[test]
 fn a_counted_block_dropped_against_a_reservation_frees_once_and_keeps_isolation_exact() {
     model("a_counted_block_dropped_against_a_reservation_frees_once_and_keeps_isolation_exact", || {
-        let cache = ThreadCache { batch: 1, high: 1, shards: 4, orders: ThreadCache::ORDER_0 };
-        let arena: Arc<Counted> =
-            Arc::new(PageArena::builder().pages(2).max_order(1).thread_cache(cache).attribution().build().unwrap());
+        let arena = cached_counted();
         let block = arena.alloc_owned(0).unwrap();
         let pfn = block.pfn();
-        let t = thread::spawn(move || drop(block));
-        let got = arena.reserve_range(0, 2, pinowner::Reason::Contig);
-        match &got {
-            Ok(run) => {
-                let s = arena.page_state(pfn).unwrap();
-                assert!(s.flags.contains(PageFlags::CONTIG), "{s}");
-                assert_eq!(run.pages(), 2);
-            }
-            Err(pinowner::ContigError::Busy(f)) => assert_eq!(f.busy[0].head, pfn),
-            Err(e) => panic!("unexpected {e}"),
-        }
-        t.join().unwrap();
-        drop(got);
-        arena.drain_thread_caches();
-        arena.verify().unwrap();
-        assert_eq!(arena.free_pages(), 2);
-        assert_eq!(arena.frag_stats().zones[0].free_blocks[1], 1, "coalesced back");
-        for p in 0..2 {
-            let f = arena.page_state(p).unwrap().flags;
-            assert!(!f.contains(PageFlags::ISOLATED) && !f.contains(PageFlags::PCP), "page {p}: {f}");
-        }
+        reserve_the_zone_while(&arena, pfn, thread::spawn(move || drop(block)));
     });
 }
 

@@ -285,7 +285,7 @@ impl PageArena {
     /// Why a [`Backing::HugeTlb`](crate::Backing::HugeTlb) request fell back
     /// to transparent hugepages, if it did.
     pub fn backing_fallback(&self) -> Option<&str> {
-        self.region.fallback.as_deref()
+        self.region.fallback.as_ref().map(|f| f.why.as_str())
     }
 
     /// The first byte of the arena's memory, like

@@ -170,10 +170,11 @@ impl Count {
         }
     }
 
-    /// True if a release of this count from word `old` (the word a
-    /// counts-only `fetch_sub` returned, or the one an exact release read)
-    /// takes the fast path: the block is not armed and the count is not
-    /// its last. One
+    /// True if a counts-only release of this count from word `old` (the
+    /// word its `fetch_sub` returned) takes the fast path: the block is not
+    /// armed and the count is not its last. (The exact release decides the
+    /// same with two bit tests before its compare-and-swap: `TRACKED`, then
+    /// [`others`](Self::others).) One
     /// range test: the word's counts and `TRACKED`, less one more than this
     /// count's one, lie below `TRACKED` less that only when the counts are
     /// above this one and `TRACKED` is clear (a last count wraps around).

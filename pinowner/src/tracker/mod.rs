@@ -565,24 +565,10 @@ impl Tracker {
                         // holder found at arming that the slot named (it may
                         // have been that holder: the record never outlives
                         // the slot's naming it).
-                        (0, _) if raw => holds
-                            .find(head, |e| e.raw && e.kind.is_pin() == pin)
-                            .or_else(|| {
-                                let (g, moved) = (state::gen(c.old), state::gen(c.old) != state::gen(c.new));
-                                moved.then(|| holds.find(head, |e| e.from_arming && e.gen == Some(g))).flatten()
-                            })
-                            .or_else(|| {
-                                // Every count of this kind is a live hold, and
-                                // handle holds are closed by their handles: the
-                                // count released is one found at arming, whose
-                                // handle was given up raw (`into_raw` knows no
-                                // hold of it).
-                                let before = if pin { state::pins(c.old) } else { state::refs(c.old) };
-                                let live = holds.of(head).iter().filter(|e| e.kind.is_pin() == pin).count();
-                                (before as usize == live)
-                                    .then(|| holds.find(head, |e| e.from_arming && e.kind.is_pin() == pin))
-                                    .flatten()
-                            }),
+                        (0, _) if raw => holds.find(head, |e| e.raw && e.kind.is_pin() == pin).or_else(|| {
+                            let (g, moved) = (state::gen(c.old), state::gen(c.old) != state::gen(c.new));
+                            moved.then(|| holds.find(head, |e| e.from_arming && e.gen == Some(g))).flatten()
+                        }),
                         // A holder from before arming: the one the failure
                         // attributed, if this release carries its generation.
                         (0, Some(g)) => {
@@ -835,12 +821,24 @@ impl PageArena {
         }
     }
 
-    /// A handle given up as a raw count: its hold (if any) becomes a raw
-    /// hold, closed by a raw release.
-    pub(crate) fn hold_into_raw(&self, hold: u16) {
-        if let (Some(t), true) = (self.tracker.get(), hold != 0) {
-            t.holds.lock().make_raw(hold);
-        }
+    /// A handle on the block headed by `head` (a pin if `pin`, with
+    /// `ticket`) given up as a raw count: the hold recording it becomes a
+    /// raw hold, closed by a raw release. That is the handle's own hold, or
+    /// for a holder found at arming (whose handle keeps none) the record
+    /// the arming made of it, which carries the handle's generation.
+    pub(crate) fn hold_into_raw(&self, head: u32, pin: bool, ticket: crate::arena::Ticket) {
+        let Some(t) = self.tracker.get() else { return };
+        let mut holds = t.holds.lock();
+        let id = match ticket.hold() {
+            0 => {
+                let gen = Some(ticket.gen());
+                let found = |e: &Event| e.from_arming && !e.raw && e.gen == gen && e.kind.is_pin() == pin;
+                let Some(id) = holds.find(head, found) else { return };
+                id
+            }
+            hold => hold,
+        };
+        holds.make_raw(id);
     }
 
     /// Closes the hold a handle kept, on its release from a block that is
